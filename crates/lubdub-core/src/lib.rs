@@ -1,0 +1,20 @@
+//! Sans-IO core of lubdub: everything that decides, nothing that waits.
+//!
+//! No async runtime and no clock live here: callers pass bytes and instants
+//! in and get frames, verdicts and deadlines out, so every rule can be
+//! unit-tested with synthetic time and fuzzed without sockets.
+//!
+//! # Layout
+//! - [`protocol`]: frames, the two-phase codec, reason codes, handshake rules.
+//! - [`session`]: which frame the server accepts at which phase.
+//! - [`detector`]: the [`Detector`](detector::Detector) trait and its policies.
+//! - [`wheel`]: one timing wheel holding every session's next deadline.
+//! - [`client`]: the client's heartbeat schedule and server-death detection.
+
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod detector;
+pub mod protocol;
+pub mod session;
+pub mod wheel;

@@ -1,0 +1,202 @@
+//! The frames of wire protocol v1 as plain data.
+//!
+//! These types carry no IO and no buffers of their own beyond the strings and
+//! bodies they hold; `codec` turns them into bytes and back. The byte layout
+//! of every frame is specified in `docs/PROTOCOL.md`.
+
+use super::reason::ReasonCode;
+
+/// Protocol version spoken by this crate, carried in HELLO.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Longest name a session may claim, in bytes of UTF-8.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Longest credential a HELLO may carry, in bytes.
+pub const MAX_CREDENTIAL_LEN: usize = 4096;
+
+/// Bits of the HELLO `flags` byte.
+pub mod flags {
+    /// The client wants a PONG for every PING. Without it the session is
+    /// one-way (seed 003's variant): the server never answers heartbeats.
+    pub const ACKS_WANTED: u8 = 0b0000_0001;
+    /// Every bit this version defines; a HELLO with other bits set is rejected
+    /// so that a future flag is never silently ignored.
+    pub const KNOWN: u8 = ACKS_WANTED;
+}
+
+/// One byte on the wire that says what a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// Client → server: opens a session.
+    Hello = 0x01,
+    /// Server → client: the session is open, with the granted parameters.
+    Welcome = 0x02,
+    /// Server → client: the handshake failed; the server closes next.
+    Reject = 0x03,
+    /// Client → server: heartbeat.
+    Ping = 0x04,
+    /// Server → client: answer to a PING, echoing its sequence number.
+    Pong = 0x05,
+    /// Either way: a chat message.
+    Msg = 0x06,
+    /// Either way: the session ends; the sender closes next.
+    Bye = 0x07,
+    /// Server → client: a non-fatal error about one request (for example a
+    /// MSG to a name that is not online). The session goes on.
+    Notice = 0x08,
+}
+
+impl FrameKind {
+    /// Maps a wire byte to a kind, or `None` for a byte this version does not define.
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            0x01 => Self::Hello,
+            0x02 => Self::Welcome,
+            0x03 => Self::Reject,
+            0x04 => Self::Ping,
+            0x05 => Self::Pong,
+            0x06 => Self::Msg,
+            0x07 => Self::Bye,
+            0x08 => Self::Notice,
+            _ => return None,
+        })
+    }
+}
+
+/// HELLO: the first frame a client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol version the client speaks; the server accepts only [`PROTOCOL_VERSION`].
+    pub version: u8,
+    /// Bit set of [`flags`].
+    pub flags: u8,
+    /// Heartbeat interval the client asks for, in milliseconds; 0 asks for the server's default.
+    pub requested_interval_ms: u32,
+    /// Name the session claims.
+    pub name: String,
+    /// Opaque credential for the name; empty when the client has none.
+    pub credential: Vec<u8>,
+}
+
+impl Hello {
+    /// Whether the client asked for a PONG to each PING.
+    pub fn acks_wanted(&self) -> bool {
+        self.flags & flags::ACKS_WANTED != 0
+    }
+}
+
+/// WELCOME: the server accepted the HELLO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Welcome {
+    /// Identifier of this session, unique within the server process.
+    pub session_id: u64,
+    /// Fencing epoch of the name: it grows with every claim, so a newer
+    /// session of a name always has a larger epoch than an older one.
+    pub epoch: u64,
+    /// Interval the client must heartbeat at, in milliseconds.
+    pub granted_interval_ms: u32,
+    /// Silent intervals after which either side declares the other dead.
+    pub max_missed: u16,
+}
+
+/// MSG: a chat message. Clients send `from` empty; the server always fills
+/// in the sending session's own name, so no client can pose as another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Name of the sending session (set by the server).
+    pub from: String,
+    /// Name of the receiving session; empty means broadcast to every other session.
+    pub to: String,
+    /// Application payload; the chat CLI treats it as UTF-8 text.
+    pub body: Vec<u8>,
+}
+
+/// A reason code with human-readable text, as carried by REJECT, BYE and NOTICE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    /// Machine-readable reason.
+    pub code: ReasonCode,
+    /// Human-readable explanation.
+    pub text: String,
+}
+
+impl Reason {
+    /// Builds a reason from a code and any text.
+    pub fn new(code: ReasonCode, text: impl Into<String>) -> Self {
+        Self {
+            code,
+            text: text.into(),
+        }
+    }
+}
+
+/// BYE: the sender ends the session and closes the connection next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bye {
+    /// Why the session ends.
+    pub reason: Reason,
+    /// When non-zero, how long the receiver should wait before reconnecting, in milliseconds.
+    pub retry_after_ms: u32,
+}
+
+/// One protocol frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`Welcome`].
+    Welcome(Welcome),
+    /// The handshake failed for this reason.
+    Reject(Reason),
+    /// Heartbeat with a sequence number and the sender's last measured
+    /// round-trip time in microseconds (0 when not yet known), so that the
+    /// server can show it without sending probes of its own.
+    Ping {
+        /// Sequence number, echoed by the PONG.
+        seq: u32,
+        /// Client's last measured round-trip time, in microseconds; 0 = unknown.
+        rtt_us: u32,
+    },
+    /// Answer to the PING with this sequence number.
+    Pong {
+        /// Sequence number of the PING being answered.
+        seq: u32,
+    },
+    /// See [`Message`].
+    Msg(Message),
+    /// See [`Bye`].
+    Bye(Bye),
+    /// A non-fatal error about one request.
+    Notice(Reason),
+}
+
+impl Frame {
+    /// The kind byte this frame is sent with.
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            Frame::Hello(_) => FrameKind::Hello,
+            Frame::Welcome(_) => FrameKind::Welcome,
+            Frame::Reject(_) => FrameKind::Reject,
+            Frame::Ping { .. } => FrameKind::Ping,
+            Frame::Pong { .. } => FrameKind::Pong,
+            Frame::Msg(_) => FrameKind::Msg,
+            Frame::Bye(_) => FrameKind::Bye,
+            Frame::Notice(_) => FrameKind::Notice,
+        }
+    }
+
+    /// A BYE with this code and text and no reconnect hint.
+    pub fn bye(code: ReasonCode, text: impl Into<String>) -> Self {
+        Frame::Bye(Bye {
+            reason: Reason::new(code, text),
+            retry_after_ms: 0,
+        })
+    }
+
+    /// A REJECT with this code and text.
+    pub fn reject(code: ReasonCode, text: impl Into<String>) -> Self {
+        Frame::Reject(Reason::new(code, text))
+    }
+}

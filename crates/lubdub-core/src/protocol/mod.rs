@@ -1,0 +1,21 @@
+//! Wire protocol v1: frames, their byte encoding, reason codes and the
+//! handshake rules both sides apply.
+//!
+//! Layout: [`frame`] holds the frames as data, [`codec`] turns them into
+//! bytes and back, [`reason`] lists every reason code, and [`handshake`]
+//! validates names and negotiates the heartbeat interval. The normative
+//! description, with test vectors, is `docs/PROTOCOL.md`.
+
+pub mod codec;
+pub mod frame;
+pub mod handshake;
+pub mod reason;
+
+pub use codec::{
+    check, decode, encode, encode_to_vec, DecodeError, EncodeError, DEFAULT_MAX_FRAME_LEN,
+};
+pub use frame::{Bye, Frame, FrameKind, Hello, Message, Reason, Welcome, PROTOCOL_VERSION};
+pub use reason::ReasonCode;
+
+#[cfg(test)]
+mod vectors;

@@ -1,0 +1,148 @@
+//! Reason codes carried by REJECT, BYE and NOTICE.
+//!
+//! Every error a peer can cause maps to exactly one code here, and the table
+//! in `docs/PROTOCOL.md` lists them with the outcome the server applies.
+
+use std::fmt;
+
+/// Why a handshake failed, a session ended, or a request was refused.
+///
+/// Codes are stable on the wire. An unknown code received from a newer peer
+/// decodes as [`ReasonCode::Unknown`] with its number kept, so that a client
+/// never fails to read a BYE because the server learnt a new reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReasonCode {
+    /// The peer ended the session on purpose (a client's `quit`).
+    Normal,
+    /// Bytes that do not form a valid frame: a bad field, a truncated
+    /// payload, trailing bytes, or text that is not UTF-8.
+    MalformedFrame,
+    /// The length prefix exceeds the receiver's maximum frame size.
+    FrameTooLarge,
+    /// A kind byte this version does not define.
+    UnknownFrameKind,
+    /// HELLO carried a protocol version the server does not speak.
+    UnsupportedVersion,
+    /// A frame other than HELLO arrived before the handshake completed.
+    HelloRequired,
+    /// A second HELLO arrived on an established session.
+    DuplicateHello,
+    /// The claimed name is empty, too long, or contains forbidden characters.
+    InvalidName,
+    /// HELLO did not arrive within the handshake timeout.
+    HandshakeTimeout,
+    /// Another connection claimed this session's name.
+    TakenOver,
+    /// The peer stayed silent until its deadline.
+    Timeout,
+    /// The server is shutting down.
+    Shutdown,
+    /// The credential does not grant the claimed name.
+    Unauthorized,
+    /// A MSG named a recipient that is not online (NOTICE only).
+    NoSuchSession,
+    /// The peer did not read its messages and its outbound queue filled up.
+    SlowConsumer,
+    /// The peer sent a frame kind that only the other side may send.
+    UnexpectedFrame,
+    /// The server is at its connection limit.
+    ServerFull,
+    /// A code this version does not know.
+    Unknown(u16),
+}
+
+impl ReasonCode {
+    /// The number sent on the wire.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            Self::Normal => 0,
+            Self::MalformedFrame => 1,
+            Self::FrameTooLarge => 2,
+            Self::UnknownFrameKind => 3,
+            Self::UnsupportedVersion => 4,
+            Self::HelloRequired => 5,
+            Self::DuplicateHello => 6,
+            Self::InvalidName => 7,
+            Self::HandshakeTimeout => 8,
+            Self::TakenOver => 9,
+            Self::Timeout => 10,
+            Self::Shutdown => 11,
+            Self::Unauthorized => 12,
+            Self::NoSuchSession => 13,
+            Self::SlowConsumer => 14,
+            Self::UnexpectedFrame => 15,
+            Self::ServerFull => 16,
+            Self::Unknown(code) => code,
+        }
+    }
+
+    /// Maps a wire number to a code; numbers this version does not define are kept as [`ReasonCode::Unknown`].
+    pub fn from_u16(code: u16) -> Self {
+        match code {
+            0 => Self::Normal,
+            1 => Self::MalformedFrame,
+            2 => Self::FrameTooLarge,
+            3 => Self::UnknownFrameKind,
+            4 => Self::UnsupportedVersion,
+            5 => Self::HelloRequired,
+            6 => Self::DuplicateHello,
+            7 => Self::InvalidName,
+            8 => Self::HandshakeTimeout,
+            9 => Self::TakenOver,
+            10 => Self::Timeout,
+            11 => Self::Shutdown,
+            12 => Self::Unauthorized,
+            13 => Self::NoSuchSession,
+            14 => Self::SlowConsumer,
+            15 => Self::UnexpectedFrame,
+            16 => Self::ServerFull,
+            other => Self::Unknown(other),
+        }
+    }
+
+    /// Short snake_case label used in logs and the admin API.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::MalformedFrame => "malformed_frame",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::UnknownFrameKind => "unknown_frame_kind",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::HelloRequired => "hello_required",
+            Self::DuplicateHello => "duplicate_hello",
+            Self::InvalidName => "invalid_name",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::TakenOver => "taken_over",
+            Self::Timeout => "timeout",
+            Self::Shutdown => "shutdown",
+            Self::Unauthorized => "unauthorized",
+            Self::NoSuchSession => "no_such_session",
+            Self::SlowConsumer => "slow_consumer",
+            Self::UnexpectedFrame => "unexpected_frame",
+            Self::ServerFull => "server_full",
+            Self::Unknown(_) => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown(code) => write!(f, "unknown({code})"),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_number() {
+        for number in 0..=20u16 {
+            assert_eq!(ReasonCode::from_u16(number).to_u16(), number);
+        }
+        assert_eq!(ReasonCode::from_u16(999), ReasonCode::Unknown(999));
+    }
+}
