@@ -1,1 +1,21 @@
+//! lubdub keeps long-lived TCP connections honest: clients heartbeat, the
+//! server keeps the registry of who is online and drops sessions that fall
+//! silent, and clients notice a dead or hung server and reconnect.
+//!
+//! # Layout
+//! - [`server`]: the event loop that owns every connection, the registry and
+//!   the server's configuration.
+//! - [`client`]: connect, send, receive and a stream of status changes, with
+//!   heartbeats and reconnection handled in the background.
+//! - [`admin`]: the HTTP API (`/sessions`, `/healthz`).
+//!
+//! The `lubdub` binary's subcommands live in `src/cli/`, outside the library.
+//!
+//! The protocol and detection rules live in the sans-IO crate
+//! [`lubdub_core`], re-exported here as [`core`].
 
+pub mod admin;
+pub mod client;
+pub mod server;
+
+pub use lubdub_core as core;

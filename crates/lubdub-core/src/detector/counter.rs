@@ -10,22 +10,18 @@ use std::time::{Duration, Instant};
 
 use super::{CheckOutcome, Detector, Liveness, Transition};
 
-/// Parameters of the counter policy.
+/// Parameters of the counter policy. The interval is per session (granted
+/// at the handshake) and passed to [`Detector::start`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CounterConfig {
-    /// Silence that counts as one missed beat.
-    pub interval: Duration,
     /// Missed beats at which the session is dead.
     pub max_missed: u32,
 }
 
 impl Default for CounterConfig {
-    /// Seed 003's values: 3 s interval, dead after 5 missed beats (15 s).
+    /// Seed 003's value: dead after 5 missed beats (15 s at its 3 s interval).
     fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(3),
-            max_missed: 5,
-        }
+        Self { max_missed: 5 }
     }
 }
 
@@ -35,10 +31,11 @@ pub struct CounterDetector {
     config: CounterConfig,
 }
 
-/// Per-session state of the counter detector: 24 bytes.
+/// Per-session state of the counter detector: 40 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CounterState {
     last_seen: Instant,
+    interval: Duration,
     /// Missed beats as of the last check; reset by any frame.
     missed: u32,
 }
@@ -47,9 +44,8 @@ impl CounterDetector {
     /// A counter detector with this configuration.
     ///
     /// # Panics
-    /// If the interval is zero or `max_missed` is zero: no session could live.
+    /// If `max_missed` is zero: no session could live.
     pub fn new(config: CounterConfig) -> Self {
-        assert!(!config.interval.is_zero(), "interval must be positive");
         assert!(config.max_missed > 0, "max_missed must be positive");
         Self { config }
     }
@@ -59,14 +55,14 @@ impl CounterDetector {
         self.config
     }
 
-    /// Silence after which a session is dead.
-    pub fn deadline_after(&self) -> Duration {
-        self.config.interval * self.config.max_missed
+    /// Silence after which a session with this state is dead.
+    pub fn deadline_after(&self, state: &CounterState) -> Duration {
+        state.interval * self.config.max_missed
     }
 
     fn missed_at(&self, state: &CounterState, now: Instant) -> u32 {
         let silent = now.saturating_duration_since(state.last_seen);
-        let whole = silent.as_nanos() / self.config.interval.as_nanos();
+        let whole = silent.as_nanos() / state.interval.as_nanos().max(1);
         u32::try_from(whole).unwrap_or(u32::MAX)
     }
 }
@@ -74,12 +70,13 @@ impl CounterDetector {
 impl Detector for CounterDetector {
     type State = CounterState;
 
-    fn start(&self, now: Instant) -> (CounterState, Instant) {
+    fn start(&self, now: Instant, interval: Duration) -> (CounterState, Instant) {
         let state = CounterState {
             last_seen: now,
+            interval,
             missed: 0,
         };
-        (state, now + self.config.interval)
+        (state, now + interval)
     }
 
     fn heartbeat(&self, state: &mut CounterState, now: Instant) -> Option<Transition> {
@@ -103,7 +100,7 @@ impl Detector for CounterDetector {
         state.missed = missed;
         CheckOutcome {
             transition,
-            next_check: Some(state.last_seen + self.config.interval * (missed + 1)),
+            next_check: Some(state.last_seen + state.interval * (missed + 1)),
         }
     }
 
@@ -127,16 +124,13 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn detector() -> CounterDetector {
-        CounterDetector::new(CounterConfig {
-            interval: 100 * MS,
-            max_missed: 5,
-        })
+        CounterDetector::new(CounterConfig { max_missed: 5 })
     }
 
     #[test]
     fn first_check_is_one_interval_after_joining() {
         let t0 = Instant::now();
-        let (_, first_check) = detector().start(t0);
+        let (_, first_check) = detector().start(t0, 100 * MS);
         assert_eq!(first_check, t0 + 100 * MS);
     }
 
@@ -144,7 +138,7 @@ mod tests {
     fn silence_is_counted_once_per_interval_until_dead_at_exactly_the_deadline() {
         let detector = detector();
         let t0 = Instant::now();
-        let (mut state, mut due) = detector.start(t0);
+        let (mut state, mut due) = detector.start(t0, 100 * MS);
         for expected_missed in 1..=4 {
             let outcome = detector.check(&mut state, due);
             assert_eq!(
@@ -177,7 +171,7 @@ mod tests {
     fn any_frame_recovers_a_suspect_session_and_moves_its_deadline() {
         let detector = detector();
         let t0 = Instant::now();
-        let (mut state, due) = detector.start(t0);
+        let (mut state, due) = detector.start(t0, 100 * MS);
         assert_eq!(
             detector.check(&mut state, due).transition,
             Some(Transition::Suspected { missed: 1 })
@@ -207,7 +201,7 @@ mod tests {
     fn heartbeats_of_an_alive_session_report_nothing() {
         let detector = detector();
         let t0 = Instant::now();
-        let (mut state, _) = detector.start(t0);
+        let (mut state, _) = detector.start(t0, 100 * MS);
         assert_eq!(detector.heartbeat(&mut state, t0 + 50 * MS), None);
         assert_eq!(detector.last_seen(&state), t0 + 50 * MS);
     }
@@ -216,7 +210,7 @@ mod tests {
     fn a_late_check_after_a_long_gap_reports_the_whole_silence_at_once() {
         let detector = detector();
         let t0 = Instant::now();
-        let (mut state, _) = detector.start(t0);
+        let (mut state, _) = detector.start(t0, 100 * MS);
         let outcome = detector.check(&mut state, t0 + 320 * MS);
         assert_eq!(
             outcome.transition,

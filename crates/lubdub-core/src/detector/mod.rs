@@ -64,8 +64,10 @@ pub trait Detector {
     /// Per-session state.
     type State;
 
-    /// State for a session whose first frame arrived at `now`, and when to check it first.
-    fn start(&self, now: Instant) -> (Self::State, Instant);
+    /// State for a session granted `interval` whose first frame arrived at
+    /// `now`, and when to check it first. Intervals are per session because
+    /// each client negotiates its own.
+    fn start(&self, now: Instant, interval: Duration) -> (Self::State, Instant);
 
     /// A frame arrived at `now`. Returns [`Transition::Recovered`] when the
     /// session was suspect. Must not schedule anything: the pending check

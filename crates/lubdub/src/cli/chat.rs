@@ -1,0 +1,151 @@
+//! `lubdub client`: seed 000's chat over the embeddable client. Lines from
+//! stdin are sent, messages go to stdout, status goes to stderr.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use lubdub::client::{Client, ClientConfig, ClientEvent, Status};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::parse_duration;
+
+/// Flags of `lubdub client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Server address, host:port.
+    #[arg(long, default_value = super::DEFAULT_LISTEN)]
+    server: String,
+    /// Name to go by; kept across reconnects. 1-64 bytes, no spaces or '@'.
+    #[arg(long)]
+    name: String,
+    /// Heartbeat interval to ask for (the server clamps it to its range);
+    /// by default the server's own.
+    #[arg(long, value_parser = parse_duration)]
+    interval: Option<Duration>,
+    /// One-way heartbeats: the server never answers them, so a dead server is
+    /// noticed only through TCP errors, not by silence.
+    #[arg(long)]
+    one_way: bool,
+}
+
+/// What one stdin line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Line<'a> {
+    Quit,
+    Direct { to: &'a str, body: &'a str },
+    Broadcast(&'a str),
+    Nothing,
+}
+
+fn parse_line(line: &str) -> Line<'_> {
+    let trimmed = line.trim_end_matches(['\r', '\n']);
+    if trimmed.trim() == "quit" {
+        return Line::Quit;
+    }
+    if trimmed.trim().is_empty() {
+        return Line::Nothing;
+    }
+    if let Some(rest) = trimmed.strip_prefix('@') {
+        let (to, body) = rest.split_once(' ').unwrap_or((rest, ""));
+        return Line::Direct { to, body };
+    }
+    Line::Broadcast(trimmed)
+}
+
+pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(chat(args))
+}
+
+async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let mut config = ClientConfig::new(args.server.clone(), args.name.clone());
+    config.interval = args.interval;
+    config.one_way = args.one_way;
+    let mut client = Client::connect(config).await?;
+    eprintln!("ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `quit` to leave", args.name);
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line? {
+                None => {
+                    client.close().await;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(line) => match parse_line(&line) {
+                    Line::Quit => {
+                        client.close().await;
+                        eprintln!("bye");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Line::Direct { to, body } => {
+                        if client.send_to(to, body).await.is_err() { break; }
+                    }
+                    Line::Broadcast(body) => {
+                        if client.broadcast(body).await.is_err() { break; }
+                    }
+                    Line::Nothing => {}
+                },
+            },
+            event = client.next_event() => match event {
+                Some(ClientEvent::Message(message)) => {
+                    println!("[{}] {}", message.from, String::from_utf8_lossy(&message.body));
+                }
+                Some(ClientEvent::Notice(reason)) => eprintln!("server: {}", reason.text),
+                Some(ClientEvent::Status(status)) => {
+                    if let Some(code) = report(&status) {
+                        return Ok(code);
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+/// Prints a status line; returns the exit code when the client stopped.
+fn report(status: &Status) -> Option<ExitCode> {
+    match status {
+        Status::Connected { server, session_id, epoch, interval, max_missed } => eprintln!(
+            "connected to {server} (session {session_id}, epoch {epoch}, heartbeat every {}, server dead after {})",
+            humantime::format_duration(*interval),
+            humantime::format_duration(*interval * *max_missed),
+        ),
+        Status::ServerLost { reason } => eprintln!("server lost: {reason}"),
+        Status::Reconnecting { attempt, delay } => {
+            eprintln!("reconnecting in {} ms (attempt {attempt})", delay.as_millis());
+        }
+        Status::Stopped { reason } => {
+            eprintln!("stopped: {reason}");
+            return Some(ExitCode::FAILURE);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_map_to_chat_actions() {
+        assert_eq!(parse_line("quit"), Line::Quit);
+        assert_eq!(parse_line("quit\r"), Line::Quit);
+        assert_eq!(
+            parse_line("@bob hi there"),
+            Line::Direct {
+                to: "bob",
+                body: "hi there"
+            }
+        );
+        assert_eq!(parse_line("hello all"), Line::Broadcast("hello all"));
+        assert_eq!(parse_line("   "), Line::Nothing);
+        assert_eq!(
+            parse_line("quitting time"),
+            Line::Broadcast("quitting time")
+        );
+    }
+}

@@ -1,0 +1,430 @@
+//! The lubdub client for embedding: connect, send, receive, and a stream of
+//! status changes. Heartbeats, server-death detection and reconnection run in
+//! a background task.
+//!
+//! Data flow: [`Client::connect`] dials and completes the handshake, then
+//! spawns the session task. The task `select!`s over inbound frames, the
+//! application's outgoing messages and the next deadline of
+//! [`ClientSchedule`](lubdub_core::client::ClientSchedule), which decides
+//! when to PING and when the server is dead. Messages and status changes
+//! reach the application as [`ClientEvent`]s.
+//!
+//! Layout: [`transport`] (dial, handshake, frames over tokio), [`backoff`]
+//! (reconnect delays), this module (the session task and the public API).
+
+pub mod backoff;
+pub mod transport;
+
+use std::time::{Duration, Instant};
+
+use lubdub_core::client::{ClientAction, ClientSchedule};
+use lubdub_core::protocol::{Bye, Frame, Message, Reason, ReasonCode, DEFAULT_MAX_FRAME_LEN};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use backoff::Backoff;
+pub use transport::ConnectError;
+use transport::{Established, HelloParams};
+
+/// How a client connects and behaves.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Server address, `host:port`.
+    pub server: String,
+    /// Name to claim; kept across reconnects.
+    pub name: String,
+    /// Heartbeat interval to ask for; `None` takes the server's default.
+    pub interval: Option<Duration>,
+    /// One-way heartbeats: the server never answers, so the client can only
+    /// notice a dead server through TCP errors.
+    pub one_way: bool,
+    /// Time allowed for TCP connect and for the answer to HELLO, each.
+    pub connect_timeout: Duration,
+    /// Reconnect delays after the server is lost.
+    pub backoff: Backoff,
+    /// Largest inbound frame accepted.
+    pub max_frame_len: usize,
+}
+
+impl ClientConfig {
+    /// A configuration with defaults for everything but the server and the name.
+    pub fn new(server: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            name: name.into(),
+            interval: None,
+            one_way: false,
+            connect_timeout: Duration::from_secs(5),
+            backoff: Backoff::default(),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+}
+
+/// A change in the client's connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    /// A session is open.
+    Connected {
+        /// Server address.
+        server: String,
+        /// Session id from WELCOME.
+        session_id: u64,
+        /// Fencing epoch from WELCOME.
+        epoch: u64,
+        /// Granted heartbeat interval.
+        interval: Duration,
+        /// Silent intervals after which either side gives up.
+        max_missed: u32,
+    },
+    /// The session ended for a reason worth reconnecting after.
+    ServerLost {
+        /// What happened, for humans.
+        reason: String,
+    },
+    /// The next connection attempt starts after `delay`.
+    Reconnecting {
+        /// Attempt number, from 1.
+        attempt: u32,
+        /// Time until the attempt.
+        delay: Duration,
+    },
+    /// The client stopped for good: the name was taken over by another
+    /// client, the server rejected the session, or [`Client::close`] was called.
+    Stopped {
+        /// Why, for humans.
+        reason: String,
+    },
+}
+
+/// What the client hands to the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// A chat message; `to` is empty for a broadcast.
+    Message(Message),
+    /// A non-fatal error from the server (for example an unknown recipient).
+    Notice(Reason),
+    /// The connection changed.
+    Status(Status),
+}
+
+/// The client was closed; nothing more can be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the client is closed")]
+pub struct ClientClosed;
+
+enum Outgoing {
+    Message { to: String, body: Vec<u8> },
+    Close,
+}
+
+/// A connected client. Dropping it ends the session with BYE.
+#[derive(Debug)]
+pub struct Client {
+    outgoing: mpsc::Sender<Outgoing>,
+    events: mpsc::Receiver<ClientEvent>,
+    task: Option<JoinHandle<()>>,
+    welcome: lubdub_core::protocol::Welcome,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outgoing::Message { to, body } => write!(f, "Message(to={to:?}, {} bytes)", body.len()),
+            Outgoing::Close => f.write_str("Close"),
+        }
+    }
+}
+
+impl Client {
+    /// Connects and completes the handshake, then keeps the session alive in
+    /// the background, reconnecting with backoff when the server is lost.
+    ///
+    /// # Errors
+    /// [`ConnectError`] when the first attempt fails; nothing keeps running then.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ConnectError> {
+        let established = dial(&config).await?;
+        let welcome = established.welcome;
+        let (outgoing, outgoing_rx) = mpsc::channel(256);
+        let (events_tx, events) = mpsc::channel(1024);
+        let task = tokio::spawn(run(config, established, outgoing_rx, events_tx));
+        Ok(Client {
+            outgoing,
+            events,
+            task: Some(task),
+            welcome,
+        })
+    }
+
+    /// The WELCOME of the first session.
+    pub fn welcome(&self) -> lubdub_core::protocol::Welcome {
+        self.welcome
+    }
+
+    /// Sends `body` to the session named `to`.
+    ///
+    /// # Errors
+    /// [`ClientClosed`] once the client has stopped.
+    pub async fn send_to(&self, to: &str, body: impl Into<Vec<u8>>) -> Result<(), ClientClosed> {
+        self.outgoing
+            .send(Outgoing::Message {
+                to: to.to_owned(),
+                body: body.into(),
+            })
+            .await
+            .map_err(|_| ClientClosed)
+    }
+
+    /// Sends `body` to every other session.
+    ///
+    /// # Errors
+    /// [`ClientClosed`] once the client has stopped.
+    pub async fn broadcast(&self, body: impl Into<Vec<u8>>) -> Result<(), ClientClosed> {
+        self.send_to("", body).await
+    }
+
+    /// The next message, notice or status change; `None` once the client has
+    /// stopped and every event was received.
+    pub async fn next_event(&mut self) -> Option<ClientEvent> {
+        self.events.recv().await
+    }
+
+    /// Ends the session with BYE `normal` and waits for the background task.
+    pub async fn close(mut self) {
+        // A stopped task has nothing left to close.
+        let _ = self.outgoing.send(Outgoing::Close).await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn dial(config: &ClientConfig) -> Result<Established, ConnectError> {
+    transport::connect(
+        &config.server,
+        &HelloParams {
+            name: &config.name,
+            interval: config.interval,
+            one_way: config.one_way,
+            credential: &[],
+        },
+        config.connect_timeout,
+        config.max_frame_len,
+    )
+    .await
+}
+
+/// How one session ended.
+enum SessionEnd {
+    /// The application closed the client.
+    Closed,
+    /// Reconnecting makes sense, after at least `retry_after`.
+    Lost {
+        reason: String,
+        retry_after: Duration,
+    },
+    /// Reconnecting would not help.
+    Final { reason: String },
+}
+
+async fn run(
+    config: ClientConfig,
+    first: Established,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    events: mpsc::Sender<ClientEvent>,
+) {
+    let emit = |status: Status| {
+        let events = events.clone();
+        async move {
+            // The application may have stopped listening; the session goes on.
+            let _ = events.send(ClientEvent::Status(status)).await;
+        }
+    };
+    let mut next = Some(first);
+    let mut attempt: u32 = 0;
+    let mut retry_after = Duration::ZERO;
+    loop {
+        let established = match next.take() {
+            Some(established) => established,
+            None => {
+                let delay = config
+                    .backoff
+                    .delay(attempt, rand::random::<f64>())
+                    .max(retry_after);
+                attempt += 1;
+                emit(Status::Reconnecting { attempt, delay }).await;
+                if wait_or_close(delay, &mut outgoing).await {
+                    emit(Status::Stopped {
+                        reason: "closed by the application".into(),
+                    })
+                    .await;
+                    return;
+                }
+                match dial(&config).await {
+                    Ok(established) => established,
+                    Err(error) if error.is_retryable() => {
+                        emit(Status::ServerLost {
+                            reason: error.to_string(),
+                        })
+                        .await;
+                        retry_after = Duration::ZERO;
+                        continue;
+                    }
+                    Err(error) => {
+                        emit(Status::Stopped {
+                            reason: error.to_string(),
+                        })
+                        .await;
+                        return;
+                    }
+                }
+            }
+        };
+        attempt = 0;
+        let welcome = established.welcome;
+        emit(Status::Connected {
+            server: config.server.clone(),
+            session_id: welcome.session_id,
+            epoch: welcome.epoch,
+            interval: Duration::from_millis(u64::from(welcome.granted_interval_ms)),
+            max_missed: u32::from(welcome.max_missed),
+        })
+        .await;
+        match drive(&config, established, &mut outgoing, &events).await {
+            SessionEnd::Closed => {
+                emit(Status::Stopped {
+                    reason: "closed by the application".into(),
+                })
+                .await;
+                return;
+            }
+            SessionEnd::Final { reason } => {
+                emit(Status::Stopped { reason }).await;
+                return;
+            }
+            SessionEnd::Lost {
+                reason,
+                retry_after: hint,
+            } => {
+                emit(Status::ServerLost { reason }).await;
+                retry_after = hint;
+            }
+        }
+    }
+}
+
+/// Sleeps for `delay`; returns true when the application closed the client meanwhile.
+async fn wait_or_close(delay: Duration, outgoing: &mut mpsc::Receiver<Outgoing>) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return false,
+            command = outgoing.recv() => match command {
+                // Messages typed while disconnected are dropped, not queued for ever.
+                Some(Outgoing::Message { .. }) => continue,
+                Some(Outgoing::Close) | None => return true,
+            },
+        }
+    }
+}
+
+/// Runs one established session until it ends.
+async fn drive(
+    config: &ClientConfig,
+    established: Established,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
+    events: &mpsc::Sender<ClientEvent>,
+) -> SessionEnd {
+    let Established {
+        welcome,
+        mut reader,
+        mut writer,
+        ..
+    } = established;
+    let interval = Duration::from_millis(u64::from(welcome.granted_interval_ms));
+    let mut schedule = ClientSchedule::new(
+        Instant::now(),
+        interval,
+        u32::from(welcome.max_missed),
+        !config.one_way,
+    );
+    // A write that blocks this long means the server stopped reading.
+    let write_limit = schedule.deadline_after();
+    let lost = |reason: String| SessionEnd::Lost {
+        reason,
+        retry_after: Duration::ZERO,
+    };
+    loop {
+        let wake = tokio::time::Instant::from_std(schedule.poll_timeout());
+        let to_send = tokio::select! {
+            frame = reader.read_frame() => {
+                let frame = match frame {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => return lost("the server closed the connection".into()),
+                    Err(error) => return lost(format!("read failed: {error}")),
+                };
+                let pong_seq = match frame {
+                    Frame::Pong { seq } => Some(seq),
+                    _ => None,
+                };
+                schedule.on_received(Instant::now(), pong_seq);
+                match frame {
+                    Frame::Msg(message) => {
+                        let _ = events.send(ClientEvent::Message(message)).await;
+                        None
+                    }
+                    Frame::Notice(reason) => {
+                        let _ = events.send(ClientEvent::Notice(reason)).await;
+                        None
+                    }
+                    Frame::Pong { .. } => None,
+                    Frame::Bye(bye) => return end_for_bye(bye),
+                    other => {
+                        let text = format!("{:?} is not sent by servers", other.kind());
+                        let _ = writer.write_frame(&Frame::bye(ReasonCode::UnexpectedFrame, text.clone())).await;
+                        return lost(format!("protocol error: {text}"));
+                    }
+                }
+            }
+            command = outgoing.recv() => match command {
+                Some(Outgoing::Message { to, body }) => Some(Frame::Msg(Message { from: String::new(), to, body })),
+                Some(Outgoing::Close) | None => {
+                    let _ = writer.write_frame(&Frame::bye(ReasonCode::Normal, "quit")).await;
+                    return SessionEnd::Closed;
+                }
+            },
+            () = tokio::time::sleep_until(wake) => match schedule.handle_timeout(Instant::now()) {
+                ClientAction::SendPing { seq, rtt_us } => Some(Frame::Ping { seq, rtt_us }),
+                ClientAction::ServerDead { silent_for } => {
+                    return lost(format!(
+                        "no answer from the server for {} ({} missed intervals)",
+                        humantime::format_duration(Duration::from_millis(silent_for.as_millis() as u64)),
+                        welcome.max_missed
+                    ));
+                }
+                ClientAction::Wait => None,
+            },
+        };
+        if let Some(frame) = to_send {
+            match tokio::time::timeout(write_limit, writer.write_frame(&frame)).await {
+                Ok(Ok(())) => schedule.on_sent(Instant::now()),
+                Ok(Err(error)) => return lost(format!("write failed: {error}")),
+                Err(_) => return lost("the server stopped reading".into()),
+            }
+        }
+    }
+}
+
+fn end_for_bye(bye: Bye) -> SessionEnd {
+    let reason = format!("server said BYE: {} ({})", bye.reason.text, bye.reason.code);
+    match bye.reason.code {
+        // Reconnecting would steal the name back, and the two clients would
+        // take it from each other for ever.
+        ReasonCode::TakenOver => SessionEnd::Final { reason },
+        _ => SessionEnd::Lost {
+            reason,
+            retry_after: Duration::from_millis(u64::from(bye.retry_after_ms)),
+        },
+    }
+}

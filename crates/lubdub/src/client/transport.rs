@@ -1,0 +1,221 @@
+//! One client connection: dial, handshake, and frames in and out over tokio.
+//!
+//! [`FrameReader::read_frame`] is cancel-safe (bytes are kept in the reader
+//! between calls), so the session loop can `select!` on it beside its timer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lubdub_core::protocol::frame::flags;
+use lubdub_core::protocol::{codec, DecodeError, Frame, Hello, Reason, Welcome, PROTOCOL_VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// Why a connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The name breaks the naming rules; no connection was attempted.
+    #[error("invalid name: {0}")]
+    InvalidName(#[from] lubdub_core::protocol::handshake::NameError),
+    /// TCP could not connect.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// Server address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No WELCOME or REJECT arrived in time.
+    #[error("no answer to HELLO from {addr} within {timeout:?}")]
+    HandshakeTimeout {
+        /// Server address.
+        addr: String,
+        /// How long the client waited.
+        timeout: Duration,
+    },
+    /// The server refused the session; retrying with the same HELLO will not help.
+    #[error("server rejected the session: {} ({})", .0.text, .0.code)]
+    Rejected(Reason),
+    /// The server answered with something that is not lubdub.
+    #[error("protocol error during the handshake: {0}")]
+    Protocol(String),
+    /// The connection failed during the handshake.
+    #[error("connection failed during the handshake: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ConnectError {
+    /// Whether retrying later can succeed (false for a rejection or a bad name).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            ConnectError::InvalidName(_) | ConnectError::Rejected(_)
+        )
+    }
+}
+
+/// Why reading a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The peer sent bytes that are not a valid frame.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The peer closed in the middle of a frame.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+}
+
+/// Reads whole frames from a socket.
+#[derive(Debug)]
+pub struct FrameReader {
+    stream: OwnedReadHalf,
+    buffer: Vec<u8>,
+    max_frame_len: usize,
+}
+
+impl FrameReader {
+    /// Next frame; `Ok(None)` when the peer closed cleanly between frames.
+    ///
+    /// # Errors
+    /// [`ReadError`] on socket errors, invalid bytes, or a close mid-frame.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        loop {
+            if let Some((frame, used)) = codec::decode(&self.buffer, self.max_frame_len)? {
+                self.buffer.drain(..used);
+                return Ok(Some(frame));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return if self.buffer.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated)
+                };
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Writes frames to a socket.
+#[derive(Debug)]
+pub struct FrameWriter {
+    stream: OwnedWriteHalf,
+    buffer: Vec<u8>,
+}
+
+impl FrameWriter {
+    /// Encodes and writes one frame.
+    ///
+    /// # Errors
+    /// Socket errors, or `InvalidInput` when a field does not fit the protocol.
+    pub async fn write_frame(&mut self, frame: &Frame) -> std::io::Result<()> {
+        self.buffer.clear();
+        codec::encode(frame, &mut self.buffer)
+            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+        self.stream.write_all(&self.buffer).await
+    }
+}
+
+/// A connection whose handshake completed.
+#[derive(Debug)]
+pub struct Established {
+    /// What the server granted.
+    pub welcome: Welcome,
+    /// Address connected to.
+    pub peer: SocketAddr,
+    /// Inbound frames.
+    pub reader: FrameReader,
+    /// Outbound frames.
+    pub writer: FrameWriter,
+}
+
+/// What a HELLO should say.
+#[derive(Debug, Clone)]
+pub struct HelloParams<'a> {
+    /// Name to claim.
+    pub name: &'a str,
+    /// Requested interval; `None` for the server's default.
+    pub interval: Option<Duration>,
+    /// One-way heartbeats: the server never answers PINGs.
+    pub one_way: bool,
+    /// Credential for the name, empty when none.
+    pub credential: &'a [u8],
+}
+
+/// Dials `server`, sends HELLO and waits for WELCOME.
+///
+/// # Errors
+/// [`ConnectError`]; see [`ConnectError::is_retryable`].
+pub async fn connect(
+    server: &str,
+    hello: &HelloParams<'_>,
+    timeout: Duration,
+    max_frame_len: usize,
+) -> Result<Established, ConnectError> {
+    lubdub_core::protocol::handshake::validate_name(hello.name)?;
+    let connect_error = |source| ConnectError::Connect {
+        addr: server.to_owned(),
+        source,
+    };
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(server))
+        .await
+        .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(connect_error)?;
+    stream.set_nodelay(true)?;
+    let peer = stream.peer_addr()?;
+    let (read_half, write_half) = stream.into_split();
+    let mut reader = FrameReader {
+        stream: read_half,
+        buffer: Vec::new(),
+        max_frame_len,
+    };
+    let mut writer = FrameWriter {
+        stream: write_half,
+        buffer: Vec::new(),
+    };
+    let requested_interval_ms = hello.interval.map_or(0, |interval| {
+        u32::try_from(interval.as_millis())
+            .unwrap_or(u32::MAX)
+            .max(1)
+    });
+    writer
+        .write_frame(&Frame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            flags: if hello.one_way { 0 } else { flags::ACKS_WANTED },
+            requested_interval_ms,
+            name: hello.name.to_owned(),
+            credential: hello.credential.to_vec(),
+        }))
+        .await?;
+    let answer = tokio::time::timeout(timeout, reader.read_frame())
+        .await
+        .map_err(|_| ConnectError::HandshakeTimeout {
+            addr: server.to_owned(),
+            timeout,
+        })?;
+    match answer {
+        Ok(Some(Frame::Welcome(welcome))) => Ok(Established {
+            welcome,
+            peer,
+            reader,
+            writer,
+        }),
+        Ok(Some(Frame::Reject(reason))) => Err(ConnectError::Rejected(reason)),
+        Ok(Some(Frame::Bye(bye))) => Err(ConnectError::Rejected(bye.reason)),
+        Ok(Some(other)) => Err(ConnectError::Protocol(format!(
+            "expected WELCOME, got {:?}",
+            other.kind()
+        ))),
+        Ok(None) => Err(ConnectError::Protocol(
+            "server closed the connection before answering HELLO".into(),
+        )),
+        Err(ReadError::Io(error)) => Err(ConnectError::Io(error)),
+        Err(error) => Err(ConnectError::Protocol(error.to_string())),
+    }
+}

@@ -1,0 +1,108 @@
+//! Server configuration: every value documented, defaults from seed 003.
+//!
+//! CLI flags map onto these fields one to one (`lubdub server --help`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lubdub_core::protocol::handshake::IntervalPolicy;
+use lubdub_core::protocol::DEFAULT_MAX_FRAME_LEN;
+
+/// How a server listens, grants intervals and judges sessions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address the heartbeat protocol listens on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Interval granted to clients that ask for none (seed 003: 3 s).
+    pub interval: Duration,
+    /// Shortest interval granted; shorter requests are raised to it.
+    pub min_interval: Duration,
+    /// Longest interval granted; longer requests are lowered to it.
+    pub max_interval: Duration,
+    /// Silent intervals after which a session is dead (seed 003: 5).
+    pub max_missed: u32,
+    /// Time a new connection has to complete HELLO.
+    pub handshake_timeout: Duration,
+    /// Largest frame accepted, kind byte and payload, in bytes.
+    pub max_frame_len: usize,
+    /// Unsent bytes queued for one session before it is dropped as a slow consumer.
+    pub max_outbound_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            interval: Duration::from_secs(3),
+            min_interval: Duration::from_millis(100),
+            max_interval: Duration::from_secs(600),
+            max_missed: 5,
+            handshake_timeout: Duration::from_secs(5),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_outbound_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `min_interval` is zero or above `max_interval`, or `interval` is outside them.
+    #[error("intervals must satisfy 0 < min-interval ({min:?}) <= interval ({default:?}) <= max-interval ({max:?})")]
+    IntervalRange {
+        /// Configured minimum.
+        min: Duration,
+        /// Configured default.
+        default: Duration,
+        /// Configured maximum.
+        max: Duration,
+    },
+    /// An interval above what the wire format's u32 milliseconds can carry.
+    #[error("max-interval {0:?} exceeds the protocol's limit of 49 days")]
+    IntervalTooLong(Duration),
+    /// `max_missed` is 0 or above the wire format's u16.
+    #[error("max-missed must be between 1 and 65535, got {0}")]
+    MaxMissed(u32),
+    /// `max_frame_len` too small to hold a HELLO with a full name.
+    #[error("max-frame must be at least 512 bytes, got {0}")]
+    MaxFrameLen(usize),
+}
+
+impl ServerConfig {
+    /// Checks that the values can work together.
+    ///
+    /// # Errors
+    /// The first inconsistency found, as a [`ConfigError`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_interval.is_zero()
+            || self.min_interval > self.interval
+            || self.interval > self.max_interval
+        {
+            return Err(ConfigError::IntervalRange {
+                min: self.min_interval,
+                default: self.interval,
+                max: self.max_interval,
+            });
+        }
+        if self.max_interval.as_millis() > u128::from(u32::MAX) {
+            return Err(ConfigError::IntervalTooLong(self.max_interval));
+        }
+        if self.max_missed == 0 || self.max_missed > u32::from(u16::MAX) {
+            return Err(ConfigError::MaxMissed(self.max_missed));
+        }
+        if self.max_frame_len < 512 {
+            return Err(ConfigError::MaxFrameLen(self.max_frame_len));
+        }
+        Ok(())
+    }
+
+    /// The interval negotiation policy these values describe.
+    pub fn interval_policy(&self) -> IntervalPolicy {
+        IntervalPolicy {
+            default: self.interval,
+            min: self.min_interval,
+            max: self.max_interval,
+        }
+    }
+}

@@ -1,0 +1,775 @@
+//! The server's connection loop: one thread, one epoll, every session.
+//!
+//! Data flow: the listener and sockets wake `mio`; bytes are read into one
+//! shared scratch buffer, decoded by `lubdub_core::protocol`, admitted by
+//! `lubdub_core::session`, and acted on here (PONG, relay, claim, close).
+//! Every deadline (handshake timeouts and liveness checks) sits in one
+//! [`DeadlineWheel`]; the loop sleeps until its next expiry.
+//!
+//! Hand-written instead of a tokio task per connection: a task cell and its
+//! `ScheduledIo` registration are each cache-padded to 128 bytes and a task
+//! future holding a read loop is several hundred more, which alone exceeds
+//! the 0.5 KiB per idle session that lubdub targets. Here an idle session
+//! costs its slab entry and its registry record, and a heartbeat costs one
+//! read, one decode, one store of `last_seen` and one write: no lock, no
+//! allocation, no timer operation.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use lubdub_core::detector::{Detector, Liveness, Transition};
+use lubdub_core::protocol::codec::{self, pong_bytes};
+use lubdub_core::protocol::{Frame, Hello, Message, ReasonCode, Welcome};
+use lubdub_core::session::{admit, Inbound, Phase};
+use lubdub_core::wheel::DeadlineWheel;
+use mio::event::Event;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use tracing::{debug, info, warn};
+
+use super::config::ServerConfig;
+use super::connection::{Connection, ReadOutcome, SendOutcome};
+use super::registry::{Claim, NodeId, Registry};
+use super::snapshot::{SessionInfo, SessionState};
+
+pub(crate) const LISTENER: Token = Token(0);
+pub(crate) const WAKER: Token = Token(1);
+const FIRST_CONNECTION: usize = 2;
+const EVENTS_CAPACITY: usize = 1024;
+/// One read takes up to this much; a connection's partial frame is copied out
+/// of it, so the scratch is shared by all connections.
+const SCRATCH_LEN: usize = 64 * 1024;
+/// Full event batches read before timers are judged anyway, so that a flood
+/// of readiness cannot starve deadline checks for ever.
+const MAX_DEFERRED_BATCHES: u32 = 64;
+
+/// Requests from other threads (the admin API, signal handlers).
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Reply with a listing of every established session.
+    Sessions(tokio::sync::oneshot::Sender<Vec<SessionInfo>>),
+    /// Send every session BYE `shutdown`, close everything and stop.
+    Shutdown,
+}
+
+/// Why a connection ended, as logged in the `dropped` event.
+#[derive(Debug)]
+enum DropReason {
+    Timeout { silent_for: Duration },
+    ClosedByPeer,
+    TakenOver,
+    ProtocolError { code: ReasonCode },
+    SlowConsumer,
+    Io(io::Error),
+    Shutdown,
+}
+
+impl DropReason {
+    fn label(&self) -> &'static str {
+        match self {
+            DropReason::Timeout { .. } => "timeout",
+            DropReason::ClosedByPeer => "closed by peer",
+            DropReason::TakenOver => "taken over",
+            DropReason::ProtocolError { .. } => "protocol error",
+            DropReason::SlowConsumer => "slow consumer",
+            DropReason::Io(_) => "io error",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Which deadline a wheel entry stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKind {
+    Handshake,
+    Liveness,
+}
+
+/// A wheel entry: the slab index plus the generation of the connection it was
+/// scheduled for. A closed connection's entries are recognised as stale by the
+/// generation and skipped, so nothing is ever cancelled.
+#[derive(Debug, Clone, Copy)]
+struct TimerKey {
+    index: u32,
+    generation: u32,
+    kind: TimerKind,
+}
+
+/// A session after its HELLO was accepted.
+#[derive(Debug)]
+struct Session<S> {
+    name: Box<str>,
+    session_id: u64,
+    epoch: u64,
+    acks_wanted: bool,
+    /// Client-reported round trip in microseconds; 0 until known.
+    rtt_us: u32,
+    connected_at: SystemTime,
+    liveness: S,
+}
+
+#[derive(Debug)]
+enum State<S> {
+    AwaitingHello,
+    Established(Session<S>),
+}
+
+#[derive(Debug)]
+struct Slot<S> {
+    conn: Connection,
+    generation: u32,
+    state: State<S>,
+}
+
+/// Session ids encode where the session lives: generation in the high half,
+/// slab index in the low half, so a takeover finds the old connection
+/// without a second map.
+fn session_id(index: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | index as u64
+}
+
+fn split_session_id(session_id: u64) -> (usize, u32) {
+    (
+        (session_id & 0xffff_ffff) as usize,
+        (session_id >> 32) as u32,
+    )
+}
+
+pub(crate) struct EventLoop<D: Detector> {
+    poll: Poll,
+    listener: TcpListener,
+    slots: Slab<Slot<D::State>>,
+    wheel: DeadlineWheel<TimerKey>,
+    detector: D,
+    registry: Arc<dyn Registry>,
+    config: ServerConfig,
+    commands: mpsc::Receiver<Command>,
+    node: NodeId,
+    next_generation: u32,
+    scratch: Vec<u8>,
+    encode_buf: Vec<u8>,
+    due: Vec<TimerKey>,
+}
+
+impl<D: Detector> EventLoop<D> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        poll: Poll,
+        listener: TcpListener,
+        detector: D,
+        registry: Arc<dyn Registry>,
+        config: ServerConfig,
+        commands: mpsc::Receiver<Command>,
+        node: NodeId,
+        origin: Instant,
+    ) -> Self {
+        Self {
+            poll,
+            listener,
+            slots: Slab::new(),
+            wheel: DeadlineWheel::new(origin),
+            detector,
+            registry,
+            config,
+            commands,
+            node,
+            next_generation: 0,
+            scratch: vec![0; SCRATCH_LEN],
+            encode_buf: Vec::new(),
+            due: Vec::new(),
+        }
+    }
+
+    /// Runs until a [`Command::Shutdown`] or a fatal poll error.
+    ///
+    /// # Errors
+    /// The poll error that stopped the loop.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut deferred_batches = 0;
+        loop {
+            let timeout = if deferred_batches > 0 {
+                Some(Duration::ZERO)
+            } else {
+                self.wheel
+                    .next_expiry()
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+            };
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                self.shutdown(Instant::now());
+                return Err(error);
+            }
+            let now = Instant::now();
+            let mut ready = 0;
+            for event in events.iter() {
+                ready += 1;
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {
+                        if self.handle_commands(now) {
+                            return Ok(());
+                        }
+                    }
+                    token => self.connection_ready(token.0 - FIRST_CONNECTION, event, now),
+                }
+            }
+            // Read everything the kernel holds before judging anyone: after a
+            // stall, heartbeats waiting in socket buffers are proof of life.
+            if ready == EVENTS_CAPACITY && deferred_batches < MAX_DEFERRED_BATCHES {
+                deferred_batches += 1;
+                continue;
+            }
+            deferred_batches = 0;
+            self.expire_timers(Instant::now());
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    // Out of descriptors or memory: leave the rest in the
+                    // backlog; the next connection event retries.
+                    warn!(%error, "accept failed");
+                    return;
+                }
+            };
+            self.register(stream, peer, now);
+        }
+    }
+
+    fn register(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
+        if let Err(error) = stream.set_nodelay(true) {
+            debug!(%peer, %error, "could not set TCP_NODELAY");
+        }
+        let entry = self.slots.vacant_entry();
+        let index = entry.key();
+        let token = Token(index + FIRST_CONNECTION);
+        if let Err(error) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!(%peer, %error, "could not register connection");
+            return;
+        }
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let generation = self.next_generation;
+        entry.insert(Slot {
+            conn: Connection::new(stream, peer),
+            generation,
+            state: State::AwaitingHello,
+        });
+        self.wheel.insert(
+            now + self.config.handshake_timeout,
+            TimerKey {
+                index: index as u32,
+                generation,
+                kind: TimerKind::Handshake,
+            },
+        );
+        debug!(%peer, "connection accepted");
+    }
+
+    fn connection_ready(&mut self, index: usize, event: &Event, now: Instant) {
+        if event.is_writable() {
+            let Some(slot) = self.slots.get_mut(index) else {
+                return;
+            };
+            if let Err(error) = slot.conn.flush() {
+                self.close(index, DropReason::Io(error));
+                return;
+            }
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read(index, now);
+        }
+    }
+
+    fn read(&mut self, index: usize, now: Instant) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while let Some(slot) = self.slots.get_mut(index) {
+            match slot.conn.read_into(&mut scratch) {
+                Ok(ReadOutcome::Data(n)) => {
+                    let open = self.process_bytes(index, &scratch[..n], now);
+                    // A short read drained the socket; with edge-triggered
+                    // readiness, later bytes raise a new event.
+                    if !open || n < scratch.len() {
+                        break;
+                    }
+                }
+                Ok(ReadOutcome::WouldBlock) => break,
+                Ok(ReadOutcome::Closed) => {
+                    let reason = if slot.conn.inbox.is_empty() {
+                        DropReason::ClosedByPeer
+                    } else {
+                        warn!(peer = %slot.conn.peer, "protocol error: connection closed in the middle of a frame (truncated frame)");
+                        DropReason::ProtocolError {
+                            code: ReasonCode::MalformedFrame,
+                        }
+                    };
+                    self.close(index, reason);
+                    break;
+                }
+                Err(error) => {
+                    self.close(index, DropReason::Io(error));
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Decodes and handles every complete frame in the connection's partial
+    /// frame followed by `fresh`. Returns whether the connection is still open.
+    fn process_bytes(&mut self, index: usize, fresh: &[u8], now: Instant) -> bool {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return false;
+        };
+        let mut pending = std::mem::take(&mut slot.conn.inbox);
+        let bytes: &[u8] = if pending.is_empty() {
+            fresh
+        } else {
+            pending.extend_from_slice(fresh);
+            &pending
+        };
+        let mut offset = 0;
+        while offset < bytes.len() {
+            match codec::decode(&bytes[offset..], self.config.max_frame_len) {
+                Ok(Some((frame, used))) => {
+                    offset += used;
+                    if !self.handle_frame(index, frame, now) {
+                        return false;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    self.refuse(index, error.reason_code(), error.to_string());
+                    return false;
+                }
+            }
+        }
+        match self.slots.get_mut(index) {
+            Some(slot) => {
+                slot.conn.keep_partial(&bytes[offset..]);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Returns whether the connection is still open.
+    fn handle_frame(&mut self, index: usize, frame: Frame, now: Instant) -> bool {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return false;
+        };
+        let phase = match &mut slot.state {
+            State::AwaitingHello => Phase::AwaitingHello,
+            State::Established(session) => {
+                // Any complete frame is proof of life, whatever it turns out to be.
+                if let Some(Transition::Recovered) =
+                    self.detector.heartbeat(&mut session.liveness, now)
+                {
+                    info!(name = %session.name, peer = %slot.conn.peer, session = session.session_id, "recovered");
+                }
+                Phase::Established
+            }
+        };
+        match admit(phase, frame) {
+            Ok(Inbound::Ping { seq, rtt_us }) => {
+                let State::Established(session) = &mut slot.state else {
+                    unreachable!("admit only yields Ping on established sessions");
+                };
+                if rtt_us != 0 {
+                    session.rtt_us = rtt_us;
+                }
+                if session.acks_wanted {
+                    return self.send(index, &pong_bytes(seq));
+                }
+                true
+            }
+            Ok(Inbound::Hello(hello)) => self.establish(index, hello, now),
+            Ok(Inbound::Message(message)) => self.relay(index, message),
+            Ok(Inbound::Bye(bye)) => {
+                debug!(peer = %slot.conn.peer, code = %bye.reason.code, text = %bye.reason.text, "BYE from peer");
+                self.close(index, DropReason::ClosedByPeer);
+                false
+            }
+            Err(violation) => {
+                self.refuse(index, violation.code, violation.text);
+                false
+            }
+        }
+    }
+
+    fn establish(&mut self, index: usize, hello: Hello, now: Instant) -> bool {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return false;
+        };
+        let interval = self
+            .config
+            .interval_policy()
+            .grant(hello.requested_interval_ms);
+        let session_id = session_id(index, slot.generation);
+        let peer = slot.conn.peer;
+        let connected_at = SystemTime::now();
+        let claimed = match self.registry.claim(Claim {
+            name: hello.name.clone(),
+            session_id,
+            node: self.node,
+            addr: peer,
+            connected_at,
+        }) {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                self.refuse(index, ReasonCode::ServerFull, error.to_string());
+                return false;
+            }
+        };
+        if let Some(previous) = claimed
+            .previous
+            .filter(|previous| previous.node == self.node)
+        {
+            self.take_over(previous.session_id, peer);
+        }
+        let (liveness, first_check) = self.detector.start(now, interval);
+        let Some(slot) = self.slots.get_mut(index) else {
+            return false;
+        };
+        let generation = slot.generation;
+        slot.state = State::Established(Session {
+            name: hello.name.as_str().into(),
+            session_id,
+            epoch: claimed.epoch,
+            acks_wanted: hello.acks_wanted(),
+            rtt_us: 0,
+            connected_at,
+            liveness,
+        });
+        let welcome = Frame::Welcome(Welcome {
+            session_id,
+            epoch: claimed.epoch,
+            granted_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+            max_missed: u16::try_from(self.config.max_missed).unwrap_or(u16::MAX),
+        });
+        self.wheel.insert(
+            first_check,
+            TimerKey {
+                index: index as u32,
+                generation,
+                kind: TimerKind::Liveness,
+            },
+        );
+        info!(
+            name = %hello.name,
+            %peer,
+            session = session_id,
+            epoch = claimed.epoch,
+            interval_ms = interval.as_millis() as u64,
+            one_way = !hello.acks_wanted(),
+            "joined"
+        );
+        self.send_frame(index, &welcome)
+    }
+
+    /// Closes the local connection that held a name just claimed by `new_peer`.
+    fn take_over(&mut self, old_session_id: u64, new_peer: SocketAddr) {
+        let (old_index, old_generation) = split_session_id(old_session_id);
+        let holds_it = self.slots.get(old_index).is_some_and(|slot| {
+            slot.generation == old_generation
+                && matches!(&slot.state, State::Established(session) if session.session_id == old_session_id)
+        });
+        if holds_it {
+            self.send_frame(
+                old_index,
+                &Frame::bye(
+                    ReasonCode::TakenOver,
+                    format!("name taken over by a new connection from {new_peer}"),
+                ),
+            );
+            self.close(old_index, DropReason::TakenOver);
+        }
+    }
+
+    fn relay(&mut self, index: usize, message: Message) -> bool {
+        let Some(State::Established(session)) = self.slots.get(index).map(|slot| &slot.state)
+        else {
+            return false;
+        };
+        let outbound = Frame::Msg(Message {
+            from: session.name.to_string(),
+            to: message.to,
+            body: message.body,
+        });
+        let mut encoded = std::mem::take(&mut self.encode_buf);
+        encoded.clear();
+        if let Err(error) = codec::encode(&outbound, &mut encoded) {
+            self.encode_buf = encoded;
+            self.refuse(index, ReasonCode::MalformedFrame, error.to_string());
+            return false;
+        }
+        let Frame::Msg(outbound) = outbound else {
+            unreachable!("built as a MSG above");
+        };
+        let still_open = if outbound.to.is_empty() {
+            let recipients: Vec<usize> = self
+                .slots
+                .iter()
+                .filter(|(other, slot)| {
+                    *other != index && matches!(slot.state, State::Established(_))
+                })
+                .map(|(other, _)| other)
+                .collect();
+            for recipient in recipients {
+                self.send(recipient, &encoded);
+            }
+            true
+        } else {
+            match self.local_session(&outbound.to) {
+                Some(recipient) => {
+                    self.send(recipient, &encoded);
+                    self.slots.contains(index)
+                }
+                None => self.send_frame(
+                    index,
+                    &Frame::Notice(lubdub_core::protocol::Reason::new(
+                        ReasonCode::NoSuchSession,
+                        format!("no session named {}", outbound.to),
+                    )),
+                ),
+            }
+        };
+        self.encode_buf = encoded;
+        still_open
+    }
+
+    /// The slab index of the established local session holding `name`.
+    fn local_session(&self, name: &str) -> Option<usize> {
+        let record = self.registry.lookup(name).ok().flatten()?;
+        if record.node != self.node {
+            return None;
+        }
+        let (index, generation) = split_session_id(record.session_id);
+        let slot = self.slots.get(index)?;
+        (slot.generation == generation && matches!(slot.state, State::Established(_)))
+            .then_some(index)
+    }
+
+    fn send_frame(&mut self, index: usize, frame: &Frame) -> bool {
+        let mut encoded = std::mem::take(&mut self.encode_buf);
+        encoded.clear();
+        let open = match codec::encode(frame, &mut encoded) {
+            Ok(()) => self.send(index, &encoded),
+            Err(error) => {
+                warn!(%error, "could not encode an outbound frame");
+                true
+            }
+        };
+        self.encode_buf = encoded;
+        open
+    }
+
+    /// Sends bytes, dropping the connection when its queue is full or the
+    /// socket fails. Returns whether the connection is still open.
+    fn send(&mut self, index: usize, bytes: &[u8]) -> bool {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return false;
+        };
+        match slot.conn.send(bytes, self.config.max_outbound_bytes) {
+            Ok(SendOutcome::Sent) => true,
+            Ok(SendOutcome::QueueFull) => {
+                self.close(index, DropReason::SlowConsumer);
+                false
+            }
+            Err(error) => {
+                self.close(index, DropReason::Io(error));
+                false
+            }
+        }
+    }
+
+    /// Answers a protocol violation (REJECT before the handshake, BYE after),
+    /// logs it once and closes.
+    fn refuse(&mut self, index: usize, code: ReasonCode, text: String) {
+        let Some(slot) = self.slots.get(index) else {
+            return;
+        };
+        let established = matches!(slot.state, State::Established(_));
+        warn!(peer = %slot.conn.peer, %code, "{}: {text}", if established { "protocol error" } else { "handshake refused" });
+        let answer = if established {
+            Frame::bye(code, text)
+        } else {
+            Frame::reject(code, text)
+        };
+        self.send_frame(index, &answer);
+        self.close(index, DropReason::ProtocolError { code });
+    }
+
+    /// Removes the connection, releases its name and logs `dropped`.
+    fn close(&mut self, index: usize, reason: DropReason) {
+        let Some(slot) = self.slots.try_remove(index) else {
+            return;
+        };
+        let Slot {
+            mut conn, state, ..
+        } = slot;
+        if let Err(error) = self.poll.registry().deregister(&mut conn.stream) {
+            debug!(%error, "deregister failed");
+        }
+        let State::Established(session) = state else {
+            debug!(peer = %conn.peer, reason = reason.label(), "connection closed before HELLO");
+            return;
+        };
+        // A taken-over session's name already belongs to its successor.
+        if !matches!(reason, DropReason::TakenOver) {
+            if let Err(error) = self.registry.release(&session.name, session.session_id) {
+                warn!(name = %session.name, %error, "could not release name");
+            }
+        }
+        let silent_ms = match &reason {
+            DropReason::Timeout { silent_for } => silent_for.as_millis() as u64,
+            _ => 0,
+        };
+        match &reason {
+            DropReason::Io(error) => {
+                info!(name = %session.name, peer = %conn.peer, session = session.session_id, reason = reason.label(), %error, "dropped")
+            }
+            DropReason::ProtocolError { code } => {
+                info!(name = %session.name, peer = %conn.peer, session = session.session_id, reason = reason.label(), %code, "dropped")
+            }
+            DropReason::Timeout { .. } => {
+                info!(name = %session.name, peer = %conn.peer, session = session.session_id, reason = reason.label(), silent_ms, "dropped")
+            }
+            _ => {
+                info!(name = %session.name, peer = %conn.peer, session = session.session_id, reason = reason.label(), "dropped")
+            }
+        }
+    }
+
+    fn expire_timers(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.expire(now, &mut due);
+        for key in due.drain(..) {
+            let index = key.index as usize;
+            let Some(slot) = self.slots.get_mut(index) else {
+                continue;
+            };
+            if slot.generation != key.generation {
+                continue;
+            }
+            match (key.kind, &mut slot.state) {
+                (TimerKind::Handshake, State::AwaitingHello) => {
+                    let text = format!(
+                        "no HELLO within the handshake timeout of {}",
+                        humantime::format_duration(self.config.handshake_timeout)
+                    );
+                    self.refuse(index, ReasonCode::HandshakeTimeout, text);
+                }
+                (TimerKind::Liveness, State::Established(session)) => {
+                    let outcome = self.detector.check(&mut session.liveness, now);
+                    match outcome.transition {
+                        Some(Transition::Suspected { missed }) => {
+                            info!(name = %session.name, peer = %slot.conn.peer, session = session.session_id, missed, "suspect");
+                        }
+                        Some(Transition::Dead { silent_for }) => {
+                            let text = format!(
+                                "no frame for {}: declared dead",
+                                humantime::format_duration(Duration::from_millis(
+                                    silent_for.as_millis() as u64
+                                ))
+                            );
+                            self.send_frame(index, &Frame::bye(ReasonCode::Timeout, text));
+                            self.close(index, DropReason::Timeout { silent_for });
+                        }
+                        Some(Transition::Recovered) | None => {}
+                    }
+                    if let Some(next_check) = outcome.next_check {
+                        self.wheel.insert(next_check, key);
+                    }
+                }
+                // The connection moved on since this entry was scheduled.
+                _ => {}
+            }
+        }
+        self.due = due;
+    }
+
+    /// Returns whether the loop must stop.
+    fn handle_commands(&mut self, now: Instant) -> bool {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Sessions(reply) => {
+                    // The requester may have given up; nothing to do then.
+                    let _ = reply.send(self.snapshot(now));
+                }
+                Command::Shutdown => {
+                    self.shutdown(now);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn snapshot(&self, now: Instant) -> Vec<SessionInfo> {
+        self.slots
+            .iter()
+            .filter_map(|(_, slot)| {
+                let State::Established(session) = &slot.state else {
+                    return None;
+                };
+                let (state, missed) = match self.detector.liveness(&session.liveness, now) {
+                    Liveness::Alive => (SessionState::Alive, 0),
+                    Liveness::Suspect { missed } => (SessionState::Suspect, missed),
+                    // Dead but its check has not run yet (it runs this very wake-up).
+                    Liveness::Dead => (SessionState::Suspect, self.config.max_missed),
+                };
+                let last_seen = self.detector.last_seen(&session.liveness);
+                Some(SessionInfo {
+                    name: session.name.to_string(),
+                    addr: slot.conn.peer,
+                    state,
+                    missed,
+                    last_seen_ms: now.saturating_duration_since(last_seen).as_millis() as u64,
+                    connected_at: humantime::format_rfc3339_millis(session.connected_at)
+                        .to_string(),
+                    epoch: session.epoch,
+                    session_id: session.session_id,
+                    one_way: !session.acks_wanted,
+                    rtt_ms: (session.rtt_us != 0).then(|| f64::from(session.rtt_us) / 1000.0),
+                })
+            })
+            .collect()
+    }
+
+    fn shutdown(&mut self, _now: Instant) {
+        let indices: Vec<usize> = self.slots.iter().map(|(index, _)| index).collect();
+        info!(connections = indices.len(), "shutting down");
+        let bye = Frame::Bye(lubdub_core::protocol::Bye {
+            reason: lubdub_core::protocol::Reason::new(
+                ReasonCode::Shutdown,
+                "server shutting down",
+            ),
+            retry_after_ms: 1000,
+        });
+        for index in indices {
+            if matches!(
+                self.slots.get(index).map(|slot| &slot.state),
+                Some(State::Established(_))
+            ) {
+                self.send_frame(index, &bye);
+            }
+            self.close(index, DropReason::Shutdown);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The heartbeat server: a listener and one event loop thread that owns every
+//! connection, plus a [`ServerHandle`] through which other threads (the admin
+//! API, signal handlers, tests) list sessions and ask for shutdown.
+//!
+//! Layout: [`config`] (what the operator sets), [`registry`] (name →
+//! session, behind a trait), `event_loop` (accept, read, decode, judge,
+//! relay), `connection` (one socket's buffers), [`snapshot`] (the admin view).
+
+pub mod config;
+mod connection;
+mod event_loop;
+pub mod registry;
+pub mod snapshot;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use lubdub_core::detector::{CounterConfig, CounterDetector};
+use mio::{Interest, Poll, Waker};
+use socket2::{Domain, Socket, Type};
+
+pub use config::{ConfigError, ServerConfig};
+pub use registry::{InMemoryRegistry, Registry};
+pub use snapshot::{SessionInfo, SessionState};
+
+use event_loop::{Command, EventLoop, LISTENER, WAKER};
+use registry::NodeId;
+
+/// Listen backlog: large enough that a burst of thousands of connects is not
+/// refused while the loop accepts (the kernel caps it at `somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The event loop could not be set up.
+    #[error("cannot start the event loop: {0}")]
+    Poll(io::Error),
+}
+
+/// The server stopped before it could answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the server has stopped")]
+pub struct ServerStopped;
+
+/// Cloneable access to a running server from other threads.
+#[derive(Debug, Clone)]
+pub struct ServerControl {
+    commands: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl ServerControl {
+    fn command(&self, command: Command) -> Result<(), ServerStopped> {
+        self.commands.send(command).map_err(|_| ServerStopped)?;
+        self.waker.wake().map_err(|_| ServerStopped)
+    }
+
+    /// Every established session, as the event loop sees it now.
+    ///
+    /// # Errors
+    /// [`ServerStopped`] when the loop is gone.
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>, ServerStopped> {
+        let (reply, listing) = tokio::sync::oneshot::channel();
+        self.command(Command::Sessions(reply))?;
+        listing.await.map_err(|_| ServerStopped)
+    }
+
+    /// Asks the loop to send every session BYE `shutdown`, close all
+    /// connections and stop. Returns at once; see [`ServerHandle::join`].
+    pub fn shutdown(&self) {
+        // Already stopped is as good as stopped.
+        let _ = self.command(Command::Shutdown);
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    control: ServerControl,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Cloneable control of the server.
+    pub fn control(&self) -> ServerControl {
+        self.control.clone()
+    }
+
+    /// Whether the event loop has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Shuts down and waits for the loop to finish.
+    ///
+    /// # Errors
+    /// The IO error that stopped the loop, if it failed rather than shut down.
+    pub fn stop(self) -> io::Result<()> {
+        self.control.shutdown();
+        self.join()
+    }
+
+    /// Waits for the loop to finish.
+    ///
+    /// # Errors
+    /// The IO error that stopped the loop, if it failed rather than shut down.
+    pub fn join(self) -> io::Result<()> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the event loop panicked")))
+    }
+}
+
+/// Starts a server with the counter detector on its own thread.
+///
+/// # Errors
+/// [`StartError`] when the configuration is invalid or the address cannot be bound.
+pub fn start(
+    config: ServerConfig,
+    registry: Arc<dyn Registry>,
+) -> Result<ServerHandle, StartError> {
+    config.validate()?;
+    let std_listener = bind(config.listen).map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let local_addr = std_listener.local_addr().map_err(StartError::Poll)?;
+    let mut listener = mio::net::TcpListener::from_std(std_listener);
+    let poll = Poll::new().map_err(StartError::Poll)?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+        .map_err(StartError::Poll)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Poll)?);
+    let (commands, command_receiver) = mpsc::channel();
+    let detector = CounterDetector::new(CounterConfig {
+        max_missed: config.max_missed,
+    });
+    let node = NodeId(rand::random());
+    let event_loop = EventLoop::new(
+        poll,
+        listener,
+        detector,
+        registry,
+        config,
+        command_receiver,
+        node,
+        Instant::now(),
+    );
+    let thread = std::thread::Builder::new()
+        .name("lubdub-server".into())
+        .spawn(move || event_loop.run())
+        .map_err(StartError::Poll)?;
+    Ok(ServerHandle {
+        local_addr,
+        control: ServerControl { commands, waker },
+        thread,
+    })
+}
+
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // Lets a restarted server bind while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,239 @@
+//! The registry of who is online: name → session record.
+//!
+//! The event loop consults it on join, leave, takeover and direct messages,
+//! never on a heartbeat. [`Registry`] stores plain data (ids, epochs, the
+//! owning node) rather than handles to connections, so that a backend shared
+//! by several server processes can implement it later; [`InMemoryRegistry`]
+//! is the single-process implementation.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// Identifies one server process among those sharing a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct NodeId(pub u64);
+
+/// What the registry knows about one online session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Name the session holds.
+    pub name: String,
+    /// Session id, unique within its node.
+    pub session_id: u64,
+    /// Fencing epoch assigned by the registry at claim time.
+    pub epoch: u64,
+    /// Server process that holds the connection.
+    pub node: NodeId,
+    /// Peer address of the connection.
+    pub addr: SocketAddr,
+    /// When the session was established.
+    pub connected_at: SystemTime,
+}
+
+/// A request to hold a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Name to hold.
+    pub name: String,
+    /// Session that will hold it.
+    pub session_id: u64,
+    /// Node of that session.
+    pub node: NodeId,
+    /// Peer address of the connection.
+    pub addr: SocketAddr,
+    /// When the session was established.
+    pub connected_at: SystemTime,
+}
+
+/// The result of a successful claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// Epoch of the new holder: larger than every epoch handed out before.
+    pub epoch: u64,
+    /// The session that held the name until now, which its node must close.
+    pub previous: Option<SessionRecord>,
+}
+
+/// Why the registry could not serve a request. The in-memory registry never
+/// fails; a networked backend can.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The backend could not be reached or answered with an error; nothing changed.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Name → session, shared by every connection of a server.
+///
+/// Implementations must make `claim` and `release` atomic per name, and
+/// `release` must be fenced: it only removes the record when the name is
+/// still held by the given session, so a late release from an old,
+/// taken-over connection can never remove its successor.
+pub trait Registry: Send + Sync + 'static {
+    /// Makes `claim.session_id` the holder of `claim.name`, taking it over
+    /// from whoever held it.
+    ///
+    /// # Errors
+    /// [`RegistryError`] when the backend fails; the name is then unchanged.
+    fn claim(&self, claim: Claim) -> Result<Claimed, RegistryError>;
+
+    /// Removes `name` if, and only if, `session_id` still holds it. Returns
+    /// whether it did.
+    ///
+    /// # Errors
+    /// [`RegistryError`] when the backend fails.
+    fn release(&self, name: &str, session_id: u64) -> Result<bool, RegistryError>;
+
+    /// The current holder of `name`.
+    ///
+    /// # Errors
+    /// [`RegistryError`] when the backend fails.
+    fn lookup(&self, name: &str) -> Result<Option<SessionRecord>, RegistryError>;
+
+    /// Number of names held.
+    ///
+    /// # Errors
+    /// [`RegistryError`] when the backend fails.
+    fn len(&self) -> Result<usize, RegistryError>;
+}
+
+/// In-process registry: a mutex around a hash map. The lock is taken on join,
+/// leave and direct messages only, never per heartbeat.
+#[derive(Debug, Default)]
+pub struct InMemoryRegistry {
+    state: Mutex<InMemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct InMemoryState {
+    sessions: HashMap<Box<str>, Holder>,
+    last_epoch: u64,
+}
+
+/// The record minus its name, which is the map key.
+#[derive(Debug, Clone)]
+struct Holder {
+    session_id: u64,
+    epoch: u64,
+    node: NodeId,
+    addr: SocketAddr,
+    connected_at: SystemTime,
+}
+
+impl Holder {
+    fn record(&self, name: &str) -> SessionRecord {
+        SessionRecord {
+            name: name.to_owned(),
+            session_id: self.session_id,
+            epoch: self.epoch,
+            node: self.node,
+            addr: self.addr,
+            connected_at: self.connected_at,
+        }
+    }
+}
+
+impl InMemoryRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, InMemoryState> {
+        // A panic while holding the lock cannot leave the map half-updated
+        // (every update is a single insert or remove), so poisoning is ignored.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Registry for InMemoryRegistry {
+    fn claim(&self, claim: Claim) -> Result<Claimed, RegistryError> {
+        let mut state = self.state();
+        state.last_epoch += 1;
+        let epoch = state.last_epoch;
+        let holder = Holder {
+            session_id: claim.session_id,
+            epoch,
+            node: claim.node,
+            addr: claim.addr,
+            connected_at: claim.connected_at,
+        };
+        let previous = state
+            .sessions
+            .insert(claim.name.as_str().into(), holder)
+            .map(|old| old.record(&claim.name));
+        Ok(Claimed { epoch, previous })
+    }
+
+    fn release(&self, name: &str, session_id: u64) -> Result<bool, RegistryError> {
+        let mut state = self.state();
+        let held = state
+            .sessions
+            .get(name)
+            .is_some_and(|holder| holder.session_id == session_id);
+        if held {
+            state.sessions.remove(name);
+        }
+        Ok(held)
+    }
+
+    fn lookup(&self, name: &str) -> Result<Option<SessionRecord>, RegistryError> {
+        Ok(self
+            .state()
+            .sessions
+            .get(name)
+            .map(|holder| holder.record(name)))
+    }
+
+    fn len(&self) -> Result<usize, RegistryError> {
+        Ok(self.state().sessions.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(name: &str, session_id: u64) -> Claim {
+        Claim {
+            name: name.to_owned(),
+            session_id,
+            node: NodeId(1),
+            addr: "127.0.0.1:1".parse().expect("a valid address"),
+            connected_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_second_claim_takes_over_with_a_larger_epoch() {
+        let registry = InMemoryRegistry::new();
+        let first = registry
+            .claim(claim("alice", 1))
+            .expect("in-memory never fails");
+        assert_eq!(first.previous, None);
+        let second = registry
+            .claim(claim("alice", 2))
+            .expect("in-memory never fails");
+        assert!(second.epoch > first.epoch);
+        assert_eq!(second.previous.map(|p| p.session_id), Some(1));
+        assert_eq!(
+            registry.lookup("alice").expect("ok").map(|r| r.session_id),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn a_late_release_of_a_taken_over_session_leaves_the_new_holder() {
+        let registry = InMemoryRegistry::new();
+        registry.claim(claim("alice", 1)).expect("ok");
+        registry.claim(claim("alice", 2)).expect("ok");
+        assert_eq!(registry.release("alice", 1), Ok(false));
+        assert_eq!(registry.len(), Ok(1));
+        assert_eq!(registry.release("alice", 2), Ok(true));
+        assert_eq!(registry.len(), Ok(0));
+    }
+}

@@ -1,0 +1,39 @@
+//! The admin view of one session, as served by `GET /sessions`.
+
+use std::net::SocketAddr;
+
+/// Liveness shown to operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    /// Heard from within the last interval.
+    Alive,
+    /// Silent for at least one interval, not yet dead.
+    Suspect,
+}
+
+/// One established session at the instant of the listing.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SessionInfo {
+    /// Name the session holds.
+    pub name: String,
+    /// Peer address of its connection.
+    pub addr: SocketAddr,
+    /// `alive` or `suspect`.
+    pub state: SessionState,
+    /// Whole intervals of silence so far.
+    pub missed: u32,
+    /// Milliseconds since the last inbound frame.
+    pub last_seen_ms: u64,
+    /// When the session was established, RFC 3339 in UTC.
+    pub connected_at: String,
+    /// Fencing epoch of the session's claim on its name.
+    pub epoch: u64,
+    /// Session id, as sent in WELCOME.
+    pub session_id: u64,
+    /// Whether the client asked for one-way heartbeats (no PONG).
+    pub one_way: bool,
+    /// Round-trip time last measured by the client, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rtt_ms: Option<f64>,
+}
