@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use super::config::ServerConfig;
 use super::connection::{Connection, ReadOutcome, SendOutcome};
+use super::presence::{DropReason, Presence, PresenceEvent, PresenceKind};
 use super::registry::{Claim, NodeId, Registry};
 use super::snapshot::{SessionInfo, SessionState};
 
@@ -54,32 +55,6 @@ pub(crate) enum Command {
     Sessions(tokio::sync::oneshot::Sender<Vec<SessionInfo>>),
     /// Send every session BYE `shutdown`, close everything and stop.
     Shutdown,
-}
-
-/// Why a connection ended, as logged in the `dropped` event.
-#[derive(Debug)]
-enum DropReason {
-    Timeout { silent_for: Duration },
-    ClosedByPeer,
-    TakenOver,
-    ProtocolError { code: ReasonCode },
-    SlowConsumer,
-    Io(io::Error),
-    Shutdown,
-}
-
-impl DropReason {
-    fn label(&self) -> &'static str {
-        match self {
-            DropReason::Timeout { .. } => "timeout",
-            DropReason::ClosedByPeer => "closed by peer",
-            DropReason::TakenOver => "taken over",
-            DropReason::ProtocolError { .. } => "protocol error",
-            DropReason::SlowConsumer => "slow consumer",
-            DropReason::Io(_) => "io error",
-            DropReason::Shutdown => "shutdown",
-        }
-    }
 }
 
 /// Which deadline a wheel entry stands for.
@@ -153,6 +128,9 @@ pub(crate) struct EventLoop<D: Detector> {
     scratch: Vec<u8>,
     encode_buf: Vec<u8>,
     due: Vec<TimerKey>,
+    presence: Presence,
+    /// The instant of the current wake-up, read once per wake-up.
+    now: Instant,
 }
 
 impl<D: Detector> EventLoop<D> {
@@ -166,6 +144,7 @@ impl<D: Detector> EventLoop<D> {
         commands: mpsc::Receiver<Command>,
         node: NodeId,
         origin: Instant,
+        presence: Presence,
     ) -> Self {
         Self {
             poll,
@@ -181,6 +160,8 @@ impl<D: Detector> EventLoop<D> {
             scratch: vec![0; SCRATCH_LEN],
             encode_buf: Vec::new(),
             due: Vec::new(),
+            presence,
+            now: origin,
         }
     }
 
@@ -203,10 +184,11 @@ impl<D: Detector> EventLoop<D> {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                self.shutdown(Instant::now());
+                self.shutdown();
                 return Err(error);
             }
             let now = Instant::now();
+            self.now = now;
             let mut ready = 0;
             for event in events.iter() {
                 ready += 1;
@@ -227,7 +209,8 @@ impl<D: Detector> EventLoop<D> {
                 continue;
             }
             deferred_batches = 0;
-            self.expire_timers(Instant::now());
+            self.now = Instant::now();
+            self.expire_timers(self.now);
         }
     }
 
@@ -287,7 +270,7 @@ impl<D: Detector> EventLoop<D> {
                 return;
             };
             if let Err(error) = slot.conn.flush() {
-                self.close(index, DropReason::Io(error));
+                self.close_with(index, DropReason::IoError, None, Some(error.to_string()));
                 return;
             }
         }
@@ -314,15 +297,13 @@ impl<D: Detector> EventLoop<D> {
                         DropReason::ClosedByPeer
                     } else {
                         warn!(peer = %slot.conn.peer, "protocol error: connection closed in the middle of a frame (truncated frame)");
-                        DropReason::ProtocolError {
-                            code: ReasonCode::MalformedFrame,
-                        }
+                        DropReason::ProtocolError(ReasonCode::MalformedFrame)
                     };
                     self.close(index, reason);
                     break;
                 }
                 Err(error) => {
-                    self.close(index, DropReason::Io(error));
+                    self.close_with(index, DropReason::IoError, None, Some(error.to_string()));
                     break;
                 }
             }
@@ -380,7 +361,16 @@ impl<D: Detector> EventLoop<D> {
                 if let Some(Transition::Recovered) =
                     self.detector.heartbeat(&mut session.liveness, now)
                 {
-                    info!(name = %session.name, peer = %slot.conn.peer, session = session.session_id, "recovered");
+                    self.presence.report(
+                        PresenceEvent {
+                            at: now,
+                            name: session.name.to_string(),
+                            session_id: session.session_id,
+                            peer: slot.conn.peer,
+                            kind: PresenceKind::Recovered,
+                        },
+                        None,
+                    );
                 }
                 Phase::Established
             }
@@ -470,14 +460,19 @@ impl<D: Detector> EventLoop<D> {
                 kind: TimerKind::Liveness,
             },
         );
-        info!(
-            name = %hello.name,
-            %peer,
-            session = session_id,
-            epoch = claimed.epoch,
-            interval_ms = interval.as_millis() as u64,
-            one_way = !hello.acks_wanted(),
-            "joined"
+        let one_way = !hello.acks_wanted();
+        self.presence.report(
+            PresenceEvent {
+                at: now,
+                name: hello.name,
+                session_id,
+                peer,
+                kind: PresenceKind::Joined {
+                    epoch: claimed.epoch,
+                    interval,
+                },
+            },
+            one_way.then_some("one-way"),
         );
         self.send_frame(index, &welcome)
     }
@@ -592,7 +587,7 @@ impl<D: Detector> EventLoop<D> {
                 false
             }
             Err(error) => {
-                self.close(index, DropReason::Io(error));
+                self.close_with(index, DropReason::IoError, None, Some(error.to_string()));
                 false
             }
         }
@@ -607,16 +602,26 @@ impl<D: Detector> EventLoop<D> {
         let established = matches!(slot.state, State::Established(_));
         warn!(peer = %slot.conn.peer, %code, "{}: {text}", if established { "protocol error" } else { "handshake refused" });
         let answer = if established {
-            Frame::bye(code, text)
+            Frame::bye(code, text.clone())
         } else {
-            Frame::reject(code, text)
+            Frame::reject(code, text.clone())
         };
         self.send_frame(index, &answer);
-        self.close(index, DropReason::ProtocolError { code });
+        self.close_with(index, DropReason::ProtocolError(code), None, Some(text));
     }
 
-    /// Removes the connection, releases its name and logs `dropped`.
+    /// Removes the connection, releases its name and reports `dropped`.
     fn close(&mut self, index: usize, reason: DropReason) {
+        self.close_with(index, reason, None, None);
+    }
+
+    fn close_with(
+        &mut self,
+        index: usize,
+        reason: DropReason,
+        silent_for: Option<Duration>,
+        detail: Option<String>,
+    ) {
         let Some(slot) = self.slots.try_remove(index) else {
             return;
         };
@@ -627,33 +632,25 @@ impl<D: Detector> EventLoop<D> {
             debug!(%error, "deregister failed");
         }
         let State::Established(session) = state else {
-            debug!(peer = %conn.peer, reason = reason.label(), "connection closed before HELLO");
+            debug!(peer = %conn.peer, reason = reason.label(), detail, "connection closed before HELLO");
             return;
         };
         // A taken-over session's name already belongs to its successor.
-        if !matches!(reason, DropReason::TakenOver) {
+        if reason != DropReason::TakenOver {
             if let Err(error) = self.registry.release(&session.name, session.session_id) {
                 warn!(name = %session.name, %error, "could not release name");
             }
         }
-        let silent_ms = match &reason {
-            DropReason::Timeout { silent_for } => silent_for.as_millis() as u64,
-            _ => 0,
-        };
-        match &reason {
-            DropReason::Io(error) => {
-                info!(name = %session.name, peer = %conn.peer, session = session.session_id, reason = reason.label(), %error, "dropped")
-            }
-            DropReason::ProtocolError { code } => {
-                info!(name = %session.name, peer = %conn.peer, session = session.session_id, reason = reason.label(), %code, "dropped")
-            }
-            DropReason::Timeout { .. } => {
-                info!(name = %session.name, peer = %conn.peer, session = session.session_id, reason = reason.label(), silent_ms, "dropped")
-            }
-            _ => {
-                info!(name = %session.name, peer = %conn.peer, session = session.session_id, reason = reason.label(), "dropped")
-            }
-        }
+        self.presence.report(
+            PresenceEvent {
+                at: self.now,
+                name: session.name.into(),
+                session_id: session.session_id,
+                peer: conn.peer,
+                kind: PresenceKind::Dropped { reason, silent_for },
+            },
+            detail.as_deref(),
+        );
     }
 
     fn expire_timers(&mut self, now: Instant) {
@@ -679,7 +676,16 @@ impl<D: Detector> EventLoop<D> {
                     let outcome = self.detector.check(&mut session.liveness, now);
                     match outcome.transition {
                         Some(Transition::Suspected { missed }) => {
-                            info!(name = %session.name, peer = %slot.conn.peer, session = session.session_id, missed, "suspect");
+                            self.presence.report(
+                                PresenceEvent {
+                                    at: now,
+                                    name: session.name.to_string(),
+                                    session_id: session.session_id,
+                                    peer: slot.conn.peer,
+                                    kind: PresenceKind::Suspected { missed },
+                                },
+                                None,
+                            );
                         }
                         Some(Transition::Dead { silent_for }) => {
                             let text = format!(
@@ -689,7 +695,7 @@ impl<D: Detector> EventLoop<D> {
                                 ))
                             );
                             self.send_frame(index, &Frame::bye(ReasonCode::Timeout, text));
-                            self.close(index, DropReason::Timeout { silent_for });
+                            self.close_with(index, DropReason::Timeout, Some(silent_for), None);
                         }
                         Some(Transition::Recovered) | None => {}
                     }
@@ -713,7 +719,7 @@ impl<D: Detector> EventLoop<D> {
                     let _ = reply.send(self.snapshot(now));
                 }
                 Command::Shutdown => {
-                    self.shutdown(now);
+                    self.shutdown();
                     return true;
                 }
             }
@@ -752,7 +758,7 @@ impl<D: Detector> EventLoop<D> {
             .collect()
     }
 
-    fn shutdown(&mut self, _now: Instant) {
+    fn shutdown(&mut self) {
         let indices: Vec<usize> = self.slots.iter().map(|(index, _)| index).collect();
         info!(connections = indices.len(), "shutting down");
         let bye = Frame::Bye(lubdub_core::protocol::Bye {

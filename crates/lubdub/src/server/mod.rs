@@ -9,6 +9,7 @@
 pub mod config;
 mod connection;
 mod event_loop;
+pub mod presence;
 pub mod registry;
 pub mod snapshot;
 
@@ -23,6 +24,7 @@ use mio::{Interest, Poll, Waker};
 use socket2::{Domain, Socket, Type};
 
 pub use config::{ConfigError, ServerConfig};
+pub use presence::{DropReason, PresenceEvent, PresenceKind, PresenceSink};
 pub use registry::{InMemoryRegistry, Registry};
 pub use snapshot::{SessionInfo, SessionState};
 
@@ -140,6 +142,18 @@ pub fn start(
     config: ServerConfig,
     registry: Arc<dyn Registry>,
 ) -> Result<ServerHandle, StartError> {
+    start_with_events(config, registry, None)
+}
+
+/// Like [`start`], and also sends every presence event to `events`.
+///
+/// # Errors
+/// [`StartError`] when the configuration is invalid or the address cannot be bound.
+pub fn start_with_events(
+    config: ServerConfig,
+    registry: Arc<dyn Registry>,
+    events: Option<PresenceSink>,
+) -> Result<ServerHandle, StartError> {
     config.validate()?;
     let std_listener = bind(config.listen).map_err(|source| StartError::Bind {
         addr: config.listen,
@@ -153,6 +167,7 @@ pub fn start(
         .map_err(StartError::Poll)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Poll)?);
     let (commands, command_receiver) = mpsc::channel();
+    let events_sink = events;
     let detector = CounterDetector::new(CounterConfig {
         max_missed: config.max_missed,
     });
@@ -166,6 +181,7 @@ pub fn start(
         command_receiver,
         node,
         Instant::now(),
+        presence::Presence::new(events_sink),
     );
     let thread = std::thread::Builder::new()
         .name("lubdub-server".into())

@@ -1,0 +1,137 @@
+//! Presence events: joined, suspect, recovered, dropped.
+//!
+//! Each event is logged as one `info` line through `tracing` and, when a sink
+//! is attached, sent to it (tests and the benchmark read detection delays
+//! from there). Events happen on joins, silences and closes, never per
+//! heartbeat.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use lubdub_core::protocol::ReasonCode;
+use tracing::info;
+
+/// Why a session was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Silent until its deadline.
+    Timeout,
+    /// The client sent BYE or closed its connection.
+    ClosedByPeer,
+    /// Another connection claimed the name.
+    TakenOver,
+    /// The client broke the protocol; the code it was told.
+    ProtocolError(ReasonCode),
+    /// The client did not read and its outbound queue filled up.
+    SlowConsumer,
+    /// The socket failed.
+    IoError,
+    /// The server shut down.
+    Shutdown,
+}
+
+impl DropReason {
+    /// Label used in logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Timeout => "timeout",
+            DropReason::ClosedByPeer => "closed by peer",
+            DropReason::TakenOver => "taken over",
+            DropReason::ProtocolError(_) => "protocol error",
+            DropReason::SlowConsumer => "slow consumer",
+            DropReason::IoError => "io error",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What happened to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceKind {
+    /// The handshake completed.
+    Joined {
+        /// Fencing epoch of the claim.
+        epoch: u64,
+        /// Granted heartbeat interval.
+        interval: Duration,
+    },
+    /// Silent for `missed` whole intervals.
+    Suspected {
+        /// Whole intervals of silence.
+        missed: u32,
+    },
+    /// A frame arrived from a suspect session.
+    Recovered,
+    /// The session ended.
+    Dropped {
+        /// Why.
+        reason: DropReason,
+        /// Silence at the moment of the drop (for timeouts).
+        silent_for: Option<Duration>,
+    },
+}
+
+/// One presence event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEvent {
+    /// When the server observed it.
+    pub at: Instant,
+    /// Session name.
+    pub name: String,
+    /// Session id.
+    pub session_id: u64,
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// What happened.
+    pub kind: PresenceKind,
+}
+
+/// Receives presence events from the event loop.
+pub type PresenceSink = tokio::sync::mpsc::UnboundedSender<PresenceEvent>;
+
+/// Logs presence events and forwards them to an optional sink.
+#[derive(Debug, Default)]
+pub(crate) struct Presence {
+    sink: Option<PresenceSink>,
+}
+
+impl Presence {
+    pub(crate) fn new(sink: Option<PresenceSink>) -> Self {
+        Self { sink }
+    }
+
+    /// Logs and forwards one event. `detail` adds context to the log line
+    /// (an IO error's text, for example).
+    pub(crate) fn report(&mut self, event: PresenceEvent, detail: Option<&str>) {
+        let PresenceEvent {
+            name,
+            session_id,
+            peer,
+            kind,
+            ..
+        } = &event;
+        match kind {
+            PresenceKind::Joined { epoch, interval } => {
+                info!(%name, %peer, session = session_id, epoch, interval_ms = interval.as_millis() as u64, "joined");
+            }
+            PresenceKind::Suspected { missed } => {
+                info!(%name, %peer, session = session_id, missed, "suspect")
+            }
+            PresenceKind::Recovered => info!(%name, %peer, session = session_id, "recovered"),
+            PresenceKind::Dropped { reason, silent_for } => {
+                let silent_ms = silent_for.map(|silent| silent.as_millis() as u64);
+                let code = match reason {
+                    DropReason::ProtocolError(code) => Some(code.label()),
+                    _ => None,
+                };
+                info!(%name, %peer, session = session_id, reason = reason.label(), code, silent_ms, detail, "dropped");
+            }
+        }
+        if let Some(sink) = &self.sink {
+            if sink.send(event).is_err() {
+                // Nobody listens any more; stop cloning events for them.
+                self.sink = None;
+            }
+        }
+    }
+}

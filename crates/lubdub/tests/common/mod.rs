@@ -1,0 +1,262 @@
+//! Helpers for integration tests: a real server on 127.0.0.1 ephemeral ports
+//! with its admin API, its presence events, and a raw protocol connection for
+//! sending exactly the bytes a test needs.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lubdub::core::protocol::frame::flags;
+use lubdub::core::protocol::{codec, Frame, Hello, Welcome, PROTOCOL_VERSION};
+use lubdub::server::{
+    self, InMemoryRegistry, PresenceEvent, PresenceKind, ServerConfig, ServerControl, ServerHandle,
+    SessionInfo,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Longest a test waits for something that should happen; only reached on failure.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Lateness allowed for timing assertions. Tests run in parallel on a
+/// shared 2-core machine; the precise bound (deadline + 10 ms p99) is
+/// measured in the benchmark, not here.
+pub const TOLERANCE: Duration = Duration::from_millis(80);
+
+/// A configuration with short intervals for tests: 100 ms × 5.
+pub fn fast_config() -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("valid address"),
+        interval: Duration::from_millis(100),
+        min_interval: Duration::from_millis(10),
+        max_missed: 5,
+        handshake_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    }
+}
+
+/// A running server with its admin API and its presence events.
+pub struct TestServer {
+    pub handle: Option<ServerHandle>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub events: mpsc::UnboundedReceiver<PresenceEvent>,
+    seen: Vec<PresenceEvent>,
+    stop_admin: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config: ServerConfig) -> TestServer {
+        let (sink, events) = mpsc::unbounded_channel();
+        let handle =
+            server::start_with_events(config, Arc::new(InMemoryRegistry::new()), Some(sink))
+                .expect("server starts");
+        let admin_listener = lubdub::admin::bind("127.0.0.1:0".parse().expect("valid"))
+            .await
+            .expect("admin binds");
+        let admin = admin_listener.local_addr().expect("admin address");
+        let (stop_admin, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(lubdub::admin::serve(
+            admin_listener,
+            handle.control(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        TestServer {
+            addr: handle.local_addr(),
+            handle: Some(handle),
+            admin,
+            events,
+            seen: Vec::new(),
+            stop_admin: Some(stop_admin),
+        }
+    }
+
+    pub fn control(&self) -> ServerControl {
+        self.handle.as_ref().expect("server running").control()
+    }
+
+    /// Stops the server (BYE `shutdown` to everyone) and waits for its loop.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop_admin.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            tokio::task::spawn_blocking(move || handle.stop())
+                .await
+                .expect("join")
+                .expect("loop ends cleanly");
+        }
+    }
+
+    /// Waits for the first event matching `predicate`, returning it.
+    pub async fn expect_event(
+        &mut self,
+        what: &str,
+        predicate: impl Fn(&PresenceEvent) -> bool,
+    ) -> PresenceEvent {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => {
+                    self.seen.push(event.clone());
+                    if predicate(&event) {
+                        return event;
+                    }
+                }
+                Ok(None) => panic!(
+                    "event stream ended while waiting for {what}; saw {:#?}",
+                    self.seen
+                ),
+                Err(_) => panic!("no {what} within {PATIENCE:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for the event of `kind` (by discriminant) about `name`.
+    pub async fn expect(&mut self, name: &str, kind: &str) -> PresenceEvent {
+        let wanted = kind.to_owned();
+        let name = name.to_owned();
+        self.expect_event(&format!("{kind} of {name}"), move |event| {
+            event.name == name && kind_label(&event.kind) == wanted
+        })
+        .await
+    }
+
+    /// Every event received so far (expect_event's history).
+    pub fn seen(&self) -> &[PresenceEvent] {
+        &self.seen
+    }
+
+    /// `GET path` on the admin API: status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.admin);
+        tokio::task::spawn_blocking(move || {
+            let mut response = ureq::get(&url).call().expect("admin answers");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.body_mut().read_to_string().expect("a text body"),
+            )
+        })
+        .await
+        .expect("join")
+    }
+
+    /// `GET /sessions` over real HTTP.
+    pub async fn sessions(&self) -> Vec<SessionInfo> {
+        let url = format!("http://{}/sessions", self.admin);
+        tokio::task::spawn_blocking(move || {
+            ureq::get(&url)
+                .call()
+                .expect("admin answers")
+                .body_mut()
+                .read_json::<Vec<SessionInfo>>()
+                .expect("a JSON list of sessions")
+        })
+        .await
+        .expect("join")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.control().shutdown();
+        }
+    }
+}
+
+pub fn kind_label(kind: &PresenceKind) -> &'static str {
+    match kind {
+        PresenceKind::Joined { .. } => "joined",
+        PresenceKind::Suspected { .. } => "suspect",
+        PresenceKind::Recovered => "recovered",
+        PresenceKind::Dropped { .. } => "dropped",
+    }
+}
+
+pub fn hello(name: &str, interval_ms: u32, acks_wanted: bool) -> Frame {
+    Frame::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        flags: if acks_wanted { flags::ACKS_WANTED } else { 0 },
+        requested_interval_ms: interval_ms,
+        name: name.to_owned(),
+        credential: Vec::new(),
+    })
+}
+
+/// A protocol connection that sends exactly what the test says.
+pub struct RawConn {
+    pub stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        RawConn {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Connects and completes a HELLO; returns the WELCOME and when HELLO was sent.
+    pub async fn join(
+        addr: SocketAddr,
+        name: &str,
+        interval_ms: u32,
+        acks_wanted: bool,
+    ) -> (RawConn, Welcome, Instant) {
+        let mut conn = RawConn::connect(addr).await;
+        let sent_at = Instant::now();
+        conn.send(&hello(name, interval_ms, acks_wanted)).await;
+        match conn.next_frame().await {
+            Some(Frame::Welcome(welcome)) => (conn, welcome, sent_at),
+            other => panic!("expected WELCOME for {name}, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Frame) {
+        let bytes = codec::encode_to_vec(frame).expect("encodable");
+        self.send_bytes(&bytes).await;
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// The next frame, or `None` when the server closed the connection.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        tokio::time::timeout(PATIENCE, self.read_frame())
+            .await
+            .expect("the server answered in time")
+    }
+
+    async fn read_frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((frame, used)) =
+                codec::decode(&self.buffer, 1 << 20).expect("server sends valid frames")
+            {
+                self.buffer.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Asserts that the server closes the connection next, without sending more.
+    pub async fn expect_closed(&mut self) {
+        if let Some(frame) = self.next_frame().await {
+            panic!("expected the server to close, got {frame:?}");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Presence over real sockets: joining, listing, suspicion and drop at the
+//! deadline, heartbeats that refresh only their own connection, takeover,
+//! one-way mode, and shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{fast_config, RawConn, TestServer, TOLERANCE};
+use lubdub::core::protocol::{Frame, Message, ReasonCode};
+use lubdub::server::{DropReason, PresenceKind, SessionState};
+
+#[tokio::test]
+async fn joined_sessions_are_listed_with_their_details() {
+    let mut server = TestServer::start(fast_config()).await;
+    let (mut alice, welcome, _) = RawConn::join(server.addr, "alice", 200, true).await;
+    assert_eq!(welcome.granted_interval_ms, 200);
+    assert_eq!(welcome.max_missed, 5);
+    let (_bob, bob_welcome, _) = RawConn::join(server.addr, "bob", 0, false).await;
+    assert_eq!(
+        bob_welcome.granted_interval_ms, 100,
+        "0 asks for the server's default"
+    );
+    assert!(bob_welcome.epoch > welcome.epoch);
+    server.expect("alice", "joined").await;
+    server.expect("bob", "joined").await;
+
+    alice
+        .send(&Frame::Ping {
+            seq: 1,
+            rtt_us: 1500,
+        })
+        .await;
+    assert_eq!(alice.next_frame().await, Some(Frame::Pong { seq: 1 }));
+
+    let sessions = server.sessions().await;
+    let names: Vec<&str> = sessions.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    let alice_info = &sessions[0];
+    assert_eq!(alice_info.state, SessionState::Alive);
+    assert_eq!(alice_info.missed, 0);
+    assert_eq!(
+        alice_info.addr,
+        alice.stream.local_addr().expect("local address")
+    );
+    assert_eq!(alice_info.epoch, welcome.epoch);
+    assert_eq!(alice_info.session_id, welcome.session_id);
+    assert_eq!(alice_info.rtt_ms, Some(1.5));
+    assert!(
+        alice_info.last_seen_ms < 200,
+        "pinged just now: {}",
+        alice_info.last_seen_ms
+    );
+    assert!(
+        alice_info.connected_at.ends_with('Z'),
+        "RFC 3339 UTC: {}",
+        alice_info.connected_at
+    );
+    assert!(sessions[1].one_way);
+    assert_eq!(sessions[1].rtt_ms, None);
+
+    assert_eq!(server.get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_silent_session_is_suspect_after_one_interval_and_dropped_at_the_deadline() {
+    let mut server = TestServer::start(fast_config()).await;
+    let (mut conn, welcome, hello_sent) = RawConn::join(server.addr, "quiet", 100, true).await;
+    let interval = Duration::from_millis(u64::from(welcome.granted_interval_ms));
+    let deadline = interval * u32::from(welcome.max_missed);
+
+    let suspect = server.expect("quiet", "suspect").await;
+    assert_eq!(suspect.kind, PresenceKind::Suspected { missed: 1 });
+    let after = suspect.at - hello_sent;
+    assert!(
+        after >= interval && after <= interval + TOLERANCE,
+        "suspect after {after:?}"
+    );
+
+    let listed = server.sessions().await;
+    assert_eq!(listed[0].state, SessionState::Suspect);
+    assert!(listed[0].missed >= 1);
+
+    for missed in 2..=4 {
+        let event = server.expect("quiet", "suspect").await;
+        assert_eq!(event.kind, PresenceKind::Suspected { missed });
+    }
+    let dropped = server.expect("quiet", "dropped").await;
+    let after = dropped.at - hello_sent;
+    assert!(
+        after >= deadline && after <= deadline + TOLERANCE,
+        "dropped after {after:?}, deadline {deadline:?}"
+    );
+    let PresenceKind::Dropped { reason, silent_for } = dropped.kind else {
+        unreachable!("expect() matched a drop");
+    };
+    assert_eq!(reason, DropReason::Timeout);
+    assert!(silent_for.expect("timeouts carry their silence") >= deadline);
+
+    // The peer, if it is only hung, learns why when it wakes up.
+    match conn.next_frame().await {
+        Some(Frame::Bye(bye)) => assert_eq!(bye.reason.code, ReasonCode::Timeout),
+        other => panic!("expected BYE timeout, got {other:?}"),
+    }
+    conn.expect_closed().await;
+    assert!(server.sessions().await.is_empty());
+}
+
+#[tokio::test]
+async fn any_frame_recovers_a_suspect_session() {
+    let mut server = TestServer::start(fast_config()).await;
+    let (mut conn, _, _) = RawConn::join(server.addr, "sleepy", 100, true).await;
+    server.expect("sleepy", "suspect").await;
+    // A MSG, not a PING: every frame is proof of life.
+    conn.send(&Frame::Msg(Message {
+        from: String::new(),
+        to: "sleepy".into(),
+        body: b"still here".to_vec(),
+    }))
+    .await;
+    server.expect("sleepy", "recovered").await;
+    assert!(matches!(conn.next_frame().await, Some(Frame::Msg(_))));
+    assert_eq!(server.sessions().await[0].state, SessionState::Alive);
+}
+
+#[tokio::test]
+async fn a_heartbeat_refreshes_only_the_connection_it_arrived_on() {
+    let mut server = TestServer::start(fast_config()).await;
+    let (_silent, _, silent_joined) = RawConn::join(server.addr, "silent", 100, true).await;
+    let (mut chatty, _, _) = RawConn::join(server.addr, "chatty", 100, true).await;
+    // chatty heartbeats every 50 ms; nothing it sends names anyone, so
+    // nothing it sends can keep `silent` alive (seed 003 looks up the name in
+    // the packet, and any client can keep anyone alive that way).
+    let heartbeats = tokio::spawn(async move {
+        for seq in 1..=20 {
+            chatty.send(&Frame::Ping { seq, rtt_us: 0 }).await;
+            assert_eq!(chatty.next_frame().await, Some(Frame::Pong { seq }));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        chatty
+    });
+    let dropped = server.expect("silent", "dropped").await;
+    assert!(dropped.at - silent_joined >= Duration::from_millis(500));
+    let _chatty = heartbeats.await.expect("heartbeats answered");
+    assert!(
+        !server
+            .seen()
+            .iter()
+            .any(|event| event.name == "chatty" && common::kind_label(&event.kind) != "joined"),
+        "chatty stayed alive throughout: {:#?}",
+        server.seen()
+    );
+    let listed = server.sessions().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "chatty");
+}
+
+#[tokio::test]
+async fn a_second_hello_with_an_online_name_takes_the_session_over() {
+    let mut server = TestServer::start(fast_config()).await;
+    let (mut old, old_welcome, _) = RawConn::join(server.addr, "alice", 1000, true).await;
+    let (mut new, new_welcome, _) = RawConn::join(server.addr, "alice", 1000, true).await;
+    assert!(
+        new_welcome.epoch > old_welcome.epoch,
+        "epochs fence the old session"
+    );
+    match old.next_frame().await {
+        Some(Frame::Bye(bye)) => {
+            assert_eq!(bye.reason.code, ReasonCode::TakenOver);
+            assert!(
+                bye.reason.text.contains("taken over"),
+                "{}",
+                bye.reason.text
+            );
+        }
+        other => panic!("expected BYE taken_over, got {other:?}"),
+    }
+    old.expect_closed().await;
+    let dropped = server
+        .expect_event("drop of the old alice", |event| {
+            event.session_id == old_welcome.session_id
+                && common::kind_label(&event.kind) == "dropped"
+        })
+        .await;
+    assert_eq!(
+        dropped.kind,
+        PresenceKind::Dropped {
+            reason: DropReason::TakenOver,
+            silent_for: None
+        }
+    );
+    // The old connection's close did not remove the new holder.
+    let listed = server.sessions().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].session_id, new_welcome.session_id);
+    new.send(&Frame::Ping { seq: 7, rtt_us: 0 }).await;
+    assert_eq!(new.next_frame().await, Some(Frame::Pong { seq: 7 }));
+}
+
+#[tokio::test]
+async fn one_way_sessions_get_no_pong_and_stay_alive_on_heartbeats() {
+    let mut server = TestServer::start(fast_config()).await;
+    let (mut conn, welcome, _) = RawConn::join(server.addr, "sensor", 100, false).await;
+    let interval = Duration::from_millis(u64::from(welcome.granted_interval_ms));
+    for seq in 1..=15 {
+        conn.send(&Frame::Ping { seq, rtt_us: 0 }).await;
+        tokio::time::sleep(interval / 2).await;
+    }
+    // Had the server answered any PING, a PONG would arrive before this MSG.
+    conn.send(&Frame::Msg(Message {
+        from: String::new(),
+        to: "sensor".into(),
+        body: b"marker".to_vec(),
+    }))
+    .await;
+    match conn.next_frame().await {
+        Some(Frame::Msg(message)) => assert_eq!(message.body, b"marker"),
+        other => panic!("expected only the marker message, got {other:?}"),
+    }
+    assert!(
+        server.seen().is_empty()
+            || server
+                .seen()
+                .iter()
+                .all(|e| common::kind_label(&e.kind) == "joined"),
+        "{:#?}",
+        server.seen()
+    );
+    let listed = server.sessions().await;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].one_way);
+    assert_eq!(listed[0].state, SessionState::Alive);
+}
+
+#[tokio::test]
+async fn shutdown_says_bye_to_every_session() {
+    let mut server = TestServer::start(fast_config()).await;
+    let (mut conn, _, _) = RawConn::join(server.addr, "alice", 1000, true).await;
+    server.stop().await;
+    match conn.next_frame().await {
+        Some(Frame::Bye(bye)) => {
+            assert_eq!(bye.reason.code, ReasonCode::Shutdown);
+            assert!(bye.retry_after_ms > 0, "a reconnect hint");
+        }
+        other => panic!("expected BYE shutdown, got {other:?}"),
+    }
+    conn.expect_closed().await;
+    let dropped = server.expect("alice", "dropped").await;
+    assert!(matches!(
+        dropped.kind,
+        PresenceKind::Dropped {
+            reason: DropReason::Shutdown,
+            ..
+        }
+    ));
+}
