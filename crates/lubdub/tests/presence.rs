@@ -199,7 +199,7 @@ async fn a_second_hello_with_an_online_name_takes_the_session_over() {
 
 #[tokio::test]
 async fn one_way_sessions_get_no_pong_and_stay_alive_on_heartbeats() {
-    let mut server = TestServer::start(fast_config()).await;
+    let server = TestServer::start(fast_config()).await;
     let (mut conn, welcome, _) = RawConn::join(server.addr, "sensor", 100, false).await;
     let interval = Duration::from_millis(u64::from(welcome.granted_interval_ms));
     for seq in 1..=15 {

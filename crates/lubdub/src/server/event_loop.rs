@@ -156,7 +156,9 @@ impl<D: Detector> EventLoop<D> {
             config,
             commands,
             node,
-            next_generation: 0,
+            // Random start: session ids rarely repeat across restarts, which
+            // keeps logs of successive runs apart.
+            next_generation: rand::random(),
             scratch: vec![0; SCRATCH_LEN],
             encode_buf: Vec::new(),
             due: Vec::new(),
@@ -275,11 +277,14 @@ impl<D: Detector> EventLoop<D> {
             }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.read(index, now);
+            // When the peer's FIN came with the data, it raises no new edge:
+            // read on to the end of the stream to see it.
+            let until_eof = event.is_read_closed() || event.is_error();
+            self.read(index, now, until_eof);
         }
     }
 
-    fn read(&mut self, index: usize, now: Instant) {
+    fn read(&mut self, index: usize, now: Instant, until_eof: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
         while let Some(slot) = self.slots.get_mut(index) {
             match slot.conn.read_into(&mut scratch) {
@@ -287,7 +292,7 @@ impl<D: Detector> EventLoop<D> {
                     let open = self.process_bytes(index, &scratch[..n], now);
                     // A short read drained the socket; with edge-triggered
                     // readiness, later bytes raise a new event.
-                    if !open || n < scratch.len() {
+                    if !open || (n < scratch.len() && !until_eof) {
                         break;
                     }
                 }

@@ -31,15 +31,15 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    /// Label used in logs.
+    /// One-word label used in logs (`reason=timeout`).
     pub fn label(self) -> &'static str {
         match self {
             DropReason::Timeout => "timeout",
-            DropReason::ClosedByPeer => "closed by peer",
-            DropReason::TakenOver => "taken over",
-            DropReason::ProtocolError(_) => "protocol error",
-            DropReason::SlowConsumer => "slow consumer",
-            DropReason::IoError => "io error",
+            DropReason::ClosedByPeer => "closed_by_peer",
+            DropReason::TakenOver => "taken_over",
+            DropReason::ProtocolError(_) => "protocol_error",
+            DropReason::SlowConsumer => "slow_consumer",
+            DropReason::IoError => "io_error",
             DropReason::Shutdown => "shutdown",
         }
     }
@@ -124,7 +124,7 @@ impl Presence {
                     DropReason::ProtocolError(code) => Some(code.label()),
                     _ => None,
                 };
-                info!(%name, %peer, session = session_id, reason = reason.label(), code, silent_ms, detail, "dropped");
+                info!(%name, %peer, session = session_id, reason = %reason.label(), code, silent_ms, detail, "dropped");
             }
         }
         if let Some(sink) = &self.sink {

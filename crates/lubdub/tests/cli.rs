@@ -1,0 +1,336 @@
+//! The `lubdub` binary as a user runs it: real processes, real ports.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const PATIENCE: Duration = Duration::from_secs(15);
+
+fn lubdub() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lubdub"))
+}
+
+/// A child process whose stdout and stderr lines are collected as they come.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    transcript: Vec<String>,
+}
+
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+impl Proc {
+    fn spawn(command: &mut Command) -> Proc {
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        Proc {
+            stdin: child.stdin.take(),
+            stdout: lines_of(child.stdout.take().expect("piped")),
+            stderr: lines_of(child.stderr.take().expect("piped")),
+            child,
+            transcript: Vec::new(),
+        }
+    }
+
+    fn expect(&mut self, from_stdout: bool, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let source = if from_stdout {
+                &self.stdout
+            } else {
+                &self.stderr
+            };
+            match source.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    self.transcript.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line containing {needle:?}; saw:\n{}",
+                    self.transcript.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn expect_stderr(&mut self, needle: &str) -> String {
+        self.expect(false, needle)
+    }
+
+    fn expect_stdout(&mut self, needle: &str) -> String {
+        self.expect(true, needle)
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to stdin");
+        stdin.flush().expect("flush");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Value of `key=` in a log line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line.find(&format!("{key}=")).expect("field present") + key.len() + 1;
+    line[start..].split_whitespace().next().expect("a value")
+}
+
+/// Starts `lubdub server` on ephemeral ports; returns it with its two addresses.
+fn start_server(extra: &[&str]) -> (Proc, String, String) {
+    let mut server = Proc::spawn(
+        lubdub()
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ])
+            .args(extra),
+    );
+    let ready = server.expect_stderr("lubdub server ready");
+    let listen = field(&ready, "listen").to_owned();
+    let admin = field(&ready, "admin").to_owned();
+    server.expect_stderr("first come, first served");
+    (server, listen, admin)
+}
+
+fn sessions(admin: &str, json: bool) -> String {
+    let mut command = lubdub();
+    command.args(["sessions", "--admin", admin]);
+    if json {
+        command.arg("--json");
+    }
+    let output = command.output().expect("sessions runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+fn client(server: &str, name: &str, extra: &[&str]) -> Proc {
+    let mut client = Proc::spawn(
+        lubdub()
+            .args(["client", "--server", server, "--name", name])
+            .args(extra),
+    );
+    client.expect_stderr("connected to");
+    client
+}
+
+#[test]
+fn two_clients_chat_through_the_server_and_are_listed() {
+    let (mut server, listen, admin) = start_server(&[]);
+    let mut alice = client(&listen, "alice", &[]);
+    let mut bob = client(&listen, "bob", &[]);
+    server.expect_stderr("joined name=alice");
+    server.expect_stderr("joined name=bob");
+
+    alice.type_line("hello everyone");
+    assert_eq!(bob.expect_stdout("hello"), "[alice] hello everyone");
+    bob.type_line("@alice hi alice");
+    assert_eq!(alice.expect_stdout("hi"), "[bob] hi alice");
+    bob.type_line("@carol are you there?");
+    bob.expect_stderr("no session named carol");
+
+    let table = sessions(&admin, false);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{table}");
+    assert!(
+        lines[1].starts_with("alice") && lines[1].contains("alive"),
+        "{table}"
+    );
+    assert!(lines[2].starts_with("bob"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&sessions(&admin, true)).expect("JSON");
+    assert_eq!(json.as_array().map(Vec::len), Some(2));
+    for key in [
+        "name",
+        "addr",
+        "state",
+        "missed",
+        "last_seen_ms",
+        "connected_at",
+        "epoch",
+    ] {
+        assert!(json[0].get(key).is_some(), "missing {key} in {json}");
+    }
+
+    alice.type_line("quit");
+    assert!(alice.wait().success());
+    server.expect_stderr("dropped name=alice");
+    let line = server.transcript.last().cloned().unwrap_or_default();
+    assert!(line.contains("reason=closed_by_peer"), "{line}");
+
+    server.signal("-TERM");
+    bob.expect_stderr("server lost");
+    assert!(server.wait().success(), "SIGTERM is a clean exit");
+}
+
+#[test]
+fn a_stopped_client_is_suspect_then_dropped_and_reconnects_when_resumed() {
+    let (mut server, listen, admin) = start_server(&["--interval", "200ms", "--max-missed", "5"]);
+    let mut hung = client(&listen, "hung", &[]);
+    server.expect_stderr("joined name=hung");
+    // Ctrl-Z: the process stops but its kernel keeps the socket open.
+    hung.signal("-STOP");
+    let stopped_at = Instant::now();
+    server.expect_stderr("suspect name=hung");
+    let table = sessions(&admin, false);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("hung") && l.contains("suspect")),
+        "{table}"
+    );
+    let dropped = server.expect_stderr("dropped name=hung");
+    assert!(dropped.contains("reason=timeout"), "{dropped}");
+    let silent_ms: u64 = field(&dropped, "silent_ms").parse().expect("a number");
+    assert!(
+        (1000..1100).contains(&silent_ms),
+        "dropped after {silent_ms} ms of silence"
+    );
+    assert!(stopped_at.elapsed() >= Duration::from_millis(1000) - Duration::from_millis(200));
+    assert!(!sessions(&admin, false).contains("hung"));
+    // fg: it reads the server's BYE, and comes back under the same name.
+    hung.signal("-CONT");
+    hung.expect_stderr("server lost");
+    hung.expect_stderr("connected to");
+    server.expect_stderr("joined name=hung");
+}
+
+#[test]
+fn a_client_reconnects_to_a_server_killed_and_restarted_on_the_same_port() {
+    let (mut server, listen, _) = start_server(&["--interval", "100ms", "--max-missed", "3"]);
+    let port = listen.rsplit(':').next().expect("a port").to_owned();
+    let mut alice = client(&listen, "alice", &[]);
+    server.expect_stderr("joined name=alice");
+    server.signal("-KILL");
+    server.wait();
+    alice.expect_stderr("server lost");
+    alice.expect_stderr("reconnecting in");
+    let mut restarted = Proc::spawn(lubdub().args([
+        "server",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--admin",
+        "127.0.0.1:0",
+    ]));
+    restarted.expect_stderr("lubdub server ready");
+    restarted.expect_stderr("joined name=alice");
+    alice.expect_stderr("connected to");
+}
+
+#[test]
+fn every_subcommand_explains_its_flags() {
+    for (subcommand, flags) in [
+        (
+            "server",
+            &[
+                "--listen",
+                "--admin",
+                "--interval",
+                "--max-missed",
+                "--handshake-timeout",
+            ][..],
+        ),
+        (
+            "client",
+            &["--server", "--name", "--interval", "--one-way"][..],
+        ),
+        ("sessions", &["--admin", "--json"][..]),
+    ] {
+        let output = lubdub()
+            .args([subcommand, "--help"])
+            .output()
+            .expect("help runs");
+        assert!(output.status.success());
+        let help = String::from_utf8(output.stdout).expect("UTF-8");
+        for flag in flags {
+            assert!(
+                help.contains(flag),
+                "{subcommand} --help lacks {flag}:\n{help}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_arguments_get_a_clear_error() {
+    let output = lubdub()
+        .args(["server", "--interval", "3 parsecs"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("3s, 500ms"), "{stderr}");
+
+    let output = lubdub()
+        .args(["client", "--name", "bad name", "--server", "127.0.0.1:1"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid name"), "{stderr}");
+
+    let output = lubdub()
+        .args(["client", "--name", "alice", "--server", "127.0.0.1:1"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect to 127.0.0.1:1"));
+
+    let output = lubdub()
+        .args(["server", "--min-interval", "5s", "--interval", "1s"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("min-interval"));
+}
