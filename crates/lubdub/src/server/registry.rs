@@ -96,7 +96,7 @@ pub trait Registry: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`RegistryError`] when the backend fails.
-    fn len(&self) -> Result<usize, RegistryError>;
+    fn count(&self) -> Result<usize, RegistryError>;
 }
 
 /// In-process registry: a mutex around a hash map. The lock is taken on join,
@@ -189,7 +189,7 @@ impl Registry for InMemoryRegistry {
             .map(|holder| holder.record(name)))
     }
 
-    fn len(&self) -> Result<usize, RegistryError> {
+    fn count(&self) -> Result<usize, RegistryError> {
         Ok(self.state().sessions.len())
     }
 }
@@ -232,8 +232,8 @@ mod tests {
         registry.claim(claim("alice", 1)).expect("ok");
         registry.claim(claim("alice", 2)).expect("ok");
         assert_eq!(registry.release("alice", 1), Ok(false));
-        assert_eq!(registry.len(), Ok(1));
+        assert_eq!(registry.count(), Ok(1));
         assert_eq!(registry.release("alice", 2), Ok(true));
-        assert_eq!(registry.len(), Ok(0));
+        assert_eq!(registry.count(), Ok(0));
     }
 }
