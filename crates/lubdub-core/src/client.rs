@@ -117,8 +117,25 @@ impl ClientSchedule {
         next
     }
 
+    /// Lateness of a wake-up that shows this process itself could not run
+    /// (stopped, paused, starved): half an interval.
+    pub fn stall_threshold(&self) -> Duration {
+        self.interval / 2
+    }
+
     /// Decides what is due at `now`. A returned PING counts as sent at `now`.
+    ///
+    /// A wake-up later than [`poll_timeout`](Self::poll_timeout) by at least
+    /// [`stall_threshold`](Self::stall_threshold) means this process was not
+    /// running: that time is not counted as the server's silence (the
+    /// server's answers may be sitting unread in the socket), and a PING
+    /// probes the server instead. A server that died meanwhile is still
+    /// declared dead within one deadline after the stall.
     pub fn handle_timeout(&mut self, now: Instant) -> ClientAction {
+        let lateness = now.saturating_duration_since(self.poll_timeout());
+        if lateness >= self.stall_threshold() {
+            self.last_received = (self.last_received + lateness).min(now);
+        }
         if self.acks_wanted {
             let silent_for = now.saturating_duration_since(self.last_received);
             if silent_for >= self.deadline_after() {
@@ -209,6 +226,66 @@ mod tests {
             }
         };
         assert_eq!(dead_at, t0 + 500 * MS);
+    }
+
+    #[test]
+    fn a_stall_of_the_client_itself_is_not_blamed_on_the_server() {
+        let t0 = Instant::now();
+        let mut schedule = ClientSchedule::new(t0, 100 * MS, 5, true);
+        // The process is stopped before its PING at 80 ms and resumed at 2 s,
+        // far past the 500 ms deadline.
+        let resumed = t0 + 2000 * MS;
+        assert_eq!(
+            schedule.handle_timeout(resumed),
+            ClientAction::SendPing { seq: 1, rtt_us: 0 },
+            "probe instead of declaring the server dead"
+        );
+        // The answer waiting in the socket is read next: all is well.
+        schedule.on_received(resumed + MS, Some(1));
+        assert!(matches!(
+            schedule.handle_timeout(schedule.poll_timeout()),
+            ClientAction::SendPing { seq: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn a_server_that_died_during_the_stall_is_dead_within_one_deadline_of_the_resume() {
+        let t0 = Instant::now();
+        let mut schedule = ClientSchedule::new(t0, 100 * MS, 5, true);
+        let resumed = t0 + 2000 * MS;
+        assert!(matches!(
+            schedule.handle_timeout(resumed),
+            ClientAction::SendPing { .. }
+        ));
+        let dead_at = loop {
+            let now = schedule.poll_timeout();
+            match schedule.handle_timeout(now) {
+                ClientAction::SendPing { .. } => continue,
+                ClientAction::ServerDead { .. } => break now,
+                ClientAction::Wait => panic!("woken for nothing"),
+            }
+        };
+        // Only the 80 ms of silence before the stall and the time after it count.
+        assert_eq!(dead_at, resumed + 500 * MS - 80 * MS);
+    }
+
+    #[test]
+    fn ordinary_timer_lateness_is_not_a_stall() {
+        let t0 = Instant::now();
+        let mut schedule = ClientSchedule::new(t0, 100 * MS, 5, true);
+        let mut now = t0;
+        for _ in 0..6 {
+            // Every wake-up 20 ms late, below the 50 ms stall threshold.
+            now = schedule.poll_timeout() + 20 * MS;
+            if let ClientAction::ServerDead { silent_for } = schedule.handle_timeout(now) {
+                assert!(silent_for >= 500 * MS);
+                return;
+            }
+        }
+        panic!(
+            "a silent server must be declared dead, last wake at {:?}",
+            now - t0
+        );
     }
 
     #[test]

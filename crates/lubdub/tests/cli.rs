@@ -241,7 +241,11 @@ fn a_stopped_client_is_suspect_then_dropped_and_reconnects_when_resumed() {
     assert!(!sessions(&admin, false).contains("hung"));
     // fg: it reads the server's BYE, and comes back under the same name.
     hung.signal("-CONT");
-    hung.expect_stderr("server lost");
+    let lost = hung.expect_stderr("server lost");
+    assert!(
+        lost.contains("BYE") && lost.contains("timeout"),
+        "reads the server's BYE before judging: {lost}"
+    );
     hung.expect_stderr("connected to");
     server.expect_stderr("joined name=hung");
 }

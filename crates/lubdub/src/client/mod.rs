@@ -358,6 +358,10 @@ async fn drive(
     loop {
         let wake = tokio::time::Instant::from_std(schedule.poll_timeout());
         let to_send = tokio::select! {
+            // Inbound first: after this process was stopped or starved, the
+            // frames waiting in the socket are read before the expired timer
+            // can blame the server for our own silence.
+            biased;
             frame = reader.read_frame() => {
                 let frame = match frame {
                     Ok(Some(frame)) => frame,
@@ -372,13 +376,11 @@ async fn drive(
                 match frame {
                     Frame::Msg(message) => {
                         let _ = events.send(ClientEvent::Message(message)).await;
-                        None
                     }
                     Frame::Notice(reason) => {
                         let _ = events.send(ClientEvent::Notice(reason)).await;
-                        None
                     }
-                    Frame::Pong { .. } => None,
+                    Frame::Pong { .. } => {}
                     Frame::Bye(bye) => return end_for_bye(bye),
                     other => {
                         let text = format!("{:?} is not sent by servers", other.kind());
@@ -386,6 +388,9 @@ async fn drive(
                         return lost(format!("protocol error: {text}"));
                     }
                 }
+                // With inbound first, a steady stream of messages could keep
+                // the timer branch from ever running: send a due PING here.
+                due_ping(&mut schedule)
             }
             command = outgoing.recv() => match command {
                 Some(Outgoing::Message { to, body }) => Some(Frame::Msg(Message { from: String::new(), to, body })),
@@ -413,6 +418,19 @@ async fn drive(
                 Err(_) => return lost("the server stopped reading".into()),
             }
         }
+    }
+}
+
+/// The PING to send now, if one is due. The server is alive (a frame just
+/// arrived), so only a PING can be due here.
+fn due_ping(schedule: &mut ClientSchedule) -> Option<Frame> {
+    let now = Instant::now();
+    if now < schedule.poll_timeout() {
+        return None;
+    }
+    match schedule.handle_timeout(now) {
+        ClientAction::SendPing { seq, rtt_us } => Some(Frame::Ping { seq, rtt_us }),
+        ClientAction::Wait | ClientAction::ServerDead { .. } => None,
     }
 }
 
