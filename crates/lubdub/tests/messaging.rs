@@ -110,3 +110,62 @@ async fn binary_bodies_are_relayed_unchanged() {
         .await;
     assert_eq!(expect_message(&mut collector).await.body, body);
 }
+
+#[tokio::test]
+async fn a_message_too_large_to_relay_gets_a_notice_and_hurts_no_one() {
+    use lubdub::client::{Client, ClientConfig, ClientEvent};
+    use lubdub::core::protocol::{max_msg_body, DEFAULT_MAX_FRAME_LEN};
+
+    let server = TestServer::start(fast_config()).await;
+    // Longest names on both sides, so the largest relayed frame is exactly
+    // the receiver's maximum.
+    let sender_name = "s".repeat(64);
+    let receiver_name = "r".repeat(64);
+    let (mut sender, _, _) = RawConn::join(server.addr, &sender_name, 1000, true).await;
+    let mut receiver = Client::connect(ClientConfig::new(
+        server.addr.to_string(),
+        receiver_name.clone(),
+    ))
+    .await
+    .expect("connects");
+    let largest = max_msg_body(DEFAULT_MAX_FRAME_LEN);
+
+    let too_large = Frame::Msg(Message {
+        from: String::new(),
+        to: receiver_name.clone(),
+        body: vec![b'x'; largest + 1],
+    });
+    sender.send(&too_large).await;
+    match sender.next_frame().await {
+        Some(Frame::Notice(reason)) => {
+            assert_eq!(reason.code, ReasonCode::FrameTooLarge);
+            assert!(
+                reason.text.contains(&largest.to_string()),
+                "{}",
+                reason.text
+            );
+        }
+        other => panic!("expected NOTICE frame_too_large, got {other:?}"),
+    }
+
+    sender
+        .send(&msg(&receiver_name, &"y".repeat(largest)))
+        .await;
+    let received = loop {
+        match tokio::time::timeout(common::PATIENCE, receiver.next_event())
+            .await
+            .expect("in time")
+        {
+            Some(ClientEvent::Message(message)) => break message,
+            Some(ClientEvent::Status(status)) => {
+                assert!(
+                    matches!(status, lubdub::client::Status::Connected { .. }),
+                    "receiver hurt: {status:?}"
+                )
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(received.body.len(), largest);
+    assert_eq!(received.from, sender_name);
+}

@@ -254,3 +254,43 @@ async fn shutdown_says_bye_to_every_session() {
         }
     ));
 }
+
+#[tokio::test]
+async fn a_connection_busy_writing_when_taken_over_reads_its_bye_and_a_clean_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = TestServer::start(fast_config()).await;
+    let (old, _, _) = RawConn::join(server.addr, "alice", 1000, true).await;
+    let (mut read_half, mut write_half) = old.stream.into_split();
+    // The old client keeps sending PINGs through the takeover, so the server
+    // ends a connection whose input it has not all read. Closing the socket
+    // then would reset the connection; the server must instead send its BYE,
+    // shut its write side (a clean FIN) and discard input for a while.
+    let writer = tokio::spawn(async move {
+        let ping = lubdub::core::protocol::codec::ping_bytes(1, 0);
+        while write_half.write_all(&ping).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    });
+    let (_new, _, _) = RawConn::join(server.addr, "alice", 1000, true).await;
+    let mut buffer = Vec::new();
+    let mut bye = None;
+    loop {
+        while let Some((frame, used)) =
+            lubdub::core::protocol::decode(&buffer, 1 << 16).expect("valid frames")
+        {
+            buffer.drain(..used);
+            if let Frame::Bye(received) = frame {
+                bye = Some(received);
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match read_half.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(error) => panic!("the connection was reset instead of closed cleanly: {error}"),
+        }
+    }
+    assert_eq!(bye.map(|bye| bye.reason.code), Some(ReasonCode::TakenOver));
+    writer.abort();
+}

@@ -6,7 +6,7 @@
 //! [`decode`] then parses it. Every [`DecodeError`] maps to the reason code the
 //! peer is told, via [`DecodeError::reason_code`].
 
-use super::frame::{flags, MAX_CREDENTIAL_LEN};
+use super::frame::{flags, MAX_CREDENTIAL_LEN, MAX_NAME_LEN};
 use super::frame::{Bye, Frame, FrameKind, Hello, Message, Reason, Welcome, PROTOCOL_VERSION};
 use super::reason::ReasonCode;
 
@@ -16,6 +16,18 @@ pub const LENGTH_PREFIX_LEN: usize = 4;
 /// Default largest frame (kind byte and payload, without the length prefix) a
 /// peer accepts. Chat bodies fit comfortably; a heartbeat is 9 bytes.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
+
+/// Bytes a MSG frame needs besides its body when both names are as long as
+/// allowed: kind byte, two name lengths and two names of [`MAX_NAME_LEN`].
+pub const MSG_OVERHEAD: usize = 1 + 1 + MAX_NAME_LEN + 1 + MAX_NAME_LEN;
+
+/// Largest MSG body a peer with this maximum frame size accepts for relay.
+/// A relayed MSG carries the sender's name, which the client did not send,
+/// so the limit leaves room for both names at their longest: whatever a
+/// client is allowed to send, every recipient can receive.
+pub fn max_msg_body(max_frame_len: usize) -> usize {
+    max_frame_len.saturating_sub(MSG_OVERHEAD)
+}
 
 /// Why bytes could not be decoded into a frame. The buffer is never consumed
 /// on error: the connection is expected to end.

@@ -12,7 +12,8 @@ pub mod handshake;
 pub mod reason;
 
 pub use codec::{
-    check, decode, encode, encode_to_vec, DecodeError, EncodeError, DEFAULT_MAX_FRAME_LEN,
+    check, decode, encode, encode_to_vec, max_msg_body, DecodeError, EncodeError,
+    DEFAULT_MAX_FRAME_LEN,
 };
 pub use frame::{Bye, Frame, FrameKind, Hello, Message, Reason, Welcome, PROTOCOL_VERSION};
 pub use reason::ReasonCode;

@@ -129,6 +129,17 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether every accepted byte has been handed to the socket.
+    pub fn is_flushed(&self) -> bool {
+        self.outbox.is_empty()
+    }
+
+    /// Sends FIN after the bytes already written; reading goes on.
+    pub fn shutdown_write(&self) {
+        // Already shut or already reset: either way nothing more goes out.
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+
     fn write_some(&mut self, mut bytes: &[u8]) -> io::Result<usize> {
         let total = bytes.len();
         while !bytes.is_empty() {

@@ -44,6 +44,10 @@ const EVENTS_CAPACITY: usize = 1024;
 /// One read takes up to this much; a connection's partial frame is copied out
 /// of it, so the scratch is shared by all connections.
 const SCRATCH_LEN: usize = 64 * 1024;
+/// How long a connection we are closing is kept after its farewell (REJECT
+/// or BYE): its input is read and discarded meanwhile, so that closing does
+/// not reset the connection and destroy the farewell before the peer reads it.
+const LINGER: Duration = Duration::from_secs(2);
 /// Full event batches read before timers are judged anyway, so that a flood
 /// of readiness cannot starve deadline checks for ever.
 const MAX_DEFERRED_BATCHES: u32 = 64;
@@ -62,6 +66,7 @@ pub(crate) enum Command {
 enum TimerKind {
     Handshake,
     Liveness,
+    Linger,
 }
 
 /// A wheel entry: the slab index plus the generation of the connection it was
@@ -91,6 +96,8 @@ struct Session<S> {
 enum State<S> {
     AwaitingHello,
     Established(Session<S>),
+    /// Farewell sent, write side shut; input is discarded until EOF or the linger timeout.
+    Closing,
 }
 
 #[derive(Debug)]
@@ -211,8 +218,10 @@ impl<D: Detector> EventLoop<D> {
                 continue;
             }
             deferred_batches = 0;
-            self.now = Instant::now();
-            self.expire_timers(self.now);
+            // Judge with the instant taken right after the poll: a deadline
+            // that passed while this batch was handled is judged after the
+            // next poll, once the frames that arrived meanwhile are read.
+            self.expire_timers(now);
         }
     }
 
@@ -272,8 +281,17 @@ impl<D: Detector> EventLoop<D> {
                 return;
             };
             if let Err(error) = slot.conn.flush() {
-                self.close_with(index, DropReason::IoError, None, Some(error.to_string()));
+                self.end(
+                    index,
+                    DropReason::IoError,
+                    None,
+                    None,
+                    Some(error.to_string()),
+                );
                 return;
+            }
+            if matches!(slot.state, State::Closing) && slot.conn.is_flushed() {
+                slot.conn.shutdown_write();
             }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -298,7 +316,9 @@ impl<D: Detector> EventLoop<D> {
                 }
                 Ok(ReadOutcome::WouldBlock) => break,
                 Ok(ReadOutcome::Closed) => {
-                    let reason = if slot.conn.inbox.is_empty() {
+                    let reason = if slot.conn.inbox.is_empty()
+                        || matches!(slot.state, State::Closing)
+                    {
                         DropReason::ClosedByPeer
                     } else {
                         warn!(peer = %slot.conn.peer, "protocol error: connection closed in the middle of a frame (truncated frame)");
@@ -308,7 +328,13 @@ impl<D: Detector> EventLoop<D> {
                     break;
                 }
                 Err(error) => {
-                    self.close_with(index, DropReason::IoError, None, Some(error.to_string()));
+                    self.end(
+                        index,
+                        DropReason::IoError,
+                        None,
+                        None,
+                        Some(error.to_string()),
+                    );
                     break;
                 }
             }
@@ -322,13 +348,18 @@ impl<D: Detector> EventLoop<D> {
         let Some(slot) = self.slots.get_mut(index) else {
             return false;
         };
+        if matches!(slot.state, State::Closing) {
+            // Read and discarded: only the peer's EOF matters now.
+            return true;
+        }
+        // Appending to the partial frame and later dropping the consumed
+        // prefix keeps a peer that sends one byte at a time linear in cost.
         let mut pending = std::mem::take(&mut slot.conn.inbox);
-        let bytes: &[u8] = if pending.is_empty() {
-            fresh
-        } else {
+        let from_pending = !pending.is_empty();
+        if from_pending {
             pending.extend_from_slice(fresh);
-            &pending
-        };
+        }
+        let bytes: &[u8] = if from_pending { &pending } else { fresh };
         let mut offset = 0;
         while offset < bytes.len() {
             match codec::decode(&bytes[offset..], self.config.max_frame_len) {
@@ -345,13 +376,20 @@ impl<D: Detector> EventLoop<D> {
                 }
             }
         }
-        match self.slots.get_mut(index) {
-            Some(slot) => {
-                slot.conn.keep_partial(&bytes[offset..]);
-                true
-            }
-            None => false,
+        let Some(slot) = self.slots.get_mut(index) else {
+            return false;
+        };
+        if from_pending {
+            pending.drain(..offset);
+            slot.conn.inbox = if pending.is_empty() {
+                Vec::new()
+            } else {
+                pending
+            };
+        } else {
+            slot.conn.keep_partial(&fresh[offset..]);
         }
+        true
     }
 
     /// Returns whether the connection is still open.
@@ -360,6 +398,7 @@ impl<D: Detector> EventLoop<D> {
             return false;
         };
         let phase = match &mut slot.state {
+            State::Closing => return false,
             State::AwaitingHello => Phase::AwaitingHello,
             State::Established(session) => {
                 // Any complete frame is proof of life, whatever it turns out to be.
@@ -490,18 +529,31 @@ impl<D: Detector> EventLoop<D> {
                 && matches!(&slot.state, State::Established(session) if session.session_id == old_session_id)
         });
         if holds_it {
-            self.send_frame(
-                old_index,
-                &Frame::bye(
-                    ReasonCode::TakenOver,
-                    format!("name taken over by a new connection from {new_peer}"),
-                ),
+            let bye = Frame::bye(
+                ReasonCode::TakenOver,
+                format!("name taken over by a new connection from {new_peer}"),
             );
-            self.close(old_index, DropReason::TakenOver);
+            self.end(old_index, DropReason::TakenOver, Some(&bye), None, None);
         }
     }
 
     fn relay(&mut self, index: usize, message: Message) -> bool {
+        let max_body = codec::max_msg_body(self.config.max_frame_len);
+        if message.body.len() > max_body {
+            // Relayed, it would carry the sender's name and could exceed what
+            // recipients accept; refuse it here so that no recipient is hurt.
+            let text = format!(
+                "message body of {} bytes exceeds the maximum of {max_body}; not delivered",
+                message.body.len()
+            );
+            return self.send_frame(
+                index,
+                &Frame::Notice(lubdub_core::protocol::Reason::new(
+                    ReasonCode::FrameTooLarge,
+                    text,
+                )),
+            );
+        }
         let Some(State::Established(session)) = self.slots.get(index).map(|slot| &slot.state)
         else {
             return false;
@@ -592,7 +644,13 @@ impl<D: Detector> EventLoop<D> {
                 false
             }
             Err(error) => {
-                self.close_with(index, DropReason::IoError, None, Some(error.to_string()));
+                self.end(
+                    index,
+                    DropReason::IoError,
+                    None,
+                    None,
+                    Some(error.to_string()),
+                );
                 false
             }
         }
@@ -611,51 +669,105 @@ impl<D: Detector> EventLoop<D> {
         } else {
             Frame::reject(code, text.clone())
         };
-        self.send_frame(index, &answer);
-        self.close_with(index, DropReason::ProtocolError(code), None, Some(text));
+        self.end(
+            index,
+            DropReason::ProtocolError(code),
+            Some(&answer),
+            None,
+            Some(text),
+        );
     }
 
-    /// Removes the connection, releases its name and reports `dropped`.
+    /// Ends the connection without a farewell.
     fn close(&mut self, index: usize, reason: DropReason) {
-        self.close_with(index, reason, None, None);
+        self.end(index, reason, None, None, None);
     }
 
-    fn close_with(
+    /// Ends the connection: releases its name and reports `dropped` (for an
+    /// established session), then sends `farewell` and lingers, or closes at
+    /// once when there is no farewell or it cannot be written.
+    fn end(
         &mut self,
         index: usize,
         reason: DropReason,
+        farewell: Option<&Frame>,
         silent_for: Option<Duration>,
         detail: Option<String>,
     ) {
-        let Some(slot) = self.slots.try_remove(index) else {
+        let Some(slot) = self.slots.get_mut(index) else {
             return;
         };
-        let Slot {
-            mut conn, state, ..
-        } = slot;
-        if let Err(error) = self.poll.registry().deregister(&mut conn.stream) {
-            debug!(%error, "deregister failed");
-        }
-        let State::Established(session) = state else {
-            debug!(peer = %conn.peer, reason = reason.label(), detail, "connection closed before HELLO");
-            return;
-        };
-        // A taken-over session's name already belongs to its successor.
-        if reason != DropReason::TakenOver {
-            if let Err(error) = self.registry.release(&session.name, session.session_id) {
-                warn!(name = %session.name, %error, "could not release name");
+        let peer = slot.conn.peer;
+        let generation = slot.generation;
+        match std::mem::replace(&mut slot.state, State::Closing) {
+            State::Closing => {
+                self.remove(index);
+                return;
+            }
+            State::AwaitingHello => {
+                debug!(%peer, reason = reason.label(), detail, "connection closed before HELLO");
+            }
+            State::Established(session) => {
+                // A taken-over session's name already belongs to its successor.
+                if reason != DropReason::TakenOver {
+                    if let Err(error) = self.registry.release(&session.name, session.session_id) {
+                        warn!(name = %session.name, %error, "could not release name");
+                    }
+                }
+                self.presence.report(
+                    PresenceEvent {
+                        at: self.now,
+                        name: session.name.into(),
+                        session_id: session.session_id,
+                        peer,
+                        kind: PresenceKind::Dropped { reason, silent_for },
+                    },
+                    detail.as_deref(),
+                );
             }
         }
-        self.presence.report(
-            PresenceEvent {
-                at: self.now,
-                name: session.name.into(),
-                session_id: session.session_id,
-                peer: conn.peer,
-                kind: PresenceKind::Dropped { reason, silent_for },
-            },
-            detail.as_deref(),
-        );
+        let lingering = farewell.is_some_and(|frame| self.write_farewell(index, frame));
+        if lingering {
+            self.wheel.insert(
+                self.now + LINGER,
+                TimerKey {
+                    index: index as u32,
+                    generation,
+                    kind: TimerKind::Linger,
+                },
+            );
+        } else {
+            self.remove(index);
+        }
+    }
+
+    /// Queues the last frame and shuts the write side once it is out.
+    /// Returns false when it could not be queued.
+    fn write_farewell(&mut self, index: usize, frame: &Frame) -> bool {
+        let mut encoded = std::mem::take(&mut self.encode_buf);
+        encoded.clear();
+        let queued = codec::encode(frame, &mut encoded).is_ok()
+            && self.slots.get_mut(index).is_some_and(|slot| {
+                let sent = matches!(
+                    slot.conn.send(&encoded, self.config.max_outbound_bytes),
+                    Ok(SendOutcome::Sent)
+                );
+                if sent && slot.conn.is_flushed() {
+                    slot.conn.shutdown_write();
+                }
+                sent
+            });
+        self.encode_buf = encoded;
+        queued
+    }
+
+    /// Deregisters and drops the socket.
+    fn remove(&mut self, index: usize) {
+        if let Some(mut slot) = self.slots.try_remove(index) {
+            if let Err(error) = self.poll.registry().deregister(&mut slot.conn.stream) {
+                debug!(%error, "deregister failed");
+            }
+        }
     }
 
     fn expire_timers(&mut self, now: Instant) {
@@ -699,8 +811,14 @@ impl<D: Detector> EventLoop<D> {
                                     silent_for.as_millis() as u64
                                 ))
                             );
-                            self.send_frame(index, &Frame::bye(ReasonCode::Timeout, text));
-                            self.close_with(index, DropReason::Timeout, Some(silent_for), None);
+                            let bye = Frame::bye(ReasonCode::Timeout, text);
+                            self.end(
+                                index,
+                                DropReason::Timeout,
+                                Some(&bye),
+                                Some(silent_for),
+                                None,
+                            );
                         }
                         Some(Transition::Recovered) | None => {}
                     }
@@ -708,6 +826,7 @@ impl<D: Detector> EventLoop<D> {
                         self.wheel.insert(next_check, key);
                     }
                 }
+                (TimerKind::Linger, State::Closing) => self.remove(index),
                 // The connection moved on since this entry was scheduled.
                 _ => {}
             }
@@ -774,13 +893,19 @@ impl<D: Detector> EventLoop<D> {
             retry_after_ms: 1000,
         });
         for index in indices {
-            if matches!(
+            let established = matches!(
                 self.slots.get(index).map(|slot| &slot.state),
                 Some(State::Established(_))
-            ) {
-                self.send_frame(index, &bye);
-            }
-            self.close(index, DropReason::Shutdown);
+            );
+            // The loop stops next, so nothing lingers: the BYE is handed to
+            // the kernel with the write side shut, and the sockets close.
+            self.end(
+                index,
+                DropReason::Shutdown,
+                established.then_some(&bye),
+                None,
+                None,
+            );
         }
     }
 }

@@ -198,6 +198,10 @@ pub struct RawConn {
 impl RawConn {
     pub async fn connect(addr: SocketAddr) -> RawConn {
         let stream = TcpStream::connect(addr).await.expect("connect");
+        RawConn::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: TcpStream) -> RawConn {
         stream.set_nodelay(true).expect("nodelay");
         RawConn {
             stream,
