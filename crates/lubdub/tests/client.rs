@@ -309,3 +309,106 @@ async fn a_healthy_client_is_never_suspected() {
         "no request takes the server's default: {event:?}"
     );
 }
+
+#[tokio::test]
+async fn a_client_whose_application_does_not_read_keeps_heartbeating() {
+    let mut server = TestServer::start(fast_config()).await;
+    let mut reader = Client::connect(config(server.addr, "slow-reader"))
+        .await
+        .expect("connects");
+    let (mut flooder, _, _) = common::RawConn::join(server.addr, "flooder", 1000, true).await;
+    for n in 0..3000 {
+        flooder
+            .send(&Frame::Msg(lubdub::core::protocol::Message {
+                from: String::new(),
+                to: "slow-reader".into(),
+                body: format!("message {n}").into_bytes(),
+            }))
+            .await;
+    }
+    // Two whole deadlines without the application reading a single event.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let listed = server.sessions().await;
+    assert!(
+        listed
+            .iter()
+            .any(|s| s.name == "slow-reader" && s.missed == 0),
+        "{listed:?}"
+    );
+    server.expect("flooder", "joined").await;
+    assert!(!server
+        .seen()
+        .iter()
+        .any(|e| e.name == "slow-reader" && common::kind_label(&e.kind) == "dropped"));
+    let mut messages = 0;
+    while messages < 3000 {
+        let (_, _) = next_matching(&mut reader, "a message", |e| {
+            matches!(e, ClientEvent::Message(_))
+        })
+        .await;
+        messages += 1;
+    }
+    reader.close().await;
+}
+
+/// A server that completes every handshake with `welcome` and closes at once.
+async fn dropping_server(welcome: Welcome) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut chunk = [0u8; 1024];
+            let _ = socket.read(&mut chunk).await;
+            let bytes = codec::encode_to_vec(&Frame::Welcome(welcome)).expect("encodable");
+            let _ = socket.write_all(&bytes).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn backoff_keeps_growing_against_a_server_that_drops_every_session_at_once() {
+    let addr = dropping_server(Welcome {
+        session_id: 1,
+        epoch: 1,
+        granted_interval_ms: 1000,
+        max_missed: 5,
+    })
+    .await;
+    let mut config = config(addr, "alice");
+    config.backoff.initial = Duration::from_millis(5);
+    let mut client = Client::connect(config).await.expect("handshake completes");
+    let mut attempts = Vec::new();
+    while attempts.len() < 4 {
+        let (event, _) = next_matching(&mut client, "reconnecting", |e| {
+            matches!(e, ClientEvent::Status(Status::Reconnecting { .. }))
+        })
+        .await;
+        if let ClientEvent::Status(Status::Reconnecting { attempt, .. }) = event {
+            attempts.push(attempt);
+        }
+    }
+    assert_eq!(
+        attempts,
+        [1, 2, 3, 4],
+        "a session that did not last is no reason to reset the backoff"
+    );
+}
+
+#[tokio::test]
+async fn a_welcome_with_a_zero_interval_is_refused() {
+    let addr = dropping_server(Welcome {
+        session_id: 1,
+        epoch: 1,
+        granted_interval_ms: 0,
+        max_missed: 5,
+    })
+    .await;
+    let error = Client::connect(config(addr, "alice"))
+        .await
+        .expect_err("unusable grant");
+    assert!(matches!(error, ConnectError::Protocol(_)), "{error}");
+}

@@ -122,7 +122,7 @@ enum Outgoing {
 #[derive(Debug)]
 pub struct Client {
     outgoing: mpsc::Sender<Outgoing>,
-    events: mpsc::Receiver<ClientEvent>,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
     task: Option<JoinHandle<()>>,
     welcome: lubdub_core::protocol::Welcome,
 }
@@ -146,7 +146,10 @@ impl Client {
         let established = dial(&config).await?;
         let welcome = established.welcome;
         let (outgoing, outgoing_rx) = mpsc::channel(256);
-        let (events_tx, events) = mpsc::channel(1024);
+        // Unbounded: the session task must never wait for the application,
+        // or its heartbeats would stop while a message sits unread. Events
+        // queue until the application reads them.
+        let (events_tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(config, established, outgoing_rx, events_tx));
         Ok(Client {
             outgoing,
@@ -184,7 +187,8 @@ impl Client {
     }
 
     /// The next message, notice or status change; `None` once the client has
-    /// stopped and every event was received.
+    /// stopped and every event was received. Events queue without bound
+    /// until read, so an embedding program should keep reading them.
     pub async fn next_event(&mut self) -> Option<ClientEvent> {
         self.events.recv().await
     }
@@ -231,14 +235,12 @@ async fn run(
     config: ClientConfig,
     first: Established,
     mut outgoing: mpsc::Receiver<Outgoing>,
-    events: mpsc::Sender<ClientEvent>,
+    events: mpsc::UnboundedSender<ClientEvent>,
 ) {
     let emit = |status: Status| {
-        let events = events.clone();
-        async move {
-            // The application may have stopped listening; the session goes on.
-            let _ = events.send(ClientEvent::Status(status)).await;
-        }
+        // The application may have stopped listening; the session goes on.
+        let _ = events.send(ClientEvent::Status(status));
+        std::future::ready(())
     };
     let mut next = Some(first);
     let mut attempt: u32 = 0;
@@ -280,8 +282,10 @@ async fn run(
                 }
             }
         };
-        attempt = 0;
         let welcome = established.welcome;
+        let session_started = Instant::now();
+        let healthy_after = Duration::from_millis(u64::from(welcome.granted_interval_ms))
+            * u32::from(welcome.max_missed);
         emit(Status::Connected {
             server: config.server.clone(),
             session_id: welcome.session_id,
@@ -290,7 +294,13 @@ async fn run(
             max_missed: u32::from(welcome.max_missed),
         })
         .await;
-        match drive(&config, established, &mut outgoing, &events).await {
+        let end = drive(&config, established, &mut outgoing, &events).await;
+        // Only a session that lasted a whole deadline resets the backoff, so
+        // a server that accepts and drops at once is not hammered.
+        if session_started.elapsed() >= healthy_after {
+            attempt = 0;
+        }
+        match end {
             SessionEnd::Closed => {
                 emit(Status::Stopped {
                     reason: "closed by the application".into(),
@@ -334,7 +344,7 @@ async fn drive(
     config: &ClientConfig,
     established: Established,
     outgoing: &mut mpsc::Receiver<Outgoing>,
-    events: &mpsc::Sender<ClientEvent>,
+    events: &mpsc::UnboundedSender<ClientEvent>,
 ) -> SessionEnd {
     let Established {
         welcome,
@@ -375,10 +385,10 @@ async fn drive(
                 schedule.on_received(Instant::now(), pong_seq);
                 match frame {
                     Frame::Msg(message) => {
-                        let _ = events.send(ClientEvent::Message(message)).await;
+                        let _ = events.send(ClientEvent::Message(message));
                     }
                     Frame::Notice(reason) => {
-                        let _ = events.send(ClientEvent::Notice(reason)).await;
+                        let _ = events.send(ClientEvent::Notice(reason));
                     }
                     Frame::Pong { .. } => {}
                     Frame::Bye(bye) => return end_for_bye(bye),

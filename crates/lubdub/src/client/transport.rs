@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lubdub_core::protocol::frame::flags;
-use lubdub_core::protocol::{codec, DecodeError, Frame, Hello, Reason, Welcome, PROTOCOL_VERSION};
+use lubdub_core::protocol::{
+    codec, DecodeError, Frame, Hello, Reason, ReasonCode, Welcome, PROTOCOL_VERSION,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -46,12 +48,23 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether retrying later can succeed (false for a rejection or a bad name).
+    /// Whether retrying later can succeed: false for a bad name and for
+    /// rejections that the same HELLO would get again (invalid name,
+    /// unauthorized, unsupported version, ...); true for temporary ones
+    /// (server full, shutting down, handshake timeout) and codes this
+    /// version does not know.
     pub fn is_retryable(&self) -> bool {
-        !matches!(
-            self,
-            ConnectError::InvalidName(_) | ConnectError::Rejected(_)
-        )
+        match self {
+            ConnectError::InvalidName(_) => false,
+            ConnectError::Rejected(reason) => matches!(
+                reason.code,
+                ReasonCode::ServerFull
+                    | ReasonCode::Shutdown
+                    | ReasonCode::HandshakeTimeout
+                    | ReasonCode::Unknown(_)
+            ),
+            _ => true,
+        }
     }
 }
 
@@ -200,6 +213,14 @@ pub async fn connect(
             timeout,
         })?;
     match answer {
+        Ok(Some(Frame::Welcome(welcome)))
+            if welcome.granted_interval_ms == 0 || welcome.max_missed == 0 =>
+        {
+            Err(ConnectError::Protocol(format!(
+                "WELCOME grants an unusable interval of {} ms × {}",
+                welcome.granted_interval_ms, welcome.max_missed
+            )))
+        }
         Ok(Some(Frame::Welcome(welcome))) => Ok(Established {
             welcome,
             peer,
