@@ -107,6 +107,22 @@ struct Slot<S> {
     state: State<S>,
 }
 
+/// A presence event about `session`.
+fn session_event<S>(
+    at: Instant,
+    session: &Session<S>,
+    peer: SocketAddr,
+    kind: PresenceKind,
+) -> PresenceEvent {
+    PresenceEvent {
+        at,
+        name: session.name.to_string(),
+        session_id: session.session_id,
+        peer,
+        kind,
+    }
+}
+
 /// Session ids encode where the session lives: generation in the high half,
 /// slab index in the low half, so a takeover finds the old connection
 /// without a second map.
@@ -281,13 +297,7 @@ impl<D: Detector> EventLoop<D> {
                 return;
             };
             if let Err(error) = slot.conn.flush() {
-                self.end(
-                    index,
-                    DropReason::IoError,
-                    None,
-                    None,
-                    Some(error.to_string()),
-                );
+                self.fail(index, &error);
                 return;
             }
             if matches!(slot.state, State::Closing) && slot.conn.is_flushed() {
@@ -328,13 +338,7 @@ impl<D: Detector> EventLoop<D> {
                     break;
                 }
                 Err(error) => {
-                    self.end(
-                        index,
-                        DropReason::IoError,
-                        None,
-                        None,
-                        Some(error.to_string()),
-                    );
+                    self.fail(index, &error);
                     break;
                 }
             }
@@ -406,13 +410,7 @@ impl<D: Detector> EventLoop<D> {
                     self.detector.heartbeat(&mut session.liveness, now)
                 {
                     self.presence.report(
-                        PresenceEvent {
-                            at: now,
-                            name: session.name.to_string(),
-                            session_id: session.session_id,
-                            peer: slot.conn.peer,
-                            kind: PresenceKind::Recovered,
-                        },
+                        session_event(now, session, slot.conn.peer, PresenceKind::Recovered),
                         None,
                     );
                 }
@@ -644,13 +642,7 @@ impl<D: Detector> EventLoop<D> {
                 false
             }
             Err(error) => {
-                self.end(
-                    index,
-                    DropReason::IoError,
-                    None,
-                    None,
-                    Some(error.to_string()),
-                );
+                self.fail(index, &error);
                 false
             }
         }
@@ -675,6 +667,17 @@ impl<D: Detector> EventLoop<D> {
             Some(&answer),
             None,
             Some(text),
+        );
+    }
+
+    /// Ends the connection after a socket error.
+    fn fail(&mut self, index: usize, error: &io::Error) {
+        self.end(
+            index,
+            DropReason::IoError,
+            None,
+            None,
+            Some(error.to_string()),
         );
     }
 
@@ -714,14 +717,9 @@ impl<D: Detector> EventLoop<D> {
                         warn!(name = %session.name, %error, "could not release name");
                     }
                 }
+                let dropped = PresenceKind::Dropped { reason, silent_for };
                 self.presence.report(
-                    PresenceEvent {
-                        at: self.now,
-                        name: session.name.into(),
-                        session_id: session.session_id,
-                        peer,
-                        kind: PresenceKind::Dropped { reason, silent_for },
-                    },
+                    session_event(self.now, &session, peer, dropped),
                     detail.as_deref(),
                 );
             }
@@ -794,13 +792,12 @@ impl<D: Detector> EventLoop<D> {
                     match outcome.transition {
                         Some(Transition::Suspected { missed }) => {
                             self.presence.report(
-                                PresenceEvent {
-                                    at: now,
-                                    name: session.name.to_string(),
-                                    session_id: session.session_id,
-                                    peer: slot.conn.peer,
-                                    kind: PresenceKind::Suspected { missed },
-                                },
+                                session_event(
+                                    now,
+                                    session,
+                                    slot.conn.peer,
+                                    PresenceKind::Suspected { missed },
+                                ),
                                 None,
                             );
                         }
