@@ -152,7 +152,8 @@ pub(crate) struct EventLoop<D: Detector> {
     encode_buf: Vec<u8>,
     due: Vec<TimerKey>,
     presence: Presence,
-    /// The instant of the current wake-up, read once per wake-up.
+    /// The instant of the current wake-up: the clock is read once, right
+    /// after each poll, and every decision of that wake-up uses it.
     now: Instant,
 }
 
@@ -212,19 +213,18 @@ impl<D: Detector> EventLoop<D> {
                 self.shutdown();
                 return Err(error);
             }
-            let now = Instant::now();
-            self.now = now;
+            self.now = Instant::now();
             let mut ready = 0;
             for event in events.iter() {
                 ready += 1;
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(),
                     WAKER => {
-                        if self.handle_commands(now) {
+                        if self.handle_commands() {
                             return Ok(());
                         }
                     }
-                    token => self.connection_ready(token.0 - FIRST_CONNECTION, event, now),
+                    token => self.connection_ready(token.0 - FIRST_CONNECTION, event),
                 }
             }
             // Read everything the kernel holds before judging anyone: after a
@@ -237,11 +237,11 @@ impl<D: Detector> EventLoop<D> {
             // Judge with the instant taken right after the poll: a deadline
             // that passed while this batch was handled is judged after the
             // next poll, once the frames that arrived meanwhile are read.
-            self.expire_timers(now);
+            self.expire_timers();
         }
     }
 
-    fn accept(&mut self, now: Instant) {
+    fn accept(&mut self) {
         loop {
             let (stream, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
@@ -254,11 +254,12 @@ impl<D: Detector> EventLoop<D> {
                     return;
                 }
             };
-            self.register(stream, peer, now);
+            self.register(stream, peer);
         }
     }
 
-    fn register(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
+    fn register(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
+        let now = self.now;
         if let Err(error) = stream.set_nodelay(true) {
             debug!(%peer, %error, "could not set TCP_NODELAY");
         }
@@ -291,7 +292,7 @@ impl<D: Detector> EventLoop<D> {
         debug!(%peer, "connection accepted");
     }
 
-    fn connection_ready(&mut self, index: usize, event: &Event, now: Instant) {
+    fn connection_ready(&mut self, index: usize, event: &Event) {
         if event.is_writable() {
             let Some(slot) = self.slots.get_mut(index) else {
                 return;
@@ -308,16 +309,16 @@ impl<D: Detector> EventLoop<D> {
             // When the peer's FIN came with the data, it raises no new edge:
             // read on to the end of the stream to see it.
             let until_eof = event.is_read_closed() || event.is_error();
-            self.read(index, now, until_eof);
+            self.read(index, until_eof);
         }
     }
 
-    fn read(&mut self, index: usize, now: Instant, until_eof: bool) {
+    fn read(&mut self, index: usize, until_eof: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
         while let Some(slot) = self.slots.get_mut(index) {
             match slot.conn.read_into(&mut scratch) {
                 Ok(ReadOutcome::Data(n)) => {
-                    let open = self.process_bytes(index, &scratch[..n], now);
+                    let open = self.process_bytes(index, &scratch[..n]);
                     // A short read drained the socket; with edge-triggered
                     // readiness, later bytes raise a new event.
                     if !open || (n < scratch.len() && !until_eof) {
@@ -348,7 +349,7 @@ impl<D: Detector> EventLoop<D> {
 
     /// Decodes and handles every complete frame in the connection's partial
     /// frame followed by `fresh`. Returns whether the connection is still open.
-    fn process_bytes(&mut self, index: usize, fresh: &[u8], now: Instant) -> bool {
+    fn process_bytes(&mut self, index: usize, fresh: &[u8]) -> bool {
         let Some(slot) = self.slots.get_mut(index) else {
             return false;
         };
@@ -369,7 +370,7 @@ impl<D: Detector> EventLoop<D> {
             match codec::decode(&bytes[offset..], self.config.max_frame_len) {
                 Ok(Some((frame, used))) => {
                     offset += used;
-                    if !self.handle_frame(index, frame, now) {
+                    if !self.handle_frame(index, frame) {
                         return false;
                     }
                 }
@@ -397,7 +398,8 @@ impl<D: Detector> EventLoop<D> {
     }
 
     /// Returns whether the connection is still open.
-    fn handle_frame(&mut self, index: usize, frame: Frame, now: Instant) -> bool {
+    fn handle_frame(&mut self, index: usize, frame: Frame) -> bool {
+        let now = self.now;
         let Some(slot) = self.slots.get_mut(index) else {
             return false;
         };
@@ -430,7 +432,7 @@ impl<D: Detector> EventLoop<D> {
                 }
                 true
             }
-            Ok(Inbound::Hello(hello)) => self.establish(index, hello, now),
+            Ok(Inbound::Hello(hello)) => self.establish(index, hello),
             Ok(Inbound::Message(message)) => self.relay(index, message),
             Ok(Inbound::Bye(bye)) => {
                 debug!(peer = %slot.conn.peer, code = %bye.reason.code, text = %bye.reason.text, "BYE from peer");
@@ -444,7 +446,8 @@ impl<D: Detector> EventLoop<D> {
         }
     }
 
-    fn establish(&mut self, index: usize, hello: Hello, now: Instant) -> bool {
+    fn establish(&mut self, index: usize, hello: Hello) -> bool {
+        let now = self.now;
         let Some(slot) = self.slots.get_mut(index) else {
             return false;
         };
@@ -768,7 +771,8 @@ impl<D: Detector> EventLoop<D> {
         }
     }
 
-    fn expire_timers(&mut self, now: Instant) {
+    fn expire_timers(&mut self) {
+        let now = self.now;
         let mut due = std::mem::take(&mut self.due);
         self.wheel.expire(now, &mut due);
         for key in due.drain(..) {
@@ -832,12 +836,12 @@ impl<D: Detector> EventLoop<D> {
     }
 
     /// Returns whether the loop must stop.
-    fn handle_commands(&mut self, now: Instant) -> bool {
+    fn handle_commands(&mut self) -> bool {
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::Sessions(reply) => {
                     // The requester may have given up; nothing to do then.
-                    let _ = reply.send(self.snapshot(now));
+                    let _ = reply.send(self.snapshot());
                 }
                 Command::Shutdown => {
                     self.shutdown();
@@ -848,7 +852,8 @@ impl<D: Detector> EventLoop<D> {
         false
     }
 
-    fn snapshot(&self, now: Instant) -> Vec<SessionInfo> {
+    fn snapshot(&self) -> Vec<SessionInfo> {
+        let now = self.now;
         self.slots
             .iter()
             .filter_map(|(_, slot)| {
