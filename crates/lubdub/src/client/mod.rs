@@ -240,7 +240,6 @@ async fn run(
     let emit = |status: Status| {
         // The application may have stopped listening; the session goes on.
         let _ = events.send(ClientEvent::Status(status));
-        std::future::ready(())
     };
     let mut next = Some(first);
     let mut attempt: u32 = 0;
@@ -254,12 +253,11 @@ async fn run(
                     .delay(attempt, rand::random::<f64>())
                     .max(retry_after);
                 attempt += 1;
-                emit(Status::Reconnecting { attempt, delay }).await;
+                emit(Status::Reconnecting { attempt, delay });
                 if wait_or_close(delay, &mut outgoing).await {
                     emit(Status::Stopped {
                         reason: "closed by the application".into(),
-                    })
-                    .await;
+                    });
                     return;
                 }
                 match dial(&config).await {
@@ -267,16 +265,14 @@ async fn run(
                     Err(error) if error.is_retryable() => {
                         emit(Status::ServerLost {
                             reason: error.to_string(),
-                        })
-                        .await;
+                        });
                         retry_after = Duration::ZERO;
                         continue;
                     }
                     Err(error) => {
                         emit(Status::Stopped {
                             reason: error.to_string(),
-                        })
-                        .await;
+                        });
                         return;
                     }
                 }
@@ -292,8 +288,7 @@ async fn run(
             epoch: welcome.epoch,
             interval: Duration::from_millis(u64::from(welcome.granted_interval_ms)),
             max_missed: u32::from(welcome.max_missed),
-        })
-        .await;
+        });
         let end = drive(&config, established, &mut outgoing, &events).await;
         // Only a session that lasted a whole deadline resets the backoff, so
         // a server that accepts and drops at once is not hammered.
@@ -304,19 +299,18 @@ async fn run(
             SessionEnd::Closed => {
                 emit(Status::Stopped {
                     reason: "closed by the application".into(),
-                })
-                .await;
+                });
                 return;
             }
             SessionEnd::Final { reason } => {
-                emit(Status::Stopped { reason }).await;
+                emit(Status::Stopped { reason });
                 return;
             }
             SessionEnd::Lost {
                 reason,
                 retry_after: hint,
             } => {
-                emit(Status::ServerLost { reason }).await;
+                emit(Status::ServerLost { reason });
                 retry_after = hint;
             }
         }
