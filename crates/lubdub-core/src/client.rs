@@ -15,6 +15,12 @@ use std::time::{Duration, Instant};
 /// of the interval for delivery and scheduling delay.
 const PING_AFTER_FIFTHS: u32 = 4;
 
+/// Idle time after which a client with this granted interval sends a PING:
+/// the gap the server should expect between frames of a healthy, quiet client.
+pub fn ping_after(interval: Duration) -> Duration {
+    interval * PING_AFTER_FIFTHS / 5
+}
+
 /// What the client must do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAction {
@@ -79,7 +85,7 @@ impl ClientSchedule {
 
     /// Idle time after which a PING is sent.
     pub fn ping_after(&self) -> Duration {
-        self.interval * PING_AFTER_FIFTHS / 5
+        ping_after(self.interval)
     }
 
     /// Silence after which the server is dead.

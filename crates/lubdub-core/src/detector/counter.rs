@@ -8,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{CheckOutcome, Detector, Liveness, Transition};
+use super::stats::ArrivalStats;
+use super::{CheckOutcome, Detector, HeartbeatOutcome, Liveness, Transition};
+use crate::client::ping_after;
 
 /// Parameters of the counter policy. The interval is per session (granted
 /// at the handshake) and passed to [`Detector::start`].
@@ -31,13 +33,16 @@ pub struct CounterDetector {
     config: CounterConfig,
 }
 
-/// Per-session state of the counter detector: 40 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Per-session state of the counter detector: 48 bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CounterState {
     last_seen: Instant,
     interval: Duration,
     /// Missed beats as of the last check; reset by any frame.
     missed: u32,
+    /// Not used for verdicts; kept so that operators see the same mean
+    /// inter-arrival whichever policy runs.
+    stats: ArrivalStats,
 }
 
 impl CounterDetector {
@@ -75,15 +80,23 @@ impl Detector for CounterDetector {
             last_seen: now,
             interval,
             missed: 0,
+            stats: ArrivalStats::seeded(ping_after(interval)),
         };
         (state, now + interval)
     }
 
-    fn heartbeat(&self, state: &mut CounterState, now: Instant) -> Option<Transition> {
-        state.last_seen = state.last_seen.max(now);
+    fn heartbeat(&self, state: &mut CounterState, now: Instant) -> HeartbeatOutcome {
+        if now > state.last_seen {
+            state.stats.record(now - state.last_seen);
+            state.last_seen = now;
+        }
         let was_suspect = state.missed > 0;
         state.missed = 0;
-        was_suspect.then_some(Transition::Recovered)
+        HeartbeatOutcome {
+            transition: was_suspect.then_some(Transition::Recovered),
+            // Deadlines only move later with new frames.
+            earlier_check: None,
+        }
     }
 
     fn check(&self, state: &mut CounterState, now: Instant) -> CheckOutcome {
@@ -114,6 +127,10 @@ impl Detector for CounterDetector {
 
     fn last_seen(&self, state: &CounterState) -> Instant {
         state.last_seen
+    }
+
+    fn mean_interarrival(&self, state: &CounterState) -> Duration {
+        state.stats.mean()
     }
 }
 
@@ -181,7 +198,7 @@ mod tests {
             Liveness::Suspect { missed: 1 }
         );
         assert_eq!(
-            detector.heartbeat(&mut state, t0 + 150 * MS),
+            detector.heartbeat(&mut state, t0 + 150 * MS).transition,
             Some(Transition::Recovered)
         );
         assert_eq!(detector.liveness(&state, t0 + 150 * MS), Liveness::Alive);
@@ -202,7 +219,13 @@ mod tests {
         let detector = detector();
         let t0 = Instant::now();
         let (mut state, _) = detector.start(t0, 100 * MS);
-        assert_eq!(detector.heartbeat(&mut state, t0 + 50 * MS), None);
+        assert_eq!(
+            detector.heartbeat(&mut state, t0 + 50 * MS),
+            HeartbeatOutcome {
+                transition: None,
+                earlier_check: None
+            }
+        );
         assert_eq!(detector.last_seen(&state), t0 + 50 * MS);
     }
 

@@ -7,10 +7,18 @@
 //! deadline it was last given comes due. Deadlines themselves are kept
 //! outside, in one [`DeadlineWheel`](crate::wheel::DeadlineWheel) for all
 //! sessions.
+//!
+//! Two policies: [`CounterDetector`] (seed 003's missed-beat count) and
+//! [`PhiDetector`] (phi accrual). Both keep fixed-size state per session and
+//! both stop at the same hard ceiling of `max_missed × interval`.
 
 mod counter;
+mod phi;
+mod stats;
 
 pub use counter::{CounterConfig, CounterDetector, CounterState};
+pub use phi::{phi, sigmas_for_phi, PhiConfig, PhiConfigError, PhiDetector, PhiState};
+pub use stats::{ArrivalStats, SMOOTHING};
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +63,18 @@ pub struct CheckOutcome {
     pub next_check: Option<Instant>,
 }
 
+/// What [`Detector::heartbeat`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    /// [`Transition::Recovered`] when the session was suspect.
+    pub transition: Option<Transition>,
+    /// A check to schedule in addition to the pending one, because the new
+    /// arrival moved the session's next verdict before it. Rare (only an
+    /// adaptive policy can ask for it); the pending check then finds itself
+    /// superseded and returns no next check.
+    pub earlier_check: Option<Instant>,
+}
+
 /// A failure-detection policy.
 ///
 /// Implementations keep per-session state small and fixed-size (the server
@@ -69,10 +89,9 @@ pub trait Detector {
     /// each client negotiates its own.
     fn start(&self, now: Instant, interval: Duration) -> (Self::State, Instant);
 
-    /// A frame arrived at `now`. Returns [`Transition::Recovered`] when the
-    /// session was suspect. Must not schedule anything: the pending check
+    /// A frame arrived at `now`. Usually only records it: the pending check
     /// notices the new arrival when it comes due.
-    fn heartbeat(&self, state: &mut Self::State, now: Instant) -> Option<Transition>;
+    fn heartbeat(&self, state: &mut Self::State, now: Instant) -> HeartbeatOutcome;
 
     /// The check scheduled for this session came due at `now` (or later).
     fn check(&self, state: &mut Self::State, now: Instant) -> CheckOutcome;
@@ -82,4 +101,12 @@ pub trait Detector {
 
     /// When the last frame arrived.
     fn last_seen(&self, state: &Self::State) -> Instant;
+
+    /// Mean gap between arrivals, as the admin API shows it.
+    fn mean_interarrival(&self, state: &Self::State) -> Duration;
+
+    /// Current phi, for policies that compute one.
+    fn phi(&self, _state: &Self::State, _now: Instant) -> Option<f64> {
+        None
+    }
 }

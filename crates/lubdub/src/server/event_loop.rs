@@ -408,9 +408,18 @@ impl<D: Detector> EventLoop<D> {
             State::AwaitingHello => Phase::AwaitingHello,
             State::Established(session) => {
                 // Any complete frame is proof of life, whatever it turns out to be.
-                if let Some(Transition::Recovered) =
-                    self.detector.heartbeat(&mut session.liveness, now)
-                {
+                let outcome = self.detector.heartbeat(&mut session.liveness, now);
+                if let Some(earlier) = outcome.earlier_check {
+                    self.wheel.insert(
+                        earlier,
+                        TimerKey {
+                            index: index as u32,
+                            generation: slot.generation,
+                            kind: TimerKind::Liveness,
+                        },
+                    );
+                }
+                if let Some(Transition::Recovered) = outcome.transition {
                     self.presence.report(
                         session_event(now, session, slot.conn.peer, PresenceKind::Recovered),
                         None,
