@@ -10,6 +10,8 @@
 //! - [`detector`]: the [`Detector`](detector::Detector) trait and its policies.
 //! - [`wheel`]: one timing wheel holding every session's next deadline.
 //! - [`client`]: the client's heartbeat schedule and server-death detection.
+//! - [`stall`]: the listening clock, which does not count a process's own
+//!   stalls as its peers' silence.
 
 #![deny(missing_docs)]
 
@@ -17,4 +19,5 @@ pub mod client;
 pub mod detector;
 pub mod protocol;
 pub mod session;
+pub mod stall;
 pub mod wheel;
