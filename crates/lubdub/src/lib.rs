@@ -17,5 +17,6 @@
 pub mod admin;
 pub mod client;
 pub mod server;
+mod tcp_options;
 
 pub use lubdub_core as core;

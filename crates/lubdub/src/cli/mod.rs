@@ -54,6 +54,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|error| format!("{error}; write durations like 3s, 500ms or 1m30s"))
 }
 
+/// A duration flag that can also be switched `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationOrOff(pub Option<Duration>);
+
+/// Parses a duration like [`parse_duration`], or `off`.
+pub fn parse_duration_or_off(text: &str) -> Result<DurationOrOff, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(DurationOrOff(None));
+    }
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be positive; write `off` to disable".to_owned());
+    }
+    Ok(DurationOrOff(Some(duration)))
+}
+
 /// Parses `host:port` socket addresses with a clear message.
 pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     text.parse()

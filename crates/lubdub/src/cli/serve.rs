@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lubdub::server::{self, InMemoryRegistry, ServerConfig};
+use lubdub::server::{self, DetectorPolicy, InMemoryRegistry, ServerConfig};
 use tracing::info;
 
-use super::{parse_addr, parse_duration};
+use super::{parse_addr, parse_duration, parse_duration_or_off, DurationOrOff};
 
 /// Flags of `lubdub server`; each maps to a field of [`ServerConfig`].
 #[derive(Debug, Args)]
@@ -41,6 +41,36 @@ pub struct ServerArgs {
     /// Largest frame accepted, in bytes.
     #[arg(long, default_value_t = lubdub::core::protocol::DEFAULT_MAX_FRAME_LEN)]
     max_frame: usize,
+    /// Failure detector. `counter`: suspect after one silent interval, dead
+    /// after --max-missed. `phi`: phi accrual, which learns each session's
+    /// rhythm; suspect at half --phi-threshold, dead at it, and never later
+    /// than --max-missed intervals. See docs/DETECTION.md.
+    #[arg(long, value_enum, default_value_t = DetectorPolicy::Counter)]
+    detector: DetectorPolicy,
+    /// Phi at which a session is dead (phi detector): 8 means the chance
+    /// that the next frame is merely late has fallen to 1 in 10^8.
+    #[arg(long, default_value_t = 8.0)]
+    phi_threshold: f64,
+    /// Floor under the measured standard deviation of a session's gaps
+    /// between frames (phi detector), so that very regular sessions are not
+    /// dropped for the first small delay.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    phi_min_std_dev: Duration,
+    /// Silence beyond a session's mean gap that phi tolerates before it
+    /// starts to rise (phi detector): the longest pause (GC, radio wake-up)
+    /// you want never to be fatal.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    phi_acceptable_pause: Duration,
+    /// Idle time before TCP keepalive probes start, also their spacing, or
+    /// `off`. Catches a client whose host vanished while the connection was
+    /// idle. Default: the --interval.
+    #[arg(long, value_parser = parse_duration_or_off)]
+    tcp_keepalive: Option<DurationOrOff>,
+    /// TCP_USER_TIMEOUT: how long data the server sent may stay
+    /// unacknowledged before the kernel aborts the connection, or `off`.
+    /// Default: the deadline (--interval × --max-missed).
+    #[arg(long, value_parser = parse_duration_or_off)]
+    tcp_user_timeout: Option<DurationOrOff>,
 }
 
 impl ServerArgs {
@@ -53,6 +83,16 @@ impl ServerArgs {
             max_missed: self.max_missed,
             handshake_timeout: self.handshake_timeout,
             max_frame_len: self.max_frame,
+            detector: self.detector,
+            phi_threshold: self.phi_threshold,
+            phi_min_std_dev: self.phi_min_std_dev,
+            phi_acceptable_pause: self.phi_acceptable_pause,
+            tcp_keepalive: self
+                .tcp_keepalive
+                .map_or(Some(self.interval), |setting| setting.0),
+            tcp_user_timeout: self
+                .tcp_user_timeout
+                .map_or(Some(self.interval * self.max_missed), |setting| setting.0),
             ..ServerConfig::default()
         }
     }
@@ -78,6 +118,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             interval = %humantime::format_duration(config.interval),
             max_missed = config.max_missed,
             dead_after = %humantime::format_duration(config.interval * config.max_missed),
+            detector = ?config.detector,
             "lubdub server ready"
         );
         info!("no credentials configured: names are first come, first served");

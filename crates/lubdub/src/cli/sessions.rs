@@ -45,11 +45,14 @@ fn table(sessions: &[SessionInfo]) -> String {
         "STATE",
         "MISSED",
         "LAST SEEN",
+        "MEAN GAP",
+        "PHI",
         "RTT",
         "EPOCH",
         "CONNECTED AT",
+        "LAST CHANGE",
     ];
-    let rows: Vec<[String; 8]> = sessions
+    let rows: Vec<[String; 11]> = sessions
         .iter()
         .map(|s| {
             [
@@ -61,10 +64,14 @@ fn table(sessions: &[SessionInfo]) -> String {
                     .unwrap_or_default(),
                 s.missed.to_string(),
                 format!("{} ms ago", s.last_seen_ms),
+                format!("{:.0} ms", s.mean_interarrival_ms),
+                s.phi
+                    .map_or_else(|| "-".to_owned(), |phi| format!("{phi:.2}")),
                 s.rtt_ms
                     .map_or_else(|| "-".to_owned(), |rtt| format!("{rtt:.2} ms")),
                 s.epoch.to_string(),
                 s.connected_at.clone(),
+                s.last_change.clone(),
             ]
         })
         .collect();

@@ -44,6 +44,11 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// Largest inbound frame accepted.
     pub max_frame_len: usize,
+    /// Let the kernel watch the connection too: TCP keepalive after one
+    /// idle granted interval, and `TCP_USER_TIMEOUT` of one deadline, so
+    /// that a server whose host vanished while our data was unacknowledged
+    /// is noticed even in one-way mode. On by default.
+    pub tcp_liveness: bool,
 }
 
 impl ClientConfig {
@@ -57,6 +62,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            tcp_liveness: true,
         }
     }
 }
@@ -211,6 +217,7 @@ async fn dial(config: &ClientConfig) -> Result<Established, ConnectError> {
             interval: config.interval,
             one_way: config.one_way,
             credential: &[],
+            tcp_liveness: config.tcp_liveness,
         },
         config.connect_timeout,
         config.max_frame_len,

@@ -159,6 +159,9 @@ pub struct HelloParams<'a> {
     pub one_way: bool,
     /// Credential for the name, empty when none.
     pub credential: &'a [u8],
+    /// Set TCP keepalive and `TCP_USER_TIMEOUT` from the granted interval
+    /// and deadline once WELCOME arrives.
+    pub tcp_liveness: bool,
 }
 
 /// Dials `server`, sends HELLO and waits for WELCOME.
@@ -221,12 +224,28 @@ pub async fn connect(
                 welcome.granted_interval_ms, welcome.max_missed
             )))
         }
-        Ok(Some(Frame::Welcome(welcome))) => Ok(Established {
-            welcome,
-            peer,
-            reader,
-            writer,
-        }),
+        Ok(Some(Frame::Welcome(welcome))) => {
+            if hello.tcp_liveness {
+                // Keepalive probes after one idle interval; sent data
+                // unacknowledged for a whole deadline aborts the connection.
+                let interval = Duration::from_millis(u64::from(welcome.granted_interval_ms));
+                let deadline = interval * u32::from(welcome.max_missed);
+                if let Err(error) = crate::tcp_options::apply(
+                    socket2::SockRef::from(reader.stream.as_ref()),
+                    Some(interval),
+                    Some(deadline),
+                ) {
+                    // The heartbeat still works without them.
+                    tracing::debug!(%error, "could not set TCP keepalive or user timeout");
+                }
+            }
+            Ok(Established {
+                welcome,
+                peer,
+                reader,
+                writer,
+            })
+        }
         Ok(Some(Frame::Reject(reason))) => Err(ConnectError::Rejected(reason)),
         Ok(Some(Frame::Bye(bye))) => Err(ConnectError::Rejected(bye.reason)),
         Ok(Some(other)) => Err(ConnectError::Protocol(format!(

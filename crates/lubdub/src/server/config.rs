@@ -5,11 +5,35 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use lubdub_core::detector::{PhiConfig, PhiConfigError, PhiDetector};
 use lubdub_core::protocol::handshake::IntervalPolicy;
 use lubdub_core::protocol::DEFAULT_MAX_FRAME_LEN;
 
+/// Which failure-detection policy judges sessions.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorPolicy {
+    /// Seed 003's missed-beat count: suspect after one silent interval, dead
+    /// after `max_missed`.
+    #[default]
+    Counter,
+    /// Phi accrual: suspect at half the phi threshold, dead at the threshold,
+    /// and in any case after `max_missed` intervals.
+    Phi,
+}
+
 /// How a server listens, grants intervals and judges sessions.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct ServerConfig {
     /// Address the heartbeat protocol listens on (port 0 picks a free port).
@@ -28,6 +52,22 @@ pub struct ServerConfig {
     pub max_frame_len: usize,
     /// Unsent bytes queued for one session before it is dropped as a slow consumer.
     pub max_outbound_bytes: usize,
+    /// Failure-detection policy.
+    pub detector: DetectorPolicy,
+    /// Phi at which a session is dead (phi policy only); suspect from half of it.
+    pub phi_threshold: f64,
+    /// Floor under the measured standard deviation of a session's gaps (phi policy only).
+    pub phi_min_std_dev: Duration,
+    /// Silence beyond the mean gap tolerated before phi rises (phi policy only).
+    pub phi_acceptable_pause: Duration,
+    /// Idle time before TCP keepalive probes start, and the time between
+    /// probes; `None` disables keepalive. Catches peers whose host vanished
+    /// while nothing was being sent.
+    pub tcp_keepalive: Option<Duration>,
+    /// `TCP_USER_TIMEOUT`: how long sent data may stay unacknowledged before
+    /// the kernel aborts the connection; `None` leaves the system default
+    /// (about 15 minutes of retransmissions).
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -41,12 +81,19 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(5),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_outbound_bytes: 1024 * 1024,
+            detector: DetectorPolicy::Counter,
+            phi_threshold: PhiConfig::default().threshold,
+            phi_min_std_dev: PhiConfig::default().min_std_dev,
+            phi_acceptable_pause: PhiConfig::default().acceptable_pause,
+            tcp_keepalive: Some(Duration::from_secs(3)),
+            // The default deadline: 5 × 3 s.
+            tcp_user_timeout: Some(Duration::from_secs(15)),
         }
     }
 }
 
 /// A configuration value that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
     /// `min_interval` is zero or above `max_interval`, or `interval` is outside them.
     #[error("intervals must satisfy 0 < min-interval ({min:?}) <= interval ({default:?}) <= max-interval ({max:?})")]
@@ -67,6 +114,12 @@ pub enum ConfigError {
     /// `max_frame_len` too small to hold a HELLO with a full name.
     #[error("max-frame must be at least 512 bytes, got {0}")]
     MaxFrameLen(usize),
+    /// A phi parameter cannot work.
+    #[error(transparent)]
+    Phi(#[from] PhiConfigError),
+    /// A TCP timer of zero (use `None` to disable it).
+    #[error("{0} must be positive (or disabled)")]
+    ZeroTcpTimer(&'static str),
 }
 
 impl ServerConfig {
@@ -94,7 +147,30 @@ impl ServerConfig {
         if self.max_frame_len < 512 {
             return Err(ConfigError::MaxFrameLen(self.max_frame_len));
         }
+        if self
+            .tcp_keepalive
+            .is_some_and(|keepalive| keepalive.is_zero())
+        {
+            return Err(ConfigError::ZeroTcpTimer("tcp-keepalive"));
+        }
+        if self
+            .tcp_user_timeout
+            .is_some_and(|timeout| timeout.is_zero())
+        {
+            return Err(ConfigError::ZeroTcpTimer("tcp-user-timeout"));
+        }
+        PhiDetector::new(self.phi_config())?;
         Ok(())
+    }
+
+    /// The phi detector's parameters these values describe.
+    pub fn phi_config(&self) -> PhiConfig {
+        PhiConfig {
+            threshold: self.phi_threshold,
+            min_std_dev: self.phi_min_std_dev,
+            acceptable_pause: self.phi_acceptable_pause,
+            max_missed: self.max_missed,
+        }
     }
 
     /// The interval negotiation policy these values describe.

@@ -4,7 +4,9 @@
 //! shared scratch buffer, decoded by `lubdub_core::protocol`, admitted by
 //! `lubdub_core::session`, and acted on here (PONG, relay, claim, close).
 //! Every deadline (handshake timeouts and liveness checks) sits in one
-//! [`DeadlineWheel`]; the loop sleeps until its next expiry.
+//! [`DeadlineWheel`]; the loop sleeps until its next expiry, or at most
+//! [`WAIT_CAP`], and judges every deadline by a [`ListeningClock`] that
+//! leaves out the time the loop itself could not run.
 //!
 //! Hand-written instead of a tokio task per connection: a task cell and its
 //! `ScheduledIo` registration are each cache-padded to 128 bytes and a task
@@ -24,6 +26,7 @@ use lubdub_core::detector::{Detector, Liveness, Transition};
 use lubdub_core::protocol::codec::{self, pong_bytes};
 use lubdub_core::protocol::{Frame, Hello, Message, ReasonCode, Welcome};
 use lubdub_core::session::{admit, Inbound, Phase};
+use lubdub_core::stall::ListeningClock;
 use lubdub_core::wheel::DeadlineWheel;
 use mio::event::Event;
 use mio::net::TcpListener;
@@ -51,6 +54,15 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Full event batches read before timers are judged anyway, so that a flood
 /// of readiness cannot starve deadline checks for ever.
 const MAX_DEFERRED_BATCHES: u32 = 64;
+/// Longest single wait, so that a stall of the loop (SIGSTOP, VM pause,
+/// starvation) shows as a late wake-up even when traffic ends the wait.
+/// Ten idle wake-ups a second cost nothing measurable.
+const WAIT_CAP: Duration = Duration::from_millis(100);
+/// Lateness of a wake-up, or length of one stretch of work, beyond which
+/// the loop counts the time as a stall of its own. Shorter delays are
+/// ordinary scheduling noise, and frames that arrived meanwhile are read
+/// before anyone is judged anyway.
+const STALL_TOLERANCE: Duration = Duration::from_millis(100);
 
 /// Requests from other threads (the admin API, signal handlers).
 #[derive(Debug)]
@@ -79,6 +91,38 @@ struct TimerKey {
     kind: TimerKind,
 }
 
+/// The last change of a session's state, as `/sessions` explains it.
+#[derive(Debug, Clone, Copy)]
+enum StateChange {
+    Joined,
+    Suspected { missed: u32, phi: Option<f64> },
+    Recovered { after: Duration },
+}
+
+impl StateChange {
+    fn describe(self, phi_threshold: f64) -> String {
+        match self {
+            StateChange::Joined => "joined".to_owned(),
+            StateChange::Suspected { phi: Some(phi), .. } => format!(
+                "suspect: phi {phi:.2} reached half the threshold {}",
+                phi_threshold / 2.0
+            ),
+            StateChange::Suspected { missed, phi: None } => {
+                format!("suspect: {missed} interval(s) without a frame")
+            }
+            StateChange::Recovered { after } => format!(
+                "recovered: a frame arrived after {} of silence",
+                humantime::format_duration(whole_millis(after))
+            ),
+        }
+    }
+}
+
+/// Durations rounded to milliseconds, for messages people read.
+fn whole_millis(duration: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A session after its HELLO was accepted.
 #[derive(Debug)]
 struct Session<S> {
@@ -89,6 +133,9 @@ struct Session<S> {
     /// Client-reported round trip in microseconds; 0 until known.
     rtt_us: u32,
     connected_at: SystemTime,
+    /// Granted heartbeat interval.
+    interval: Duration,
+    last_change: StateChange,
     liveness: S,
 }
 
@@ -152,9 +199,13 @@ pub(crate) struct EventLoop<D: Detector> {
     encode_buf: Vec<u8>,
     due: Vec<TimerKey>,
     presence: Presence,
-    /// The instant of the current wake-up: the clock is read once, right
-    /// after each poll, and every decision of that wake-up uses it.
+    clock: ListeningClock,
+    /// The instant of the current wake-up in listening time: the clock is
+    /// read once, right after each poll, and every decision of that wake-up
+    /// uses it.
     now: Instant,
+    /// The same instant on the monotonic clock, for presence events.
+    real_now: Instant,
 }
 
 impl<D: Detector> EventLoop<D> {
@@ -187,7 +238,9 @@ impl<D: Detector> EventLoop<D> {
             encode_buf: Vec::new(),
             due: Vec::new(),
             presence,
+            clock: ListeningClock::new(origin, STALL_TOLERANCE),
             now: origin,
+            real_now: origin,
         }
     }
 
@@ -199,13 +252,18 @@ impl<D: Detector> EventLoop<D> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut deferred_batches = 0;
         loop {
+            let before = Instant::now();
             let timeout = if deferred_batches > 0 {
                 Some(Duration::ZERO)
             } else {
-                self.wheel
-                    .next_expiry()
-                    .map(|at| at.saturating_duration_since(Instant::now()))
+                // With nothing scheduled there is no one to judge, and so no
+                // stall to notice: sleep until something happens.
+                self.wheel.next_expiry().map(|at| {
+                    at.saturating_duration_since(self.clock.listening(before))
+                        .min(WAIT_CAP)
+                })
             };
+            self.clock.sleeping(before, timeout);
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -213,7 +271,16 @@ impl<D: Detector> EventLoop<D> {
                 self.shutdown();
                 return Err(error);
             }
-            self.now = Instant::now();
+            self.real_now = Instant::now();
+            let wake = self.clock.woke(self.real_now);
+            self.now = wake.listening;
+            if let Some(stalled) = wake.stalled {
+                warn!(
+                    stalled_ms = stalled.as_millis() as u64,
+                    "the server could not run for {}; that time is not counted as anyone's silence",
+                    humantime::format_duration(whole_millis(stalled))
+                );
+            }
             let mut ready = 0;
             for event in events.iter() {
                 ready += 1;
@@ -262,6 +329,13 @@ impl<D: Detector> EventLoop<D> {
         let now = self.now;
         if let Err(error) = stream.set_nodelay(true) {
             debug!(%peer, %error, "could not set TCP_NODELAY");
+        }
+        if let Err(error) = crate::tcp_options::apply(
+            socket2::SockRef::from(&stream),
+            self.config.tcp_keepalive,
+            self.config.tcp_user_timeout,
+        ) {
+            debug!(%peer, %error, "could not set TCP keepalive or user timeout");
         }
         let entry = self.slots.vacant_entry();
         let index = entry.key();
@@ -408,6 +482,8 @@ impl<D: Detector> EventLoop<D> {
             State::AwaitingHello => Phase::AwaitingHello,
             State::Established(session) => {
                 // Any complete frame is proof of life, whatever it turns out to be.
+                let silence =
+                    now.saturating_duration_since(self.detector.last_seen(&session.liveness));
                 let outcome = self.detector.heartbeat(&mut session.liveness, now);
                 if let Some(earlier) = outcome.earlier_check {
                     self.wheel.insert(
@@ -420,8 +496,14 @@ impl<D: Detector> EventLoop<D> {
                     );
                 }
                 if let Some(Transition::Recovered) = outcome.transition {
+                    session.last_change = StateChange::Recovered { after: silence };
                     self.presence.report(
-                        session_event(now, session, slot.conn.peer, PresenceKind::Recovered),
+                        session_event(
+                            self.real_now,
+                            session,
+                            slot.conn.peer,
+                            PresenceKind::Recovered,
+                        ),
                         None,
                     );
                 }
@@ -498,6 +580,8 @@ impl<D: Detector> EventLoop<D> {
             acks_wanted: hello.acks_wanted(),
             rtt_us: 0,
             connected_at,
+            interval,
+            last_change: StateChange::Joined,
             liveness,
         });
         let welcome = Frame::Welcome(Welcome {
@@ -517,7 +601,7 @@ impl<D: Detector> EventLoop<D> {
         let one_way = !hello.acks_wanted();
         self.presence.report(
             PresenceEvent {
-                at: now,
+                at: self.real_now,
                 name: hello.name,
                 session_id,
                 peer,
@@ -731,7 +815,7 @@ impl<D: Detector> EventLoop<D> {
                 }
                 let dropped = PresenceKind::Dropped { reason, silent_for };
                 self.presence.report(
-                    session_event(self.now, &session, peer, dropped),
+                    session_event(self.real_now, &session, peer, dropped),
                     detail.as_deref(),
                 );
             }
@@ -802,24 +886,36 @@ impl<D: Detector> EventLoop<D> {
                 }
                 (TimerKind::Liveness, State::Established(session)) => {
                     let outcome = self.detector.check(&mut session.liveness, now);
+                    let phi = self.detector.phi(&session.liveness, now);
                     match outcome.transition {
                         Some(Transition::Suspected { missed }) => {
+                            session.last_change = StateChange::Suspected { missed, phi };
+                            let detail = phi.map(|phi| format!("phi={phi:.2}"));
                             self.presence.report(
                                 session_event(
-                                    now,
+                                    self.real_now,
                                     session,
                                     slot.conn.peer,
                                     PresenceKind::Suspected { missed },
                                 ),
-                                None,
+                                detail.as_deref(),
                             );
                         }
                         Some(Transition::Dead { silent_for }) => {
+                            let ceiling = session.interval * self.config.max_missed;
+                            let verdict = match phi {
+                                Some(phi) if silent_for < ceiling => {
+                                    format!("phi {phi:.2} reached {}", self.config.phi_threshold)
+                                }
+                                _ => format!(
+                                    "{} × the {} interval",
+                                    self.config.max_missed,
+                                    humantime::format_duration(session.interval)
+                                ),
+                            };
                             let text = format!(
-                                "no frame for {}: declared dead",
-                                humantime::format_duration(Duration::from_millis(
-                                    silent_for.as_millis() as u64
-                                ))
+                                "no frame for {}: declared dead ({verdict})",
+                                humantime::format_duration(whole_millis(silent_for))
                             );
                             let bye = Frame::bye(ReasonCode::Timeout, text);
                             self.end(
@@ -888,6 +984,14 @@ impl<D: Detector> EventLoop<D> {
                     session_id: session.session_id,
                     one_way: !session.acks_wanted,
                     rtt_ms: (session.rtt_us != 0).then(|| f64::from(session.rtt_us) / 1000.0),
+                    interval_ms: session.interval.as_millis() as u64,
+                    mean_interarrival_ms: self
+                        .detector
+                        .mean_interarrival(&session.liveness)
+                        .as_secs_f64()
+                        * 1000.0,
+                    phi: self.detector.phi(&session.liveness, now),
+                    last_change: session.last_change.describe(self.config.phi_threshold),
                 })
             })
             .collect()

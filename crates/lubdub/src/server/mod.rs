@@ -19,11 +19,11 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use lubdub_core::detector::{CounterConfig, CounterDetector};
+use lubdub_core::detector::{CounterConfig, CounterDetector, Detector, PhiDetector};
 use mio::{Interest, Poll, Waker};
 use socket2::{Domain, Socket, Type};
 
-pub use config::{ConfigError, ServerConfig};
+pub use config::{ConfigError, DetectorPolicy, ServerConfig};
 pub use presence::{DropReason, PresenceEvent, PresenceKind, PresenceSink};
 pub use registry::{InMemoryRegistry, Registry};
 pub use snapshot::{SessionInfo, SessionState};
@@ -134,7 +134,7 @@ impl ServerHandle {
     }
 }
 
-/// Starts a server with the counter detector on its own thread.
+/// Starts a server on its own thread.
 ///
 /// # Errors
 /// [`StartError`] when the configuration is invalid or the address cannot be bound.
@@ -167,31 +167,71 @@ pub fn start_with_events(
         .map_err(StartError::Poll)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Poll)?);
     let (commands, command_receiver) = mpsc::channel();
-    let events_sink = events;
-    let detector = CounterDetector::new(CounterConfig {
-        max_missed: config.max_missed,
-    });
     let node = NodeId(rand::random());
-    let event_loop = EventLoop::new(
+    let parts = LoopParts {
         poll,
         listener,
-        detector,
         registry,
-        config,
-        command_receiver,
+        commands: command_receiver,
         node,
-        Instant::now(),
-        presence::Presence::new(events_sink),
-    );
-    let thread = std::thread::Builder::new()
-        .name("lubdub-server".into())
-        .spawn(move || event_loop.run())
-        .map_err(StartError::Poll)?;
+        presence: presence::Presence::new(events),
+    };
+    // One loop type per policy: the detector's per-session state is stored
+    // inline in each session, so the policy is a type parameter, not a
+    // trait object.
+    let thread = match config.detector {
+        DetectorPolicy::Counter => {
+            let detector = CounterDetector::new(CounterConfig {
+                max_missed: config.max_missed,
+            });
+            spawn_loop(parts, detector, config)
+        }
+        DetectorPolicy::Phi => {
+            let detector = PhiDetector::new(config.phi_config()).map_err(ConfigError::from)?;
+            spawn_loop(parts, detector, config)
+        }
+    }
+    .map_err(StartError::Poll)?;
     Ok(ServerHandle {
         local_addr,
         control: ServerControl { commands, waker },
         thread,
     })
+}
+
+/// What every event loop is built from, whatever its detector.
+struct LoopParts {
+    poll: Poll,
+    listener: mio::net::TcpListener,
+    registry: Arc<dyn Registry>,
+    commands: mpsc::Receiver<Command>,
+    node: NodeId,
+    presence: presence::Presence,
+}
+
+fn spawn_loop<D>(
+    parts: LoopParts,
+    detector: D,
+    config: ServerConfig,
+) -> io::Result<JoinHandle<io::Result<()>>>
+where
+    D: Detector + Send + 'static,
+    D::State: Send,
+{
+    let event_loop = EventLoop::new(
+        parts.poll,
+        parts.listener,
+        detector,
+        parts.registry,
+        config,
+        parts.commands,
+        parts.node,
+        Instant::now(),
+        parts.presence,
+    );
+    std::thread::Builder::new()
+        .name("lubdub-server".into())
+        .spawn(move || event_loop.run())
 }
 
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {

@@ -36,4 +36,15 @@ pub struct SessionInfo {
     /// Round-trip time last measured by the client, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rtt_ms: Option<f64>,
+    /// Granted heartbeat interval, in milliseconds.
+    pub interval_ms: u64,
+    /// Exponentially weighted mean gap between the session's frames, in
+    /// milliseconds (seeded with the expected ping period).
+    pub mean_interarrival_ms: f64,
+    /// Current phi (suspicion level), when the phi detector judges sessions.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub phi: Option<f64>,
+    /// Why the session is in its current state, e.g. `joined`,
+    /// `suspect: 2 interval(s) without a frame`, `recovered: …`.
+    pub last_change: String,
 }
