@@ -69,13 +69,14 @@ impl ListeningClock {
     }
 
     /// The owner is about to wait at `now` for at most `timeout` (`None`:
-    /// until something happens, when there is nothing to judge). The work
-    /// since the last wake-up is checked for a stall. Returns `now` in
-    /// listening time.
-    pub fn sleeping(&mut self, now: Instant, timeout: Option<Duration>) -> Instant {
-        self.absorb(now);
+    /// until something happens, when there is nothing to judge). The time
+    /// since the last report (work, or a wait that ended without a wake-up
+    /// report, such as one interrupted by a signal) is checked for a stall,
+    /// which is returned.
+    pub fn sleeping(&mut self, now: Instant, timeout: Option<Duration>) -> Option<Duration> {
+        let stalled = self.absorb(now);
         self.allowed = timeout;
-        self.listening(now)
+        stalled
     }
 
     /// The owner woke at `now`.
@@ -146,9 +147,22 @@ mod tests {
         let t0 = Instant::now();
         let mut clock = ListeningClock::new(t0, 50 * MS);
         clock.woke(t0);
-        let listening = clock.sleeping(t0 + 3000 * MS, Some(10 * MS));
-        assert_eq!(listening, t0);
-        assert_eq!(clock.paused(), 3000 * MS);
+        let stalled = clock.sleeping(t0 + 3000 * MS, Some(10 * MS));
+        assert_eq!(stalled, Some(3000 * MS));
+        assert_eq!(clock.listening(t0 + 3000 * MS), t0);
+    }
+
+    #[test]
+    fn a_wait_interrupted_by_the_stop_is_caught_by_the_next_sleep() {
+        // epoll_wait returns EINTR after SIGSTOP/SIGCONT: no wake-up report.
+        let t0 = Instant::now();
+        let mut clock = ListeningClock::new(t0, 50 * MS);
+        clock.sleeping(t0, Some(100 * MS));
+        assert_eq!(
+            clock.sleeping(t0 + 2100 * MS, Some(100 * MS)),
+            Some(2000 * MS)
+        );
+        assert_eq!(clock.woke(t0 + 2110 * MS).listening, t0 + 110 * MS);
     }
 
     #[test]

@@ -118,6 +118,16 @@ impl StateChange {
     }
 }
 
+fn report_stall(stalled: Option<Duration>) {
+    if let Some(stalled) = stalled {
+        warn!(
+            stalled_ms = stalled.as_millis() as u64,
+            "the server could not run for {}; that time is not counted as anyone's silence",
+            humantime::format_duration(whole_millis(stalled))
+        );
+    }
+}
+
 /// Durations rounded to milliseconds, for messages people read.
 fn whole_millis(duration: Duration) -> Duration {
     Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
@@ -263,8 +273,10 @@ impl<D: Detector> EventLoop<D> {
                         .min(WAIT_CAP)
                 })
             };
-            self.clock.sleeping(before, timeout);
+            report_stall(self.clock.sleeping(before, timeout));
             if let Err(error) = self.poll.poll(&mut events, timeout) {
+                // After SIGSTOP and SIGCONT epoll_wait fails with EINTR; the
+                // next `sleeping` report catches the stall.
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -274,13 +286,7 @@ impl<D: Detector> EventLoop<D> {
             self.real_now = Instant::now();
             let wake = self.clock.woke(self.real_now);
             self.now = wake.listening;
-            if let Some(stalled) = wake.stalled {
-                warn!(
-                    stalled_ms = stalled.as_millis() as u64,
-                    "the server could not run for {}; that time is not counted as anyone's silence",
-                    humantime::format_duration(whole_millis(stalled))
-                );
-            }
+            report_stall(wake.stalled);
             let mut ready = 0;
             for event in events.iter() {
                 ready += 1;
@@ -768,13 +774,15 @@ impl<D: Detector> EventLoop<D> {
 
     /// Ends the connection after a socket error.
     fn fail(&mut self, index: usize, error: &io::Error) {
-        self.end(
-            index,
-            DropReason::IoError,
-            None,
-            None,
-            Some(error.to_string()),
-        );
+        // A reset or a write to a socket the peer has closed is the peer
+        // going away (killed, or closed with unread data), not a fault here.
+        let reason = match error.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted => DropReason::ClosedByPeer,
+            _ => DropReason::IoError,
+        };
+        self.end(index, reason, None, None, Some(error.to_string()));
     }
 
     /// Ends the connection without a farewell.
