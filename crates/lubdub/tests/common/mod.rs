@@ -3,6 +3,8 @@
 //! sending exactly the bytes a test needs.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,169 @@
+//! Helpers for tests that run the `lubdub` binary as a user would: child
+//! processes whose output lines are collected as they come, signals, and
+//! the `sessions` subcommand.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub fn lubdub() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lubdub"))
+}
+
+/// A child process whose stdout and stderr lines are collected as they come.
+pub struct Proc {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    pub transcript: Vec<String>,
+}
+
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+impl Proc {
+    pub fn spawn(command: &mut Command) -> Proc {
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        Proc {
+            stdin: child.stdin.take(),
+            stdout: lines_of(child.stdout.take().expect("piped")),
+            stderr: lines_of(child.stderr.take().expect("piped")),
+            child,
+            transcript: Vec::new(),
+        }
+    }
+
+    pub fn expect(&mut self, from_stdout: bool, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let source = if from_stdout {
+                &self.stdout
+            } else {
+                &self.stderr
+            };
+            match source.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    self.transcript.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line containing {needle:?}; saw:\n{}",
+                    self.transcript.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn expect_stderr(&mut self, needle: &str) -> String {
+        self.expect(false, needle)
+    }
+
+    pub fn expect_stdout(&mut self, needle: &str) -> String {
+        self.expect(true, needle)
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to stdin");
+        stdin.flush().expect("flush");
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Value of `key=` in a log line.
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line.find(&format!("{key}=")).expect("field present") + key.len() + 1;
+    line[start..].split_whitespace().next().expect("a value")
+}
+
+/// Starts `lubdub server` on ephemeral ports; returns it with its two addresses.
+pub fn start_server(extra: &[&str]) -> (Proc, String, String) {
+    let mut server = Proc::spawn(
+        lubdub()
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ])
+            .args(extra),
+    );
+    let ready = server.expect_stderr("lubdub server ready");
+    let listen = field(&ready, "listen").to_owned();
+    let admin = field(&ready, "admin").to_owned();
+    server.expect_stderr("first come, first served");
+    (server, listen, admin)
+}
+
+pub fn sessions(admin: &str, json: bool) -> String {
+    let mut command = lubdub();
+    command.args(["sessions", "--admin", admin]);
+    if json {
+        command.arg("--json");
+    }
+    let output = command.output().expect("sessions runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+pub fn client(server: &str, name: &str, extra: &[&str]) -> Proc {
+    let mut client = Proc::spawn(
+        lubdub()
+            .args(["client", "--server", server, "--name", name])
+            .args(extra),
+    );
+    client.expect_stderr("connected to");
+    client
+}

@@ -1,0 +1,237 @@
+//! Stall immunity and hung peers, with real processes and signals: the
+//! server stopped and resumed keeps its healthy sessions and still drops
+//! the dead; a client stopped and resumed reads before it judges; a hung
+//! server is declared dead by its clients at their deadline.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::process::{client, field, start_server, Proc, PATIENCE};
+use common::RawConn;
+use lubdub::client::{Client, ClientConfig, ClientEvent, Status};
+use lubdub::core::protocol::codec::ping_bytes;
+use tokio::runtime::Runtime;
+
+const INTERVAL: Duration = Duration::from_millis(100);
+const MAX_MISSED: u32 = 5;
+const DEADLINE: Duration = Duration::from_millis(500);
+/// Lateness allowed when the verdict travels through another process's log
+/// pipe or a signal: the tests share two cores with other tests.
+const TOLERANCE: Duration = Duration::from_millis(100);
+
+fn fast_server() -> (Proc, String, String) {
+    start_server(&[
+        "--interval",
+        "100ms",
+        "--max-missed",
+        &MAX_MISSED.to_string(),
+    ])
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// Stand-ins for healthy devices: raw sessions that PING every 80 ms and
+/// never judge the server, so that only the server's verdicts matter.
+/// Returns how many of them saw their connection end.
+fn healthy_sessions(runtime: &Runtime, server: SocketAddr, count: usize) -> Arc<AtomicUsize> {
+    let ended = Arc::new(AtomicUsize::new(0));
+    let joined = Arc::new(AtomicUsize::new(0));
+    for i in 0..count {
+        let ended = ended.clone();
+        let joined = joined.clone();
+        runtime.spawn(async move {
+            let (mut conn, _, _) = RawConn::join(server, &format!("h{i}"), 100, true).await;
+            joined.fetch_add(1, Ordering::SeqCst);
+            let mut ticker = tokio::time::interval(INTERVAL * 4 / 5);
+            let mut seq = 0;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {
+                        seq += 1;
+                        conn.send_bytes(&ping_bytes(seq, 0)).await;
+                    }
+                    frame = conn.next_frame() => if frame.is_none() {
+                        ended.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while joined.load(Ordering::SeqCst) < count {
+        assert!(
+            Instant::now() < deadline,
+            "healthy sessions did not all join"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ended
+}
+
+/// Waits for a line containing `needle` and returns it with when it arrived.
+fn expect_timed(process: &mut Proc, needle: &str) -> (String, Instant) {
+    let line = process.expect_stderr(needle);
+    (line, Instant::now())
+}
+
+#[test]
+fn a_stopped_server_keeps_its_healthy_sessions_and_still_drops_the_dead() {
+    let (mut server, listen, admin) = fast_server();
+    let addr: SocketAddr = listen.parse().expect("an address");
+    let runtime = runtime();
+    let ended = healthy_sessions(&runtime, addr, 200);
+    let hung = client(&listen, "hung", &[]);
+    let mut killed = client(&listen, "killed", &[]);
+    server.expect_stderr("joined name=killed");
+    let before = common::process::sessions(&admin, true);
+    let before: Vec<serde_json::Value> = serde_json::from_str(&before).expect("JSON");
+    assert_eq!(before.len(), 202);
+
+    // The server is stopped for twice the deadline. Meanwhile one client
+    // hangs (its kernel still holds the socket: only silence tells) and one
+    // is killed (its kernel closes the socket).
+    server.signal("-STOP");
+    std::thread::sleep(DEADLINE / 2);
+    hung.signal("-STOP");
+    killed.signal("-KILL");
+    killed.wait();
+    std::thread::sleep(DEADLINE * 2 - DEADLINE / 2);
+    server.signal("-CONT");
+    let resumed = Instant::now();
+
+    let (stall, _) = expect_timed(&mut server, "could not run for");
+    assert!(
+        field(&stall, "stalled_ms").parse::<u64>().expect("ms") >= 900,
+        "{stall}"
+    );
+    let mut drops = Vec::new();
+    for _ in 0..2 {
+        let (line, at) = expect_timed(&mut server, "dropped name=");
+        drops.push((line, at));
+    }
+    let find = |name: &str| {
+        drops
+            .iter()
+            .find(|(line, _)| line.contains(&format!("name={name} ")))
+            .unwrap_or_else(|| panic!("{name} was not dropped; drops: {drops:?}"))
+            .clone()
+    };
+    let (killed_line, killed_at) = find("killed");
+    assert!(
+        killed_line.contains("reason=closed_by_peer"),
+        "{killed_line}"
+    );
+    assert!(
+        killed_at - resumed < DEADLINE,
+        "killed dropped {:?} after the resume",
+        killed_at - resumed
+    );
+    let (hung_line, hung_at) = find("hung");
+    assert!(hung_line.contains("reason=timeout"), "{hung_line}");
+    let silent_ms: u64 = field(&hung_line, "silent_ms").parse().expect("ms");
+    // Only listening time counts: the silence before the stop plus the time since the resume.
+    assert!(
+        (500..500 + TOLERANCE.as_millis() as u64).contains(&silent_ms),
+        "hung dropped after {silent_ms} ms of listening-time silence"
+    );
+    assert!(
+        hung_at - resumed <= DEADLINE + TOLERANCE,
+        "hung dropped {:?} after the resume; must be within one deadline",
+        hung_at - resumed
+    );
+
+    // By now (one deadline after the resume) any wrong verdict on the
+    // healthy sessions would have been given: none was.
+    std::thread::sleep(DEADLINE);
+    let wrongly_dropped: Vec<&String> = server
+        .transcript
+        .iter()
+        .filter(|line| line.contains("dropped name=h") && !line.contains("name=hung"))
+        .collect();
+    assert!(wrongly_dropped.is_empty(), "{wrongly_dropped:?}");
+    assert_eq!(
+        ended.load(Ordering::SeqCst),
+        0,
+        "a healthy connection was closed"
+    );
+    let after = common::process::sessions(&admin, true);
+    let after: Vec<serde_json::Value> = serde_json::from_str(&after).expect("JSON");
+    let ids = |listing: &[serde_json::Value]| {
+        let mut ids: Vec<(String, u64)> = listing
+            .iter()
+            .filter(|s| {
+                s["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with('h') && n != "hung")
+            })
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap_or_default().to_owned(),
+                    s["session_id"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&after).len(), 200);
+    assert_eq!(
+        ids(&after),
+        ids(&before),
+        "the same 200 sessions, none re-joined"
+    );
+    hung.signal("-CONT");
+}
+
+#[test]
+fn a_client_declares_a_stopped_server_dead_at_its_deadline() {
+    let (server, listen, _) = fast_server();
+    let runtime = runtime();
+    runtime.block_on(async {
+        let mut client = Client::connect(ClientConfig::new(listen.clone(), "watcher"))
+            .await
+            .expect("connects");
+        let (stopped_at, lost_at) = {
+            server.signal("-STOP");
+            let stopped_at = Instant::now();
+            loop {
+                match tokio::time::timeout(PATIENCE, client.next_event()).await {
+                    Ok(Some(ClientEvent::Status(Status::ServerLost { reason }))) => {
+                        assert!(reason.contains("no answer"), "{reason}");
+                        break (stopped_at, Instant::now());
+                    }
+                    Ok(Some(_)) => continue,
+                    other => panic!("expected the server to be declared lost, got {other:?}"),
+                }
+            }
+        };
+        // Its last PONG came at most one ping period (80 ms) plus a round
+        // trip before the stop, so the verdict is due between 420 and 500 ms
+        // after it.
+        let after = lost_at - stopped_at;
+        assert!(
+            after >= DEADLINE - INTERVAL && after <= DEADLINE + TOLERANCE,
+            "declared dead {after:?} after the server stopped"
+        );
+        server.signal("-CONT");
+        loop {
+            match tokio::time::timeout(PATIENCE, client.next_event()).await {
+                Ok(Some(ClientEvent::Status(Status::Connected { .. }))) => break,
+                Ok(Some(_)) => continue,
+                other => panic!("expected a reconnect once the server resumed, got {other:?}"),
+            }
+        }
+        client.close().await;
+    });
+}
