@@ -8,9 +8,19 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo not found: install Rust (https://rustup.rs) and run this again" >&2
     exit 1
 fi
-# The process tests send signals with kill(1) from procps.
-if ! command -v kill >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq procps
+# The process tests send signals with kill(1) from procps; the half-open
+# connection test builds a network namespace with ip(8) from iproute2 (and
+# needs root, as the CI machines give).
+missing=()
+command -v kill >/dev/null 2>&1 || missing+=(procps)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+    if command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+    else
+        echo "please install: ${missing[*]}" >&2
+        exit 1
+    fi
 fi
 
 cargo test --workspace --locked "$@"
