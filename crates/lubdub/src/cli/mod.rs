@@ -77,12 +77,26 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Sets up logging to stderr; `RUST_LOG` overrides the default level.
-pub fn init_logging(default_directive: &str) {
+///
+/// Lines are formatted on the logging thread but written by a dedicated
+/// writer thread: a burst of thousands of presence events (a network cut
+/// drops everyone at once) must not put a `write(2)` per line on the event
+/// loop, where it would delay the next session's verdict. The queue blocks
+/// rather than drops when full, so no event is ever lost. Keep the returned
+/// guard alive until exit: dropping it flushes the queue.
+#[must_use = "dropping the guard stops and flushes the log writer"]
+pub fn init_logging(default_directive: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_directive));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("lubdub-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer)
+        .with_ansi(ansi)
         .init();
+    guard
 }

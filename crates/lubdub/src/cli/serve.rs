@@ -99,7 +99,7 @@ impl ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    super::init_logging("info");
+    let _log_writer = super::init_logging("info");
     let config = args.config();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
