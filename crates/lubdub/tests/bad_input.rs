@@ -173,12 +173,15 @@ async fn a_truncated_frame_before_close_is_a_protocol_error() {
     conn.stream.shutdown().await.ok();
     drop(conn);
     let dropped = server.expect("cutoff", "dropped").await;
-    assert_eq!(
-        dropped.kind,
-        PresenceKind::Dropped {
-            reason: DropReason::ProtocolError(ReasonCode::MalformedFrame),
-            silent_for: None
-        }
+    assert!(
+        matches!(
+            dropped.kind,
+            PresenceKind::Dropped {
+                reason: DropReason::ProtocolError(ReasonCode::MalformedFrame),
+                ..
+            }
+        ),
+        "{dropped:?}"
     );
     assert_bystander_unaffected(&server, &mut bystander).await;
 }
@@ -194,12 +197,12 @@ async fn expect_bye_after_join(frame: Frame, code: ReasonCode) {
     }
     conn.expect_closed().await;
     let dropped = server.expect("offender", "dropped").await;
-    assert_eq!(
-        dropped.kind,
-        PresenceKind::Dropped {
-            reason: DropReason::ProtocolError(code),
-            silent_for: None
-        }
+    assert!(
+        matches!(
+            dropped.kind,
+            PresenceKind::Dropped { reason: DropReason::ProtocolError(c), .. } if c == code
+        ),
+        "{dropped:?}"
     );
     assert_bystander_unaffected(&server, &mut bystander).await;
 }

@@ -67,11 +67,7 @@ async fn phi_learns_the_rhythm_and_convicts_a_silent_session_before_the_ceiling(
         );
     }
     let dropped = server.expect("steady", "dropped").await;
-    let PresenceKind::Dropped {
-        silent_for: Some(silent_for),
-        ..
-    } = dropped.kind
-    else {
+    let PresenceKind::Dropped { silent_for, .. } = dropped.kind else {
         panic!("a timeout drop carries its silence: {dropped:?}");
     };
     let earliest = Duration::from_secs_f64(0.080 + sigmas_for_phi(8.0) * 0.010);

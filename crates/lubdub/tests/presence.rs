@@ -95,7 +95,7 @@ async fn a_silent_session_is_suspect_after_one_interval_and_dropped_at_the_deadl
         unreachable!("expect() matched a drop");
     };
     assert_eq!(reason, DropReason::Timeout);
-    assert!(silent_for.expect("timeouts carry their silence") >= deadline);
+    assert!(silent_for >= deadline);
 
     // The peer, if it is only hung, learns why when it wakes up.
     match conn.next_frame().await {
@@ -182,12 +182,15 @@ async fn a_second_hello_with_an_online_name_takes_the_session_over() {
                 && common::kind_label(&event.kind) == "dropped"
         })
         .await;
-    assert_eq!(
-        dropped.kind,
-        PresenceKind::Dropped {
-            reason: DropReason::TakenOver,
-            silent_for: None
-        }
+    assert!(
+        matches!(
+            dropped.kind,
+            PresenceKind::Dropped {
+                reason: DropReason::TakenOver,
+                ..
+            }
+        ),
+        "{dropped:?}"
     );
     // The old connection's close did not remove the new holder.
     let listed = server.sessions().await;
@@ -293,4 +296,24 @@ async fn a_connection_busy_writing_when_taken_over_reads_its_bye_and_a_clean_clo
     }
     assert_eq!(bye.map(|bye| bye.reason.code), Some(ReasonCode::TakenOver));
     writer.abort();
+}
+
+#[tokio::test]
+async fn every_drop_carries_how_long_the_session_had_been_silent() {
+    let mut server = TestServer::start(fast_config()).await;
+    let (conn, _, hello_sent) = RawConn::join(server.addr, "leaver", 1000, true).await;
+    server.expect("leaver", "joined").await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    drop(conn);
+    let closed_at = std::time::Instant::now();
+    let dropped = server.expect("leaver", "dropped").await;
+    let PresenceKind::Dropped { reason, silent_for } = dropped.kind else {
+        panic!("{dropped:?}");
+    };
+    assert_eq!(reason, DropReason::ClosedByPeer);
+    // Silent since its HELLO, the last frame it sent.
+    assert!(
+        silent_for >= closed_at - hello_sent - TOLERANCE && silent_for <= dropped.at - hello_sent,
+        "silent for {silent_for:?}"
+    );
 }

@@ -633,7 +633,7 @@ impl<D: Detector> EventLoop<D> {
                 ReasonCode::TakenOver,
                 format!("name taken over by a new connection from {new_peer}"),
             );
-            self.end(old_index, DropReason::TakenOver, Some(&bye), None, None);
+            self.end(old_index, DropReason::TakenOver, Some(&bye), None);
         }
     }
 
@@ -767,7 +767,6 @@ impl<D: Detector> EventLoop<D> {
             index,
             DropReason::ProtocolError(code),
             Some(&answer),
-            None,
             Some(text),
         );
     }
@@ -782,12 +781,12 @@ impl<D: Detector> EventLoop<D> {
             | io::ErrorKind::ConnectionAborted => DropReason::ClosedByPeer,
             _ => DropReason::IoError,
         };
-        self.end(index, reason, None, None, Some(error.to_string()));
+        self.end(index, reason, None, Some(error.to_string()));
     }
 
     /// Ends the connection without a farewell.
     fn close(&mut self, index: usize, reason: DropReason) {
-        self.end(index, reason, None, None, None);
+        self.end(index, reason, None, None);
     }
 
     /// Ends the connection: releases its name and reports `dropped` (for an
@@ -798,7 +797,6 @@ impl<D: Detector> EventLoop<D> {
         index: usize,
         reason: DropReason,
         farewell: Option<&Frame>,
-        silent_for: Option<Duration>,
         detail: Option<String>,
     ) {
         let Some(slot) = self.slots.get_mut(index) else {
@@ -821,6 +819,9 @@ impl<D: Detector> EventLoop<D> {
                         warn!(name = %session.name, %error, "could not release name");
                     }
                 }
+                let silent_for = self
+                    .now
+                    .saturating_duration_since(self.detector.last_seen(&session.liveness));
                 let dropped = PresenceKind::Dropped { reason, silent_for };
                 self.presence.report(
                     session_event(self.real_now, &session, peer, dropped),
@@ -926,13 +927,7 @@ impl<D: Detector> EventLoop<D> {
                                 humantime::format_duration(whole_millis(silent_for))
                             );
                             let bye = Frame::bye(ReasonCode::Timeout, text);
-                            self.end(
-                                index,
-                                DropReason::Timeout,
-                                Some(&bye),
-                                Some(silent_for),
-                                None,
-                            );
+                            self.end(index, DropReason::Timeout, Some(&bye), None);
                         }
                         Some(Transition::Recovered) | None => {}
                     }
@@ -1026,7 +1021,6 @@ impl<D: Detector> EventLoop<D> {
                 index,
                 DropReason::Shutdown,
                 established.then_some(&bye),
-                None,
                 None,
             );
         }

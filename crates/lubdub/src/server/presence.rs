@@ -66,8 +66,9 @@ pub enum PresenceKind {
     Dropped {
         /// Why.
         reason: DropReason,
-        /// Silence at the moment of the drop (for timeouts).
-        silent_for: Option<Duration>,
+        /// How long the session had been silent (no frame from it) when it
+        /// was dropped, whatever the reason.
+        silent_for: Duration,
     },
 }
 
@@ -119,7 +120,7 @@ impl Presence {
             }
             PresenceKind::Recovered => info!(%name, %peer, session = session_id, "recovered"),
             PresenceKind::Dropped { reason, silent_for } => {
-                let silent_ms = silent_for.map(|silent| silent.as_millis() as u64);
+                let silent_ms = silent_for.as_millis() as u64;
                 let code = match reason {
                     DropReason::ProtocolError(code) => Some(code.label()),
                     _ => None,
