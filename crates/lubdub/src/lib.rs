@@ -8,6 +8,9 @@
 //! - [`client`]: connect, send, receive and a stream of status changes, with
 //!   heartbeats and reconnection handled in the background.
 //! - [`admin`]: the HTTP API (`/sessions`, `/healthz`).
+//! - [`simulate`] (feature `simulate`, on by default): a deterministic
+//!   simulation of the failure detectors on modelled traffic, behind
+//!   `lubdub simulate` and `docs/DETECTION.md`.
 //!
 //! The `lubdub` binary's subcommands live in `src/cli/`, outside the library.
 //!
@@ -17,6 +20,8 @@
 pub mod admin;
 pub mod client;
 pub mod server;
+#[cfg(feature = "simulate")]
+pub mod simulate;
 mod tcp_options;
 
 pub use lubdub_core as core;

@@ -4,6 +4,8 @@
 mod chat;
 mod serve;
 mod sessions;
+#[cfg(feature = "simulate")]
+mod simulate;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -34,6 +36,11 @@ enum Command {
     Client(chat::ClientArgs),
     /// List the sessions a server holds, from its admin API.
     Sessions(sessions::SessionsArgs),
+    /// Simulate the failure detectors on modelled client and network
+    /// behaviour: false positives per 1,000 session-hours and time to detect
+    /// a crash, for the counter and for phi at each threshold. Deterministic.
+    #[cfg(feature = "simulate")]
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Runs the parsed command line.
@@ -45,6 +52,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => serve::run(args),
         Command::Client(args) => chat::run(args),
         Command::Sessions(args) => sessions::run(args),
+        #[cfg(feature = "simulate")]
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 
