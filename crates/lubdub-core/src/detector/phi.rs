@@ -50,13 +50,16 @@ pub struct PhiConfig {
 }
 
 impl Default for PhiConfig {
-    /// Akka's threshold and minimum deviation; see `docs/DETECTION.md` for
-    /// the simulation behind the pause.
+    /// Akka's threshold and minimum deviation. The pause of 1.5 s comes
+    /// from the simulation in `docs/DETECTION.md`: it puts the verdict just
+    /// past a PING lost three times in a row (retransmitted after 1, 3 and
+    /// 7 RTOs), which 500 ms did not, for about a third of the false
+    /// positives.
     fn default() -> Self {
         Self {
             threshold: 8.0,
             min_std_dev: Duration::from_millis(100),
-            acceptable_pause: Duration::from_millis(500),
+            acceptable_pause: Duration::from_millis(1500),
             max_missed: 5,
         }
     }

@@ -59,7 +59,7 @@ pub struct ServerArgs {
     /// Silence beyond a session's mean gap that phi tolerates before it
     /// starts to rise (phi detector): the longest pause (GC, radio wake-up)
     /// you want never to be fatal.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
     phi_acceptable_pause: Duration,
     /// Idle time before TCP keepalive probes start, also their spacing, or
     /// `off`. Catches a client whose host vanished while the connection was

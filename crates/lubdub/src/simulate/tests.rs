@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lubdub_core::detector::sigmas_for_phi;
+use lubdub_core::detector::{sigmas_for_phi, PhiConfig};
 
 use super::report::PolicyResult;
 use super::*;
@@ -119,8 +119,9 @@ fn on_a_calm_network_detection_times_follow_from_the_rules() {
     }
     for threshold in 1..=16 {
         let r = result(&report, "phi", f64::from(threshold));
-        // σ sits on its 100 ms floor; dead after 800 + 500 + y × 100 ms.
-        let silence = 1300.0 + sigmas_for_phi(f64::from(threshold)) * 100.0;
+        // σ sits on its 100 ms floor; dead after ping + pause + y × 100 ms.
+        let pause_ms = PhiConfig::default().acceptable_pause.as_secs_f64() * 1000.0;
+        let silence = 800.0 + pause_ms + sigmas_for_phi(f64::from(threshold)) * 100.0;
         let expected = silence - r.mean_silence_at_crash_ms;
         assert!(
             (r.mean_detection_ms - expected).abs() < 1.0,
