@@ -8,6 +8,7 @@
 //! - [`client`]: connect, send, receive and a stream of status changes, with
 //!   heartbeats and reconnection handled in the background.
 //! - [`admin`]: the HTTP API (`/sessions`, `/healthz`).
+//! - [`bench`]: load scenarios run against a server by `lubdub bench`.
 //!
 //! The `lubdub` binary's subcommands live in `src/cli/`, outside the library.
 //!
@@ -15,6 +16,7 @@
 //! [`lubdub_core`], re-exported here as [`core`].
 
 pub mod admin;
+pub mod bench;
 pub mod client;
 pub mod server;
 

@@ -1,4 +1,4 @@
-//! The `lubdub` binary: `server`, `client`, `sessions`.
+//! The `lubdub` binary: `server`, `client`, `sessions`, `bench`.
 
 mod cli;
 

@@ -1,6 +1,7 @@
 //! Command-line interface of the `lubdub` binary: argument parsing and one
 //! module per subcommand.
 
+mod bench;
 mod chat;
 mod serve;
 mod sessions;
@@ -34,6 +35,9 @@ enum Command {
     Client(chat::ClientArgs),
     /// List the sessions a server holds, from its admin API.
     Sessions(sessions::SessionsArgs),
+    /// Load a running server with many sessions and measure it against its
+    /// requirements (scenarios: silence).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -45,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => serve::run(args),
         Command::Client(args) => chat::run(args),
         Command::Sessions(args) => sessions::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
