@@ -10,7 +10,10 @@
 //!
 //! One tokio task per session: each read is stamped the moment it returns,
 //! so a drop is observed as soon as the runtime polls that task; no shared
-//! reader queues the observations behind one another.
+//! reader queues the observations behind one another. A session's socket is
+//! closed only when the whole run is over, as a hung client would leave it:
+//! closing it on the BYE would add the client's close and the server's EOF
+//! handling to the very window being measured.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -162,7 +165,7 @@ pub async fn run(
         concurrency: config.connect_concurrency,
     });
     let started = Instant::now();
-    let mut tasks = JoinSet::new();
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
     for index in 0..config.sessions {
         tasks.spawn(drive(
             Arc::clone(&plan),
@@ -192,7 +195,7 @@ pub async fn run(
     let connect_time = started.elapsed();
 
     if established == 0 {
-        let outcomes = join_all(&mut tasks).await;
+        let (outcomes, _) = join_all(&mut tasks).await;
         let error = outcomes
             .iter()
             .find_map(|outcome| match outcome {
@@ -223,7 +226,7 @@ pub async fn run(
     let stage_at_silence = async {
         tokio::time::sleep_until(silence_at.into()).await;
     };
-    let outcomes = {
+    let (outcomes, sockets) = {
         let joined = join_all(&mut tasks);
         tokio::pin!(joined);
         tokio::select! {
@@ -237,6 +240,8 @@ pub async fn run(
         }
     };
     drop(silence_sender);
+    // Every end is recorded: the held sockets may close now.
+    drop(sockets);
 
     let settings = Settings {
         server: config.server.to_string(),
@@ -280,27 +285,37 @@ fn check_open_files(sessions: usize) -> Result<(), BenchError> {
     }
 }
 
-async fn join_all(tasks: &mut JoinSet<SessionOutcome>) -> Vec<SessionOutcome> {
+/// What a session task leaves behind: its outcome, and its socket when it
+/// is still open, to be closed once every session has ended.
+type Finished = (SessionOutcome, Option<RawSession>);
+
+async fn join_all(tasks: &mut JoinSet<Finished>) -> (Vec<SessionOutcome>, Vec<RawSession>) {
     let mut outcomes = Vec::with_capacity(tasks.len());
+    let mut sockets = Vec::with_capacity(tasks.len());
     while let Some(joined) = tasks.join_next().await {
-        outcomes.push(
-            joined.unwrap_or_else(|error| SessionOutcome::LostDuringWarmup {
+        match joined {
+            Ok((outcome, socket)) => {
+                outcomes.push(outcome);
+                sockets.extend(socket);
+            }
+            Err(error) => outcomes.push(SessionOutcome::LostDuringWarmup {
                 error: format!("session task failed: {error}"),
             }),
-        );
+        }
     }
-    outcomes
+    (outcomes, sockets)
 }
 
 /// One session from connect to drop. Reports its handshake on `handshakes`
-/// (`Some(welcome)` or `None`) exactly once, before heartbeating.
+/// (`Some(welcome)` or `None`) exactly once, before heartbeating. Returns
+/// the socket of a session that fell silent, still open.
 async fn drive(
     plan: Arc<Plan>,
     index: usize,
     permits: Arc<Semaphore>,
     handshakes: mpsc::UnboundedSender<Option<Welcome>>,
     mut silence: watch::Receiver<Option<Instant>>,
-) -> SessionOutcome {
+) -> Finished {
     let name = format!("{}-{index}", plan.name_prefix);
     let opened = match permits.acquire().await {
         // The permit is held for the handshake only, then returned.
@@ -313,7 +328,7 @@ async fn drive(
         Ok(opened) => opened,
         Err(error) => {
             let _ = handshakes.send(None);
-            return SessionOutcome::HandshakeFailed { error };
+            return (SessionOutcome::HandshakeFailed { error }, None);
         }
     };
     // The coordinator may have stopped listening; the session goes on regardless.
@@ -330,14 +345,15 @@ async fn drive(
     .await
     {
         Ok(last_sent) => last_sent,
-        Err(error) => return SessionOutcome::LostDuringWarmup { error },
+        Err(error) => return (SessionOutcome::LostDuringWarmup { error }, None),
     };
     let end = await_end(&mut session, last_sent + deadline + plan.config.grace).await;
-    SessionOutcome::Silent(SilentSession {
+    let outcome = SessionOutcome::Silent(SilentSession {
         last_sent,
         deadline,
         end,
-    })
+    });
+    (outcome, Some(session))
 }
 
 async fn open_with_retries(
