@@ -14,6 +14,8 @@
 #   RUST_LOG [info]: the server's log level; info logs one line per presence event
 #   QUIET_BUSY [10], QUIET_WAIT [600]: before each run, wait up to QUIET_WAIT
 #     seconds for the shared machine to be at most QUIET_BUSY percent busy
+#   SERVER_BIN [target/release/lubdub]: the server to measure, e.g. another
+#     build for an A/B comparison (the client is always this tree's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,7 @@ MAX_MISSED=${MAX_MISSED:-5}
 export RUST_LOG=${RUST_LOG:-info}
 OUT=target/bench
 BIN=target/release/lubdub
+SERVER_BIN=${SERVER_BIN:-$BIN}
 
 cargo build --release --locked --quiet
 mkdir -p "$OUT"
@@ -41,7 +44,7 @@ trap stop_server EXIT
 # Starts a server logging to $1 and sets $server_addr from its ready line.
 start_server() {
     local log=$1
-    "$BIN" server --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
+    "$SERVER_BIN" server --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
         --interval "$INTERVAL" --max-missed "$MAX_MISSED" 2>"$log" &
     server_pid=$!
     server_addr=""
