@@ -8,6 +8,7 @@
 //! - [`client`]: connect, send, receive and a stream of status changes, with
 //!   heartbeats and reconnection handled in the background.
 //! - [`admin`]: the HTTP API (`/sessions`, `/healthz`).
+//! - [`bench`]: load scenarios run against a server by `lubdub bench`.
 //! - [`simulate`] (feature `simulate`, on by default): a deterministic
 //!   simulation of the failure detectors on modelled traffic, behind
 //!   `lubdub simulate` and `docs/DETECTION.md`.
@@ -18,6 +19,7 @@
 //! [`lubdub_core`], re-exported here as [`core`].
 
 pub mod admin;
+pub mod bench;
 pub mod client;
 pub mod server;
 #[cfg(feature = "simulate")]

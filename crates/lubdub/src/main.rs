@@ -1,4 +1,4 @@
-//! The `lubdub` binary: `server`, `client`, `sessions`, `simulate`.
+//! The `lubdub` binary: `server`, `client`, `sessions`, `bench`, `simulate`.
 
 mod cli;
 

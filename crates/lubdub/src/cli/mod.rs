@@ -1,6 +1,7 @@
 //! Command-line interface of the `lubdub` binary: argument parsing and one
 //! module per subcommand.
 
+mod bench;
 mod chat;
 mod serve;
 mod sessions;
@@ -36,6 +37,9 @@ enum Command {
     Client(chat::ClientArgs),
     /// List the sessions a server holds, from its admin API.
     Sessions(sessions::SessionsArgs),
+    /// Load a running server with many sessions and measure it against its
+    /// requirements (scenarios: silence).
+    Bench(bench::BenchArgs),
     /// Simulate the failure detectors on modelled client and network
     /// behaviour: false positives per 1,000 session-hours and time to detect
     /// a crash, for the counter and for phi at each threshold. Deterministic.
@@ -52,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => serve::run(args),
         Command::Client(args) => chat::run(args),
         Command::Sessions(args) => sessions::run(args),
+        Command::Bench(args) => bench::run(args),
         #[cfg(feature = "simulate")]
         Command::Simulate(args) => simulate::run(args),
     }
