@@ -203,3 +203,36 @@ fn bad_arguments_get_a_clear_error() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("min-interval"));
 }
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc readable");
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn a_peer_that_holds_its_socket_after_a_farewell_costs_the_server_no_cpu() {
+    use std::io::Read;
+    let (server, listen, _) = start_server(&["--handshake-timeout", "100ms"]);
+    // Never says HELLO: gets REJECT, then holds its end open and reads
+    // nothing more while the server lingers (2 s) waiting for its close.
+    let mut silent = std::net::TcpStream::connect(&listen).expect("connects");
+    let mut reject = [0u8; 5];
+    silent.read_exact(&mut reject).expect("a REJECT arrives");
+    assert_eq!(reject[4], 3, "REJECT kind");
+    let before = cpu_ticks(server.child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(server.child.id()) - before;
+    // An idle server uses next to nothing; the bug this guards against (a
+    // `shutdown` on every writable edge, each raising the next) used a
+    // whole core: 100 ticks a second.
+    assert!(
+        used <= 20,
+        "the server used {used} ticks of CPU in 1 s while lingering"
+    );
+    drop(silent);
+}

@@ -42,6 +42,10 @@ pub struct Connection {
     pub inbox: Vec<u8>,
     /// Bytes accepted for sending that the socket did not take yet.
     outbox: Vec<u8>,
+    /// FIN sent. Kept because on Linux every `shutdown` wakes the socket's
+    /// pollers: repeating it on each writable edge made a peer that holds
+    /// its end open spin the event loop (millions of calls a second).
+    write_shut: bool,
 }
 
 impl Connection {
@@ -52,6 +56,7 @@ impl Connection {
             peer,
             inbox: Vec::new(),
             outbox: Vec::new(),
+            write_shut: false,
         }
     }
 
@@ -134,9 +139,12 @@ impl Connection {
         self.outbox.is_empty()
     }
 
-    /// Sends FIN after the bytes already written; reading goes on.
-    pub fn shutdown_write(&self) {
-        // Already shut or already reset: either way nothing more goes out.
+    /// Sends FIN after the bytes already written, once; reading goes on.
+    pub fn shutdown_write(&mut self) {
+        if std::mem::replace(&mut self.write_shut, true) {
+            return;
+        }
+        // Already reset: nothing more goes out either way.
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
 
