@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use lubdub_core::detector::{Detector, Liveness, Transition};
+use lubdub_core::detector::{CheckOutcome, Detector, Liveness, Transition};
 use lubdub_core::protocol::codec::{self, pong_bytes};
 use lubdub_core::protocol::{Frame, Hello, Message, ReasonCode, Welcome};
 use lubdub_core::session::{admit, Inbound, Phase};
@@ -51,9 +51,6 @@ const SCRATCH_LEN: usize = 64 * 1024;
 /// or BYE): its input is read and discarded meanwhile, so that closing does
 /// not reset the connection and destroy the farewell before the peer reads it.
 const LINGER: Duration = Duration::from_secs(2);
-/// Full event batches read before timers are judged anyway, so that a flood
-/// of readiness cannot starve deadline checks for ever.
-const MAX_DEFERRED_BATCHES: u32 = 64;
 /// Longest single wait, so that a stall of the loop (SIGSTOP, VM pause,
 /// starvation) shows as a late wake-up even when traffic ends the wait.
 /// Ten idle wake-ups a second cost nothing measurable.
@@ -208,6 +205,9 @@ pub(crate) struct EventLoop<D: Detector> {
     scratch: Vec<u8>,
     encode_buf: Vec<u8>,
     due: Vec<TimerKey>,
+    /// BYEs of the sessions declared dead in this wake-up, written after
+    /// every verdict is given.
+    farewells: Vec<(usize, u32, Frame)>,
     presence: Presence,
     clock: ListeningClock,
     /// The instant of the current wake-up in listening time: the clock is
@@ -216,6 +216,15 @@ pub(crate) struct EventLoop<D: Detector> {
     now: Instant,
     /// The same instant on the monotonic clock, for presence events.
     real_now: Instant,
+    /// When the bytes being handled were read, in listening time: the clock
+    /// is read after each read that returns data, so that a frame read late
+    /// in a long wake-up is not dated to its start (which would move its
+    /// session's deadline earlier than the truth).
+    arrival: Instant,
+    /// The last poll returned a full batch: more sockets may be readable
+    /// than were read, so a session is read once more before it is declared
+    /// dead.
+    backlog: bool,
 }
 
 impl<D: Detector> EventLoop<D> {
@@ -247,10 +256,13 @@ impl<D: Detector> EventLoop<D> {
             scratch: vec![0; SCRATCH_LEN],
             encode_buf: Vec::new(),
             due: Vec::new(),
+            farewells: Vec::new(),
             presence,
             clock: ListeningClock::new(origin, STALL_TOLERANCE),
             now: origin,
             real_now: origin,
+            arrival: origin,
+            backlog: false,
         }
     }
 
@@ -260,19 +272,14 @@ impl<D: Detector> EventLoop<D> {
     /// The poll error that stopped the loop.
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
-        let mut deferred_batches = 0;
         loop {
             let before = Instant::now();
-            let timeout = if deferred_batches > 0 {
-                Some(Duration::ZERO)
-            } else {
-                // With nothing scheduled there is no one to judge, and so no
-                // stall to notice: sleep until something happens.
-                self.wheel.next_expiry().map(|at| {
-                    at.saturating_duration_since(self.clock.listening(before))
-                        .min(WAIT_CAP)
-                })
-            };
+            // With nothing scheduled there is no one to judge, and so no
+            // stall to notice: sleep until something happens.
+            let timeout = self.wheel.next_expiry().map(|at| {
+                at.saturating_duration_since(self.clock.listening(before))
+                    .min(WAIT_CAP)
+            });
             report_stall(self.clock.sleeping(before, timeout));
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 // After SIGSTOP and SIGCONT epoll_wait fails with EINTR; the
@@ -300,13 +307,12 @@ impl<D: Detector> EventLoop<D> {
                     token => self.connection_ready(token.0 - FIRST_CONNECTION, event),
                 }
             }
-            // Read everything the kernel holds before judging anyone: after a
-            // stall, heartbeats waiting in socket buffers are proof of life.
-            if ready == EVENTS_CAPACITY && deferred_batches < MAX_DEFERRED_BATCHES {
-                deferred_batches += 1;
-                continue;
-            }
-            deferred_batches = 0;
+            // Judge after every batch, so that a flood of readiness never
+            // delays a verdict by more than one batch. Every socket this
+            // poll reported was read; when the batch was full, others may
+            // hold unread frames, and a session about to be declared dead
+            // is read first (see `judge`).
+            self.backlog = ready == EVENTS_CAPACITY;
             // Judge with the instant taken right after the poll: a deadline
             // that passed while this batch was handled is judged after the
             // next poll, once the frames that arrived meanwhile are read.
@@ -398,6 +404,7 @@ impl<D: Detector> EventLoop<D> {
         while let Some(slot) = self.slots.get_mut(index) {
             match slot.conn.read_into(&mut scratch) {
                 Ok(ReadOutcome::Data(n)) => {
+                    self.arrival = self.clock.listening(Instant::now());
                     let open = self.process_bytes(index, &scratch[..n]);
                     // A short read drained the socket; with edge-triggered
                     // readiness, later bytes raise a new event.
@@ -479,7 +486,7 @@ impl<D: Detector> EventLoop<D> {
 
     /// Returns whether the connection is still open.
     fn handle_frame(&mut self, index: usize, frame: Frame) -> bool {
-        let now = self.now;
+        let now = self.arrival;
         let Some(slot) = self.slots.get_mut(index) else {
             return false;
         };
@@ -544,7 +551,7 @@ impl<D: Detector> EventLoop<D> {
     }
 
     fn establish(&mut self, index: usize, hello: Hello) -> bool {
-        let now = self.now;
+        let now = self.arrival;
         let Some(slot) = self.slots.get_mut(index) else {
             return false;
         };
@@ -799,15 +806,27 @@ impl<D: Detector> EventLoop<D> {
         farewell: Option<&Frame>,
         detail: Option<String>,
     ) {
-        let Some(slot) = self.slots.get_mut(index) else {
+        let Some(generation) = self.retire(index, reason, detail) else {
             return;
         };
+        match farewell {
+            Some(frame) => self.bid_farewell(index, generation, frame),
+            None => self.remove(index),
+        }
+    }
+
+    /// The first half of [`end`](Self::end): the connection moves to
+    /// `Closing`, its name is released and `dropped` reported. Returns the
+    /// connection's generation, or `None` when it was closing already (it
+    /// is then removed).
+    fn retire(&mut self, index: usize, reason: DropReason, detail: Option<String>) -> Option<u32> {
+        let slot = self.slots.get_mut(index)?;
         let peer = slot.conn.peer;
         let generation = slot.generation;
         match std::mem::replace(&mut slot.state, State::Closing) {
             State::Closing => {
                 self.remove(index);
-                return;
+                return None;
             }
             State::AwaitingHello => {
                 debug!(%peer, reason = reason.label(), detail, "connection closed before HELLO");
@@ -819,18 +838,32 @@ impl<D: Detector> EventLoop<D> {
                         warn!(name = %session.name, %error, "could not release name");
                     }
                 }
+                // Read the clock again: with thousands of verdicts in one
+                // wake-up, the reported silence and instant must be those of
+                // this drop, not of the wake-up's start.
+                let real = Instant::now();
                 let silent_for = self
-                    .now
+                    .clock
+                    .listening(real)
                     .saturating_duration_since(self.detector.last_seen(&session.liveness));
                 let dropped = PresenceKind::Dropped { reason, silent_for };
                 self.presence.report(
-                    session_event(self.real_now, &session, peer, dropped),
+                    session_event(real, &session, peer, dropped),
                     detail.as_deref(),
                 );
             }
         }
-        let lingering = farewell.is_some_and(|frame| self.write_farewell(index, frame));
-        if lingering {
+        Some(generation)
+    }
+
+    /// The second half of [`end`](Self::end): writes the farewell and lingers,
+    /// or removes the connection when the farewell cannot be written. Does
+    /// nothing if the slot now holds another connection.
+    fn bid_farewell(&mut self, index: usize, generation: u32, frame: &Frame) {
+        if self.slots.get(index).map(|slot| slot.generation) != Some(generation) {
+            return;
+        }
+        if self.write_farewell(index, frame) {
             self.wheel.insert(
                 self.now + LINGER,
                 TimerKey {
@@ -876,6 +909,7 @@ impl<D: Detector> EventLoop<D> {
     fn expire_timers(&mut self) {
         let now = self.now;
         let mut due = std::mem::take(&mut self.due);
+        let mut farewells = std::mem::take(&mut self.farewells);
         self.wheel.expire(now, &mut due);
         for key in due.drain(..) {
             let index = key.index as usize;
@@ -885,7 +919,7 @@ impl<D: Detector> EventLoop<D> {
             if slot.generation != key.generation {
                 continue;
             }
-            match (key.kind, &mut slot.state) {
+            match (key.kind, &slot.state) {
                 (TimerKind::Handshake, State::AwaitingHello) => {
                     let text = format!(
                         "no HELLO within the handshake timeout of {}",
@@ -893,46 +927,9 @@ impl<D: Detector> EventLoop<D> {
                     );
                     self.refuse(index, ReasonCode::HandshakeTimeout, text);
                 }
-                (TimerKind::Liveness, State::Established(session)) => {
-                    let outcome = self.detector.check(&mut session.liveness, now);
-                    let phi = self.detector.phi(&session.liveness, now);
-                    match outcome.transition {
-                        Some(Transition::Suspected { missed }) => {
-                            session.last_change = StateChange::Suspected { missed, phi };
-                            let detail = phi.map(|phi| format!("phi={phi:.2}"));
-                            self.presence.report(
-                                session_event(
-                                    self.real_now,
-                                    session,
-                                    slot.conn.peer,
-                                    PresenceKind::Suspected { missed },
-                                ),
-                                detail.as_deref(),
-                            );
-                        }
-                        Some(Transition::Dead { silent_for }) => {
-                            let ceiling = session.interval * self.config.max_missed;
-                            let verdict = match phi {
-                                Some(phi) if silent_for < ceiling => {
-                                    format!("phi {phi:.2} reached {}", self.config.phi_threshold)
-                                }
-                                _ => format!(
-                                    "{} × the {} interval",
-                                    self.config.max_missed,
-                                    humantime::format_duration(session.interval)
-                                ),
-                            };
-                            let text = format!(
-                                "no frame for {}: declared dead ({verdict})",
-                                humantime::format_duration(whole_millis(silent_for))
-                            );
-                            let bye = Frame::bye(ReasonCode::Timeout, text);
-                            self.end(index, DropReason::Timeout, Some(&bye), None);
-                        }
-                        Some(Transition::Recovered) | None => {}
-                    }
-                    if let Some(next_check) = outcome.next_check {
-                        self.wheel.insert(next_check, key);
+                (TimerKind::Liveness, State::Established(_)) => {
+                    if let Some(bye) = self.judge(index, key) {
+                        farewells.push((index, key.generation, bye));
                     }
                 }
                 (TimerKind::Linger, State::Closing) => self.remove(index),
@@ -940,7 +937,82 @@ impl<D: Detector> EventLoop<D> {
                 _ => {}
             }
         }
+        // Every verdict of this wake-up is given (names released, `dropped`
+        // reported) before any BYE is written: the socket calls of a drop
+        // cost several microseconds, and one session's verdict must not wait
+        // behind thousands of others' farewells.
+        for (index, generation, bye) in farewells.drain(..) {
+            self.bid_farewell(index, generation, &bye);
+        }
         self.due = due;
+        self.farewells = farewells;
+    }
+
+    /// Runs the detector's check for a session whose check came due.
+    /// Returns the BYE to send when the session was declared dead (it is
+    /// already ended: name released, `dropped` reported).
+    fn judge(&mut self, index: usize, key: TimerKey) -> Option<Frame> {
+        let now = self.now;
+        let mut outcome = self.check(index, now)?;
+        if self.backlog && matches!(outcome.transition, Some(Transition::Dead { .. })) {
+            // The last poll returned a full batch, so this socket may hold
+            // frames not read yet: proof of life must be read before a verdict.
+            self.read(index, false);
+            outcome = self.check(index, now)?;
+        }
+        let slot = self.slots.get_mut(index)?;
+        let State::Established(session) = &mut slot.state else {
+            return None;
+        };
+        let phi = self.detector.phi(&session.liveness, now);
+        let mut farewell = None;
+        match outcome.transition {
+            Some(Transition::Suspected { missed }) => {
+                session.last_change = StateChange::Suspected { missed, phi };
+                let detail = phi.map(|phi| format!("phi={phi:.2}"));
+                self.presence.report(
+                    session_event(
+                        self.real_now,
+                        session,
+                        slot.conn.peer,
+                        PresenceKind::Suspected { missed },
+                    ),
+                    detail.as_deref(),
+                );
+            }
+            Some(Transition::Dead { silent_for }) => {
+                let ceiling = session.interval * self.config.max_missed;
+                let verdict = match phi {
+                    Some(phi) if silent_for < ceiling => {
+                        format!("phi {phi:.2} reached {}", self.config.phi_threshold)
+                    }
+                    _ => format!(
+                        "{} × the {} interval",
+                        self.config.max_missed,
+                        humantime::format_duration(session.interval)
+                    ),
+                };
+                let text = format!(
+                    "no frame for {}: declared dead ({verdict})",
+                    humantime::format_duration(whole_millis(silent_for))
+                );
+                self.retire(index, DropReason::Timeout, None);
+                farewell = Some(Frame::bye(ReasonCode::Timeout, text));
+            }
+            Some(Transition::Recovered) | None => {}
+        }
+        if let Some(next_check) = outcome.next_check {
+            self.wheel.insert(next_check, key);
+        }
+        farewell
+    }
+
+    /// The detector's check of an established session, if it still is one.
+    fn check(&mut self, index: usize, now: Instant) -> Option<CheckOutcome> {
+        match &mut self.slots.get_mut(index)?.state {
+            State::Established(session) => Some(self.detector.check(&mut session.liveness, now)),
+            _ => None,
+        }
     }
 
     /// Returns whether the loop must stop.

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lubdub_core::protocol::ReasonCode;
-use tracing::info;
+use tracing::{debug, info};
 
 /// Why a session was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,8 +115,14 @@ impl Presence {
             PresenceKind::Joined { epoch, interval } => {
                 info!(%name, %peer, session = session_id, epoch, interval_ms = interval.as_millis() as u64, "joined");
             }
+            // The first suspicion is news; each further silent interval of
+            // the counter is detail (a mass silence would log four lines
+            // per session at info).
+            PresenceKind::Suspected { missed } if *missed <= 1 => {
+                info!(%name, %peer, session = session_id, missed, detail, "suspect")
+            }
             PresenceKind::Suspected { missed } => {
-                info!(%name, %peer, session = session_id, missed, "suspect")
+                debug!(%name, %peer, session = session_id, missed, detail, "suspect")
             }
             PresenceKind::Recovered => info!(%name, %peer, session = session_id, "recovered"),
             PresenceKind::Dropped { reason, silent_for } => {
