@@ -46,6 +46,8 @@ pub struct Connection {
     /// pollers: repeating it on each writable edge made a peer that holds
     /// its end open spin the event loop (millions of calls a second).
     write_shut: bool,
+    /// The last frame is queued: the write side is shut once it is out.
+    farewell_written: bool,
 }
 
 impl Connection {
@@ -57,6 +59,7 @@ impl Connection {
             inbox: Vec::new(),
             outbox: Vec::new(),
             write_shut: false,
+            farewell_written: false,
         }
     }
 
@@ -137,6 +140,16 @@ impl Connection {
     /// Whether every accepted byte has been handed to the socket.
     pub fn is_flushed(&self) -> bool {
         self.outbox.is_empty()
+    }
+
+    /// Records that the last frame was queued: nothing else will be sent.
+    pub fn mark_farewell_written(&mut self) {
+        self.farewell_written = true;
+    }
+
+    /// Whether the last frame was queued.
+    pub fn farewell_written(&self) -> bool {
+        self.farewell_written
     }
 
     /// Sends FIN after the bytes already written, once; reading goes on.

@@ -16,6 +16,7 @@
 //! read, one decode, one store of `last_seen` and one write: no lock, no
 //! allocation, no timer operation.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -51,6 +52,12 @@ const SCRATCH_LEN: usize = 64 * 1024;
 /// or BYE): its input is read and discarded meanwhile, so that closing does
 /// not reset the connection and destroy the farewell before the peer reads it.
 const LINGER: Duration = Duration::from_secs(2);
+/// BYEs to sessions declared dead written per turn of the loop. Each costs
+/// a few microseconds of socket calls (on loopback the sender also runs the
+/// receiver's side), so after 10,000 simultaneous verdicts the loop writes a
+/// slice, then reads and judges again: no verdict and no heartbeat waits
+/// more than about one slice (about 2 ms) behind other sessions' farewells.
+const FAREWELLS_PER_TURN: usize = 256;
 /// Longest single wait, so that a stall of the loop (SIGSTOP, VM pause,
 /// starvation) shows as a late wake-up even when traffic ends the wait.
 /// Ten idle wake-ups a second cost nothing measurable.
@@ -205,9 +212,9 @@ pub(crate) struct EventLoop<D: Detector> {
     scratch: Vec<u8>,
     encode_buf: Vec<u8>,
     due: Vec<TimerKey>,
-    /// BYEs of the sessions declared dead in this wake-up, written after
-    /// every verdict is given.
-    farewells: Vec<(usize, u32, Frame)>,
+    /// BYEs of sessions already declared dead, waiting to be written,
+    /// oldest first; see [`FAREWELLS_PER_TURN`].
+    farewells: VecDeque<(usize, u32, Frame)>,
     presence: Presence,
     clock: ListeningClock,
     /// The instant of the current wake-up in listening time: the clock is
@@ -256,7 +263,7 @@ impl<D: Detector> EventLoop<D> {
             scratch: vec![0; SCRATCH_LEN],
             encode_buf: Vec::new(),
             due: Vec::new(),
-            farewells: Vec::new(),
+            farewells: VecDeque::new(),
             presence,
             clock: ListeningClock::new(origin, STALL_TOLERANCE),
             now: origin,
@@ -276,10 +283,14 @@ impl<D: Detector> EventLoop<D> {
             let before = Instant::now();
             // With nothing scheduled there is no one to judge, and so no
             // stall to notice: sleep until something happens.
-            let timeout = self.wheel.next_expiry().map(|at| {
-                at.saturating_duration_since(self.clock.listening(before))
-                    .min(WAIT_CAP)
-            });
+            let timeout = if self.farewells.is_empty() {
+                self.wheel.next_expiry().map(|at| {
+                    at.saturating_duration_since(self.clock.listening(before))
+                        .min(WAIT_CAP)
+                })
+            } else {
+                Some(Duration::ZERO)
+            };
             report_stall(self.clock.sleeping(before, timeout));
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 // After SIGSTOP and SIGCONT epoll_wait fails with EINTR; the
@@ -317,6 +328,7 @@ impl<D: Detector> EventLoop<D> {
             // that passed while this batch was handled is judged after the
             // next poll, once the frames that arrived meanwhile are read.
             self.expire_timers();
+            self.write_farewells(FAREWELLS_PER_TURN);
         }
     }
 
@@ -387,7 +399,9 @@ impl<D: Detector> EventLoop<D> {
                 self.fail(index, &error);
                 return;
             }
-            if matches!(slot.state, State::Closing) && slot.conn.is_flushed() {
+            // Not merely `Closing`: a session declared dead may still wait
+            // for its BYE in the farewell queue, and a FIN now would lose it.
+            if slot.conn.farewell_written() && slot.conn.is_flushed() {
                 slot.conn.shutdown_write();
             }
         }
@@ -888,8 +902,11 @@ impl<D: Detector> EventLoop<D> {
                     slot.conn.send(&encoded, self.config.max_outbound_bytes),
                     Ok(SendOutcome::Sent)
                 );
-                if sent && slot.conn.is_flushed() {
-                    slot.conn.shutdown_write();
+                if sent {
+                    slot.conn.mark_farewell_written();
+                    if slot.conn.is_flushed() {
+                        slot.conn.shutdown_write();
+                    }
                 }
                 sent
             });
@@ -909,7 +926,6 @@ impl<D: Detector> EventLoop<D> {
     fn expire_timers(&mut self) {
         let now = self.now;
         let mut due = std::mem::take(&mut self.due);
-        let mut farewells = std::mem::take(&mut self.farewells);
         self.wheel.expire(now, &mut due);
         for key in due.drain(..) {
             let index = key.index as usize;
@@ -929,7 +945,7 @@ impl<D: Detector> EventLoop<D> {
                 }
                 (TimerKind::Liveness, State::Established(_)) => {
                     if let Some(bye) = self.judge(index, key) {
-                        farewells.push((index, key.generation, bye));
+                        self.farewells.push_back((index, key.generation, bye));
                     }
                 }
                 (TimerKind::Linger, State::Closing) => self.remove(index),
@@ -937,15 +953,22 @@ impl<D: Detector> EventLoop<D> {
                 _ => {}
             }
         }
-        // Every verdict of this wake-up is given (names released, `dropped`
-        // reported) before any BYE is written: the socket calls of a drop
-        // cost several microseconds, and one session's verdict must not wait
-        // behind thousands of others' farewells.
-        for (index, generation, bye) in farewells.drain(..) {
+        self.due = due;
+    }
+
+    /// Writes up to `limit` queued BYEs of sessions already declared dead.
+    ///
+    /// Verdicts are given (names released, `dropped` reported) as soon as
+    /// they are due; their BYEs are queued and written a slice per turn, so
+    /// that one session's verdict never waits behind thousands of others'
+    /// socket calls.
+    fn write_farewells(&mut self, limit: usize) {
+        for _ in 0..limit {
+            let Some((index, generation, bye)) = self.farewells.pop_front() else {
+                return;
+            };
             self.bid_farewell(index, generation, &bye);
         }
-        self.due = due;
-        self.farewells = farewells;
     }
 
     /// Runs the detector's check for a session whose check came due.
@@ -1073,6 +1096,7 @@ impl<D: Detector> EventLoop<D> {
     }
 
     fn shutdown(&mut self) {
+        self.write_farewells(usize::MAX);
         let indices: Vec<usize> = self.slots.iter().map(|(index, _)| index).collect();
         info!(connections = indices.len(), "shutting down");
         let bye = Frame::Bye(lubdub_core::protocol::Bye {
