@@ -62,15 +62,17 @@ pub struct ServerArgs {
     #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
     phi_acceptable_pause: Duration,
     /// Idle time before TCP keepalive probes start, also their spacing, or
-    /// `off`. Catches a client whose host vanished while the connection was
-    /// idle. Default: the --interval.
-    #[arg(long, value_parser = parse_duration_or_off)]
-    tcp_keepalive: Option<DurationOrOff>,
+    /// `off`. The heartbeat already drops a silent client at its deadline;
+    /// set this only to keep idle NAT or firewall state alive, and well
+    /// above the deadline (probes near the deadline were measured to reset
+    /// live sessions before their BYE).
+    #[arg(long, default_value = "off", value_parser = parse_duration_or_off)]
+    tcp_keepalive: DurationOrOff,
     /// TCP_USER_TIMEOUT: how long data the server sent may stay
-    /// unacknowledged before the kernel aborts the connection, or `off`.
-    /// Default: the deadline (--interval × --max-missed).
-    #[arg(long, value_parser = parse_duration_or_off)]
-    tcp_user_timeout: Option<DurationOrOff>,
+    /// unacknowledged before the kernel aborts the connection, or `off`
+    /// (the system's retransmission limit, about 15 minutes).
+    #[arg(long, default_value = "off", value_parser = parse_duration_or_off)]
+    tcp_user_timeout: DurationOrOff,
 }
 
 impl ServerArgs {
@@ -87,12 +89,8 @@ impl ServerArgs {
             phi_threshold: self.phi_threshold,
             phi_min_std_dev: self.phi_min_std_dev,
             phi_acceptable_pause: self.phi_acceptable_pause,
-            tcp_keepalive: self
-                .tcp_keepalive
-                .map_or(Some(self.interval), |setting| setting.0),
-            tcp_user_timeout: self
-                .tcp_user_timeout
-                .map_or(Some(self.interval * self.max_missed), |setting| setting.0),
+            tcp_keepalive: self.tcp_keepalive.0,
+            tcp_user_timeout: self.tcp_user_timeout.0,
             ..ServerConfig::default()
         }
     }

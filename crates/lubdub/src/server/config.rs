@@ -61,12 +61,12 @@ pub struct ServerConfig {
     /// Silence beyond the mean gap tolerated before phi rises (phi policy only).
     pub phi_acceptable_pause: Duration,
     /// Idle time before TCP keepalive probes start, and the time between
-    /// probes; `None` disables keepalive. Catches peers whose host vanished
-    /// while nothing was being sent.
+    /// probes; `None` (the default) disables keepalive. The heartbeat
+    /// already catches a silent peer at its deadline on the server side.
     pub tcp_keepalive: Option<Duration>,
     /// `TCP_USER_TIMEOUT`: how long sent data may stay unacknowledged before
-    /// the kernel aborts the connection; `None` leaves the system default
-    /// (about 15 minutes of retransmissions).
+    /// the kernel aborts the connection; `None` (the default) leaves the
+    /// system's (about 15 minutes of retransmissions).
     pub tcp_user_timeout: Option<Duration>,
 }
 
@@ -85,9 +85,12 @@ impl Default for ServerConfig {
             phi_threshold: PhiConfig::default().threshold,
             phi_min_std_dev: PhiConfig::default().min_std_dev,
             phi_acceptable_pause: PhiConfig::default().acceptable_pause,
-            tcp_keepalive: Some(Duration::from_secs(3)),
-            // The default deadline: 5 × 3 s.
-            tcp_user_timeout: Some(Duration::from_secs(15)),
+            // Off: the heartbeat convicts every silent session at its
+            // deadline anyway, and on Linux keepalive probes were measured to
+            // reset live (hung but acknowledging) sessions just before their
+            // deadline, racing the BYE; see docs/DETECTION.md.
+            tcp_keepalive: None,
+            tcp_user_timeout: None,
         }
     }
 }
