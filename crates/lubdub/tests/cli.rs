@@ -155,6 +155,16 @@ fn every_subcommand_explains_its_flags() {
             &["--server", "--name", "--interval", "--one-way"][..],
         ),
         ("sessions", &["--admin", "--json"][..]),
+        (
+            "simulate",
+            &[
+                "--seed",
+                "--interval",
+                "--acceptable-pause",
+                "--svg",
+                "--json",
+            ][..],
+        ),
     ] {
         let output = lubdub()
             .args([subcommand, "--help"])
