@@ -110,15 +110,30 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {} for the admin API", args.admin))?;
         let handle = server::start(config.clone(), Arc::new(InMemoryRegistry::new()))?;
-        info!(
-            listen = %handle.local_addr(),
-            admin = %admin_listener.local_addr()?,
-            interval = %humantime::format_duration(config.interval),
-            max_missed = config.max_missed,
-            dead_after = %humantime::format_duration(config.interval * config.max_missed),
-            detector = ?config.detector,
-            "lubdub server ready"
-        );
+        let ceiling = humantime::format_duration(config.interval * config.max_missed);
+        match config.detector {
+            DetectorPolicy::Counter => info!(
+                listen = %handle.local_addr(),
+                admin = %admin_listener.local_addr()?,
+                interval = %humantime::format_duration(config.interval),
+                max_missed = config.max_missed,
+                dead_after = %ceiling,
+                detector = %"counter",
+                "lubdub server ready"
+            ),
+            DetectorPolicy::Phi => info!(
+                listen = %handle.local_addr(),
+                admin = %admin_listener.local_addr()?,
+                interval = %humantime::format_duration(config.interval),
+                max_missed = config.max_missed,
+                detector = %"phi",
+                phi_threshold = config.phi_threshold,
+                acceptable_pause_ms = config.phi_acceptable_pause.as_millis() as u64,
+                min_std_dev_ms = config.phi_min_std_dev.as_millis() as u64,
+                dead_at_most_after = %ceiling,
+                "lubdub server ready"
+            ),
+        }
         info!("no credentials configured: names are first come, first served");
         let control = handle.control();
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
