@@ -5,11 +5,17 @@
 //! starved of CPU) or blocked sees, when it runs again, a gap in its clock.
 //! Heartbeats sent by healthy peers meanwhile sit unread in socket buffers.
 //! Mosquitto, stopped for 15 s, drops every such client. The remedy here is
-//! Lifeguard's idea of local health made concrete: the owner reports when
-//! it goes to sleep and for how long it asked to sleep; any wake-up later
-//! than that by more than a tolerance (or any stretch of work longer than
-//! the tolerance) was time in which it could not listen, and is removed
-//! from the *listening clock* that every deadline is judged by.
+//! Lifeguard's idea of local health made concrete: the owner reports, at
+//! each sleep and each wake-up, the monotonic time, its own CPU time (the
+//! thread's) and how long it asked to sleep. Wall time that is explained
+//! neither by the requested sleep nor by CPU the owner used is time in which
+//! it could not run; beyond a tolerance it is a stall, and is removed from
+//! the *listening clock* that every deadline is judged by.
+//!
+//! Busy work is not a stall: a loop that spends 300 ms reading a flood of
+//! frames used 300 ms of CPU, so those 300 ms count as listening time and
+//! sessions are still judged while the server is loaded. Only time the
+//! owner was stopped, paused or waiting for a CPU is left out.
 //!
 //! The listening clock is the monotonic clock minus all stalls so far, so
 //! it stays monotonic, costs O(1) however many sessions there are, and a
@@ -29,9 +35,10 @@ pub struct ListeningClock {
     tolerance: Duration,
     /// Sum of all stalls so far.
     paused: Duration,
-    /// The last instant reported, and how long the owner then meant to wait
-    /// (`None`: it was working, or waiting with no deadline).
+    /// The last instant and CPU time reported, and how long the owner then
+    /// meant to wait (zero: it was working; `None`: waiting with no deadline).
     last: Instant,
+    last_cpu: Duration,
     allowed: Option<Duration>,
 }
 
@@ -45,13 +52,15 @@ pub struct Wake {
 }
 
 impl ListeningClock {
-    /// A clock starting at `now`; gaps up to `tolerance` beyond what was
-    /// expected are ordinary scheduling delay, not stalls.
-    pub fn new(now: Instant, tolerance: Duration) -> Self {
+    /// A clock starting at `now`, when the owner had used `cpu`; gaps up to
+    /// `tolerance` beyond what was expected are ordinary scheduling delay,
+    /// not stalls.
+    pub fn new(now: Instant, cpu: Duration, tolerance: Duration) -> Self {
         Self {
             tolerance,
             paused: Duration::ZERO,
             last: now,
+            last_cpu: cpu,
             allowed: Some(Duration::ZERO),
         }
     }
@@ -73,15 +82,20 @@ impl ListeningClock {
     /// since the last report (work, or a wait that ended without a wake-up
     /// report, such as one interrupted by a signal) is checked for a stall,
     /// which is returned.
-    pub fn sleeping(&mut self, now: Instant, timeout: Option<Duration>) -> Option<Duration> {
-        let stalled = self.absorb(now);
+    pub fn sleeping(
+        &mut self,
+        now: Instant,
+        cpu: Duration,
+        timeout: Option<Duration>,
+    ) -> Option<Duration> {
+        let stalled = self.absorb(now, cpu);
         self.allowed = timeout;
         stalled
     }
 
-    /// The owner woke at `now`.
-    pub fn woke(&mut self, now: Instant) -> Wake {
-        let stalled = self.absorb(now);
+    /// The owner woke at `now`, having used `cpu` so far.
+    pub fn woke(&mut self, now: Instant, cpu: Duration) -> Wake {
+        let stalled = self.absorb(now, cpu);
         self.allowed = Some(Duration::ZERO);
         Wake {
             listening: self.listening(now),
@@ -89,15 +103,17 @@ impl ListeningClock {
         }
     }
 
-    fn absorb(&mut self, now: Instant) -> Option<Duration> {
+    fn absorb(&mut self, now: Instant, cpu: Duration) -> Option<Duration> {
         let gap = now.saturating_duration_since(self.last);
+        let used = cpu.saturating_sub(self.last_cpu);
         self.last = self.last.max(now);
-        let excess = gap.checked_sub(self.allowed?)?;
-        if excess <= self.tolerance {
+        self.last_cpu = self.last_cpu.max(cpu);
+        let unexplained = gap.saturating_sub(used).checked_sub(self.allowed?)?;
+        if unexplained <= self.tolerance {
             return None;
         }
-        self.paused += excess;
-        Some(excess)
+        self.paused += unexplained;
+        Some(unexplained)
     }
 }
 
@@ -106,18 +122,22 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+    const NO_CPU: Duration = Duration::ZERO;
 
     #[test]
     fn punctual_wake_ups_leave_the_clocks_equal() {
         let t0 = Instant::now();
-        let mut clock = ListeningClock::new(t0, 50 * MS);
+        let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
         let mut now = t0;
+        let mut cpu = NO_CPU;
         for _ in 0..100 {
+            // 2 ms of work, all of it on the CPU.
             now += 2 * MS;
-            clock.sleeping(now, Some(100 * MS));
+            cpu += 2 * MS;
+            clock.sleeping(now, cpu, Some(100 * MS));
             // Woken by traffic early, or by the timer up to 50 ms late.
             now += 120 * MS;
-            let wake = clock.woke(now);
+            let wake = clock.woke(now, cpu);
             assert_eq!(
                 wake,
                 Wake {
@@ -131,11 +151,11 @@ mod tests {
     #[test]
     fn a_late_wake_up_is_removed_from_listening_time() {
         let t0 = Instant::now();
-        let mut clock = ListeningClock::new(t0, 50 * MS);
-        clock.sleeping(t0, Some(100 * MS));
+        let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
+        clock.sleeping(t0, NO_CPU, Some(100 * MS));
         // SIGSTOP for 10 s in the middle of the wait.
         let resumed = t0 + 10_100 * MS;
-        let wake = clock.woke(resumed);
+        let wake = clock.woke(resumed, NO_CPU);
         assert_eq!(wake.stalled, Some(10_000 * MS));
         assert_eq!(wake.listening, t0 + 100 * MS);
         // Later instants keep the same offset: the clock stays monotonic.
@@ -143,34 +163,46 @@ mod tests {
     }
 
     #[test]
-    fn a_long_stretch_of_work_counts_as_a_stall() {
+    fn a_long_stretch_of_work_without_cpu_is_a_stall() {
+        // Stopped (or starved of CPU) in the middle of its work.
         let t0 = Instant::now();
-        let mut clock = ListeningClock::new(t0, 50 * MS);
-        clock.woke(t0);
-        let stalled = clock.sleeping(t0 + 3000 * MS, Some(10 * MS));
-        assert_eq!(stalled, Some(3000 * MS));
-        assert_eq!(clock.listening(t0 + 3000 * MS), t0);
+        let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
+        clock.woke(t0, NO_CPU);
+        let stalled = clock.sleeping(t0 + 3000 * MS, 10 * MS, Some(10 * MS));
+        assert_eq!(stalled, Some(2990 * MS));
+        assert_eq!(clock.listening(t0 + 3000 * MS), t0 + 10 * MS);
+    }
+
+    #[test]
+    fn busy_work_is_listening_time() {
+        // 300 ms spent handling a flood of frames is not a stall: sessions
+        // must still be judged while the server is loaded.
+        let t0 = Instant::now();
+        let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
+        clock.woke(t0, NO_CPU);
+        assert_eq!(clock.sleeping(t0 + 300 * MS, 290 * MS, Some(MS)), None);
+        assert_eq!(clock.woke(t0 + 301 * MS, 290 * MS).listening, t0 + 301 * MS);
     }
 
     #[test]
     fn a_wait_interrupted_by_the_stop_is_caught_by_the_next_sleep() {
         // epoll_wait returns EINTR after SIGSTOP/SIGCONT: no wake-up report.
         let t0 = Instant::now();
-        let mut clock = ListeningClock::new(t0, 50 * MS);
-        clock.sleeping(t0, Some(100 * MS));
+        let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
+        clock.sleeping(t0, NO_CPU, Some(100 * MS));
         assert_eq!(
-            clock.sleeping(t0 + 2100 * MS, Some(100 * MS)),
+            clock.sleeping(t0 + 2100 * MS, NO_CPU, Some(100 * MS)),
             Some(2000 * MS)
         );
-        assert_eq!(clock.woke(t0 + 2110 * MS).listening, t0 + 110 * MS);
+        assert_eq!(clock.woke(t0 + 2110 * MS, NO_CPU).listening, t0 + 110 * MS);
     }
 
     #[test]
     fn waits_without_a_deadline_prove_nothing() {
         let t0 = Instant::now();
-        let mut clock = ListeningClock::new(t0, 50 * MS);
-        clock.sleeping(t0, None);
-        let wake = clock.woke(t0 + 60_000 * MS);
+        let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
+        clock.sleeping(t0, NO_CPU, None);
+        let wake = clock.woke(t0 + 60_000 * MS, NO_CPU);
         assert_eq!(wake.stalled, None);
         assert_eq!(wake.listening, t0 + 60_000 * MS);
     }
@@ -178,11 +210,11 @@ mod tests {
     #[test]
     fn stalls_accumulate() {
         let t0 = Instant::now();
-        let mut clock = ListeningClock::new(t0, 50 * MS);
-        clock.sleeping(t0, Some(100 * MS));
-        clock.woke(t0 + 1100 * MS);
-        clock.sleeping(t0 + 1100 * MS, Some(100 * MS));
-        let wake = clock.woke(t0 + 3200 * MS);
+        let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
+        clock.sleeping(t0, NO_CPU, Some(100 * MS));
+        clock.woke(t0 + 1100 * MS, NO_CPU);
+        clock.sleeping(t0 + 1100 * MS, NO_CPU, Some(100 * MS));
+        let wake = clock.woke(t0 + 3200 * MS, NO_CPU);
         assert_eq!(wake.stalled, Some(2000 * MS));
         assert_eq!(clock.paused(), 3000 * MS);
         assert_eq!(wake.listening, t0 + 200 * MS);

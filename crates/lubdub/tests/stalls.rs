@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use common::process::{client, field, start_server, Proc, PATIENCE};
 use common::RawConn;
 use lubdub::client::{Client, ClientConfig, ClientEvent, Status};
-use lubdub::core::protocol::codec::ping_bytes;
+use lubdub::core::protocol::codec::{self, ping_bytes};
+use lubdub::core::protocol::{Frame, DEFAULT_MAX_FRAME_LEN};
 use tokio::runtime::Runtime;
 
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -79,6 +80,54 @@ fn healthy_sessions(runtime: &Runtime, server: SocketAddr, count: usize) -> Arc<
     ended
 }
 
+/// A blocking raw session driven step by step by the test.
+struct Paced {
+    stream: std::net::TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Paced {
+    fn join(server: SocketAddr, name: &str) -> Paced {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(server).expect("connects");
+        stream.set_nodelay(true).expect("nodelay");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        let hello = codec::encode_to_vec(&common::hello(name, 100, true)).expect("encodes");
+        stream.write_all(&hello).expect("HELLO sent");
+        let mut paced = Paced {
+            stream,
+            buffer: Vec::new(),
+        };
+        assert!(matches!(paced.next_frame(), Frame::Welcome(_)));
+        paced
+    }
+
+    /// Sends PING `seq` and waits for its PONG: the server has read it.
+    fn ping(&mut self, seq: u32) {
+        use std::io::Write;
+        self.stream
+            .write_all(&ping_bytes(seq, 0))
+            .expect("PING sent");
+        assert_eq!(self.next_frame(), Frame::Pong { seq });
+    }
+
+    fn next_frame(&mut self) -> Frame {
+        use std::io::Read;
+        loop {
+            if let Some((frame, used)) =
+                codec::decode(&self.buffer, DEFAULT_MAX_FRAME_LEN).expect("valid frames")
+            {
+                self.buffer.drain(..used);
+                return frame;
+            }
+            let mut chunk = [0u8; 512];
+            let n = self.stream.read(&mut chunk).expect("reads");
+            assert!(n > 0, "closed by the server");
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
 /// Waits for a line containing `needle` and returns it with when it arrived.
 fn expect_timed(process: &mut Proc, needle: &str) -> (String, Instant) {
     let line = process.expect_stderr(needle);
@@ -94,13 +143,20 @@ fn a_stopped_server_keeps_its_healthy_sessions_and_still_drops_the_dead() {
     let hung = client(&listen, "hung", &[]);
     let mut killed = client(&listen, "killed", &[]);
     server.expect_stderr("joined name=killed");
+    // A session whose silence spans the stop without anything queued: its
+    // last PING was answered just before the stop and its next comes 300 ms
+    // after the resume. Counting the stop as its silence (1.3 s > 500 ms)
+    // would drop it at the resume; counting listening time (about 300 ms)
+    // keeps it.
+    let mut paced = Paced::join(addr, "paced");
     let before = common::process::sessions(&admin, true);
     let before: Vec<serde_json::Value> = serde_json::from_str(&before).expect("JSON");
-    assert_eq!(before.len(), 202);
+    assert_eq!(before.len(), 203);
 
     // The server is stopped for twice the deadline. Meanwhile one client
     // hangs (its kernel still holds the socket: only silence tells) and one
     // is killed (its kernel closes the socket).
+    paced.ping(1);
     server.signal("-STOP");
     std::thread::sleep(DEADLINE / 2);
     hung.signal("-STOP");
@@ -109,6 +165,8 @@ fn a_stopped_server_keeps_its_healthy_sessions_and_still_drops_the_dead() {
     std::thread::sleep(DEADLINE * 2 - DEADLINE / 2);
     server.signal("-CONT");
     let resumed = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    paced.ping(2);
 
     let (stall, _) = expect_timed(&mut server, "could not run for");
     assert!(
@@ -153,11 +211,18 @@ fn a_stopped_server_keeps_its_healthy_sessions_and_still_drops_the_dead() {
 
     // By now (one deadline after the resume) any wrong verdict on the
     // healthy sessions would have been given: none was.
-    std::thread::sleep(DEADLINE);
+    // (`paced` keeps heartbeating meanwhile.)
+    std::thread::sleep(DEADLINE / 2);
+    paced.ping(3);
+    std::thread::sleep(DEADLINE / 2);
+    paced.ping(4);
     let wrongly_dropped: Vec<&String> = server
         .transcript
         .iter()
-        .filter(|line| line.contains("dropped name=h") && !line.contains("name=hung"))
+        .filter(|line| {
+            (line.contains("dropped name=h") && !line.contains("name=hung"))
+                || line.contains("dropped name=paced")
+        })
         .collect();
     assert!(wrongly_dropped.is_empty(), "{wrongly_dropped:?}");
     assert_eq!(
@@ -173,7 +238,7 @@ fn a_stopped_server_keeps_its_healthy_sessions_and_still_drops_the_dead() {
             .filter(|s| {
                 s["name"]
                     .as_str()
-                    .is_some_and(|n| n.starts_with('h') && n != "hung")
+                    .is_some_and(|n| (n.starts_with('h') && n != "hung") || n == "paced")
             })
             .map(|s| {
                 (
@@ -185,12 +250,13 @@ fn a_stopped_server_keeps_its_healthy_sessions_and_still_drops_the_dead() {
         ids.sort();
         ids
     };
-    assert_eq!(ids(&after).len(), 200);
+    assert_eq!(ids(&after).len(), 201);
     assert_eq!(
         ids(&after),
         ids(&before),
-        "the same 200 sessions, none re-joined"
+        "the same 201 sessions, none re-joined"
     );
+    paced.ping(5);
     hung.signal("-CONT");
 }
 

@@ -62,10 +62,11 @@ const FAREWELLS_PER_TURN: usize = 256;
 /// starvation) shows as a late wake-up even when traffic ends the wait.
 /// Ten idle wake-ups a second cost nothing measurable.
 const WAIT_CAP: Duration = Duration::from_millis(100);
-/// Lateness of a wake-up, or length of one stretch of work, beyond which
-/// the loop counts the time as a stall of its own. Shorter delays are
-/// ordinary scheduling noise, and frames that arrived meanwhile are read
-/// before anyone is judged anyway.
+/// Wall time neither asked for as a wait nor spent on the CPU (the loop was
+/// stopped, paused or runnable without a CPU) beyond which the loop counts
+/// the time as a stall of its own. Shorter delays are ordinary scheduling
+/// noise, and frames that arrived meanwhile are read before anyone is
+/// judged anyway.
 const STALL_TOLERANCE: Duration = Duration::from_millis(100);
 
 /// Requests from other threads (the admin API, signal handlers).
@@ -120,6 +121,15 @@ impl StateChange {
             ),
         }
     }
+}
+
+/// CPU time this thread has used; the listening clock tells busy work (CPU
+/// used) from a stall (wall time passing without it). Zero if the clock
+/// cannot be read, which makes long work count as a stall, the safe side
+/// for healthy sessions.
+fn thread_cpu_time() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map_or(Duration::ZERO, Duration::from)
 }
 
 fn report_stall(stalled: Option<Duration>) {
@@ -265,7 +275,7 @@ impl<D: Detector> EventLoop<D> {
             due: Vec::new(),
             farewells: VecDeque::new(),
             presence,
-            clock: ListeningClock::new(origin, STALL_TOLERANCE),
+            clock: ListeningClock::new(origin, thread_cpu_time(), STALL_TOLERANCE),
             now: origin,
             real_now: origin,
             arrival: origin,
@@ -291,7 +301,7 @@ impl<D: Detector> EventLoop<D> {
             } else {
                 Some(Duration::ZERO)
             };
-            report_stall(self.clock.sleeping(before, timeout));
+            report_stall(self.clock.sleeping(before, thread_cpu_time(), timeout));
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 // After SIGSTOP and SIGCONT epoll_wait fails with EINTR; the
                 // next `sleeping` report catches the stall.
@@ -302,7 +312,7 @@ impl<D: Detector> EventLoop<D> {
                 return Err(error);
             }
             self.real_now = Instant::now();
-            let wake = self.clock.woke(self.real_now);
+            let wake = self.clock.woke(self.real_now, thread_cpu_time());
             self.now = wake.listening;
             report_stall(wake.stalled);
             let mut ready = 0;
