@@ -30,6 +30,19 @@ use super::stats::ArrivalStats;
 use super::{CheckOutcome, Detector, HeartbeatOutcome, Liveness, Transition};
 use crate::client::ping_after;
 
+/// Largest threshold accepted: phi 100 already means a chance of 1 in
+/// 10¹⁰⁰ that the session is merely late, and far beyond it the inversion
+/// leaves the range of `f64`.
+pub const MAX_THRESHOLD: f64 = 100.0;
+/// Largest pause or deviation floor accepted; beyond a day the setting is
+/// a mistake, and bounding it keeps every instant computed from it finite.
+pub const MAX_PHI_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// A heartbeat asks for an earlier check only when the verdict moved earlier
+/// than the pending check by more than this. The verdict may then come this
+/// much after the exact phi instant; in exchange a burst of frames that
+/// tightens the estimate step by step leaves few stale wheel entries behind.
+pub const EARLIER_CHECK_SLACK: Duration = Duration::from_millis(5);
+
 /// Coefficients of Akka's logistic approximation of the normal tail.
 const LINEAR: f64 = 1.5976;
 const CUBIC: f64 = 0.070566;
@@ -68,12 +81,15 @@ impl Default for PhiConfig {
 /// A [`PhiConfig`] value that cannot work.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 pub enum PhiConfigError {
-    /// The threshold is not a positive finite number.
-    #[error("phi threshold must be a positive number, got {0}")]
+    /// The threshold is not a number in (0, [`MAX_THRESHOLD`]].
+    #[error("phi threshold must be a number above 0 and at most 100, got {0}")]
     Threshold(f64),
-    /// The standard deviation floor is zero.
-    #[error("the minimum standard deviation must be positive")]
+    /// The standard deviation floor is zero or above [`MAX_PHI_DURATION`].
+    #[error("the minimum standard deviation must be above 0 and at most one day")]
     MinStdDev,
+    /// The acceptable pause is above [`MAX_PHI_DURATION`].
+    #[error("the acceptable pause must be at most one day")]
+    AcceptablePause,
     /// `max_missed` is zero.
     #[error("max-missed must be positive")]
     MaxMissed,
@@ -107,8 +123,17 @@ pub struct PhiState {
 /// neither underflows to infinity for long silences nor loses precision
 /// for short ones.
 pub fn phi(elapsed: Duration, mean: Duration, std_dev: Duration) -> f64 {
-    let std_dev = std_dev.as_secs_f64().max(f64::MIN_POSITIVE);
-    let y = (elapsed.as_secs_f64() - mean.as_secs_f64()) / std_dev;
+    phi_of_secs(
+        elapsed.as_secs_f64(),
+        mean.as_secs_f64(),
+        std_dev.as_secs_f64(),
+    )
+}
+
+/// [`phi`] on seconds, so that no value has to round-trip through `Duration`.
+fn phi_of_secs(elapsed: f64, mean: f64, std_dev: f64) -> f64 {
+    let std_dev = std_dev.max(f64::MIN_POSITIVE);
+    let y = (elapsed - mean) / std_dev;
     let w = y * (LINEAR + CUBIC * y * y);
     let softplus = if w > 0.0 {
         w + (-w).exp().ln_1p()
@@ -122,7 +147,8 @@ pub fn phi(elapsed: Duration, mean: Duration, std_dev: Duration) -> f64 {
 /// `level`: the real root of `0.070566 y³ + 1.5976 y = ln(10^level − 1)`,
 /// by Cardano's formula (the cubic is increasing, so the root is unique).
 pub fn sigmas_for_phi(level: f64) -> f64 {
-    let w = (level * std::f64::consts::LN_10).exp_m1().ln();
+    // ln(10^L − 1) = L·ln 10 + ln(1 − 10^−L): no overflow for large L.
+    let w = level * std::f64::consts::LN_10 + (-(10f64.powf(-level))).ln_1p();
     let p = LINEAR / CUBIC;
     let q = -w / CUBIC;
     let root = (q * q / 4.0 + p * p * p / 27.0).sqrt();
@@ -135,19 +161,27 @@ impl PhiDetector {
     /// # Errors
     /// [`PhiConfigError`] when a value cannot work.
     pub fn new(config: PhiConfig) -> Result<Self, PhiConfigError> {
-        if !(config.threshold.is_finite() && config.threshold > 0.0) {
+        if !(config.threshold > 0.0 && config.threshold <= MAX_THRESHOLD) {
             return Err(PhiConfigError::Threshold(config.threshold));
         }
-        if config.min_std_dev.is_zero() {
+        if config.min_std_dev.is_zero() || config.min_std_dev > MAX_PHI_DURATION {
             return Err(PhiConfigError::MinStdDev);
+        }
+        if config.acceptable_pause > MAX_PHI_DURATION {
+            return Err(PhiConfigError::AcceptablePause);
         }
         if config.max_missed == 0 {
             return Err(PhiConfigError::MaxMissed);
         }
+        let dead_y = sigmas_for_phi(config.threshold);
+        let suspect_y = sigmas_for_phi(config.threshold / 2.0);
+        if !(dead_y.is_finite() && suspect_y.is_finite()) {
+            return Err(PhiConfigError::Threshold(config.threshold));
+        }
         Ok(Self {
             config,
-            dead_y: sigmas_for_phi(config.threshold),
-            suspect_y: sigmas_for_phi(config.threshold / 2.0),
+            dead_y,
+            suspect_y,
         })
     }
 
@@ -219,7 +253,7 @@ impl Detector for PhiDetector {
     }
 
     fn heartbeat(&self, state: &mut PhiState, now: Instant) -> HeartbeatOutcome {
-        // Frames read in the same wake-up are one arrival, not gaps of zero.
+        // Frames dated by the same read are one arrival, not gaps of zero.
         if now > state.last_seen {
             state.stats.record(now - state.last_seen);
             state.last_seen = now;
@@ -228,7 +262,7 @@ impl Detector for PhiDetector {
         // A tighter estimate can bring the next check forward; the pending
         // one, now later than needed, is recognised as stale when it fires.
         let next = self.next_check(state);
-        let earlier_check = (next < state.scheduled).then(|| {
+        let earlier_check = (next + EARLIER_CHECK_SLACK < state.scheduled).then(|| {
             state.scheduled = next;
             next
         });
@@ -286,10 +320,10 @@ impl Detector for PhiDetector {
 
     fn phi(&self, state: &PhiState, now: Instant) -> Option<f64> {
         let (mean, std_dev) = self.model(state);
-        Some(phi(
-            now.saturating_duration_since(state.last_seen),
-            Duration::from_secs_f64(mean),
-            Duration::from_secs_f64(std_dev),
+        Some(phi_of_secs(
+            now.saturating_duration_since(state.last_seen).as_secs_f64(),
+            mean,
+            std_dev,
         ))
     }
 
@@ -486,36 +520,100 @@ mod tests {
         assert_eq!(detector.liveness(&state, first + MS), Liveness::Alive);
     }
 
+    /// Drives the detector the way the event loop does, with a heap for a
+    /// wheel: heartbeats at `arrivals`, checks in time order, earlier checks
+    /// inserted as asked. Returns (earlier checks asked, stale checks seen,
+    /// largest number of pending entries, instant of the Dead verdict).
+    fn drive(
+        detector: &PhiDetector,
+        t0: Instant,
+        arrivals: &[Instant],
+    ) -> (u32, u32, usize, Instant) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let (mut state, first) = detector.start(t0, 1000 * MS);
+        let mut wheel = BinaryHeap::from([Reverse(first)]);
+        let (mut asked, mut stale, mut largest) = (0, 0, 1);
+        let mut process_until =
+            |state: &mut PhiState, wheel: &mut BinaryHeap<Reverse<Instant>>, until: Instant| {
+                while let Some(&Reverse(due)) = wheel.peek() {
+                    if due > until {
+                        return None;
+                    }
+                    wheel.pop();
+                    let outcome = detector.check(state, due);
+                    match outcome {
+                        CheckOutcome {
+                            transition: Some(Transition::Dead { .. }),
+                            ..
+                        } => return Some(due),
+                        CheckOutcome {
+                            transition: None,
+                            next_check: None,
+                        } => stale += 1,
+                        CheckOutcome {
+                            next_check: Some(next),
+                            ..
+                        } => wheel.push(Reverse(next)),
+                        CheckOutcome {
+                            next_check: None, ..
+                        } => unreachable!("only Dead ends the checks"),
+                    }
+                    // Exactly one live entry: the one the detector expects.
+                    assert!(wheel.iter().any(|&Reverse(at)| at == state.scheduled));
+                }
+                None
+            };
+        for &arrival in arrivals {
+            assert_eq!(
+                process_until(&mut state, &mut wheel, arrival),
+                None,
+                "died while heartbeating"
+            );
+            if let Some(at) = detector.heartbeat(&mut state, arrival).earlier_check {
+                asked += 1;
+                wheel.push(Reverse(at));
+            }
+            assert!(wheel.iter().any(|&Reverse(at)| at == state.scheduled));
+            largest = largest.max(wheel.len());
+        }
+        let dead = process_until(&mut state, &mut wheel, t0 + Duration::from_secs(100_000))
+            .expect("a silent session dies");
+        (asked, stale, largest, dead)
+    }
+
     #[test]
     fn a_tighter_estimate_brings_the_check_forward_and_the_old_one_goes_stale() {
-        let detector = detector(Duration::ZERO);
-        // Gaps of 3 s (within the 5 s ceiling) teach a mean of 3 s.
-        let (mut state, mut now) = trained(&detector, 1000 * MS, 3000 * MS, 200);
-        let pending = detector.check(&mut state, now).next_check.expect("alive");
-        // Then a burst of frames every 10 ms: the mean falls faster than
-        // time passes, so the verdict must come before the pending check.
-        let mut asked = None;
-        for _ in 0..1000 {
-            now += 10 * MS;
-            if let Some(at) = detector.heartbeat(&mut state, now).earlier_check {
-                assert!(at < pending);
-                assert_eq!(at, detector.suspect_at(&state));
-                asked = Some(at);
+        // Idle gaps of 0.8 to 2.3 s, each followed by a burst of frames 1 to
+        // 15 ms apart (a chatty client): bursts pull the mean down faster
+        // than time passes, so verdicts move earlier than pending checks.
+        let detector = PhiDetector::new(PhiConfig::default()).expect("valid");
+        let t0 = Instant::now();
+        let mut arrivals = Vec::new();
+        let mut now = t0;
+        for round in 0..300u32 {
+            now += Duration::from_millis(800 + u64::from(round % 7) * 250);
+            arrivals.push(now);
+            for i in 0..(1 + round % 15) {
+                now += Duration::from_millis(1 + u64::from(i % 15));
+                arrivals.push(now);
             }
         }
-        let asked = asked.expect("an earlier check must be requested");
-        // The superseded entry at `pending` fires after the new one was
-        // scheduled and is ignored rather than scheduling a duplicate.
-        if pending < state.scheduled {
-            assert_eq!(
-                detector.check(&mut state, pending),
-                CheckOutcome {
-                    transition: None,
-                    next_check: None
-                }
-            );
+        let (asked, stale, largest, dead) = drive(&detector, t0, &arrivals);
+        assert!(asked > 0, "an earlier check must be requested");
+        assert_eq!(
+            stale, asked,
+            "each superseded check fires once and is ignored"
+        );
+        assert!(largest <= 16, "{largest} entries pending for one session");
+        // Dead at its phi deadline after the last frame (within the slack),
+        // not at a stale entry's time.
+        let (mut state, _) = detector.start(t0, 1000 * MS);
+        for &arrival in &arrivals {
+            detector.heartbeat(&mut state, arrival);
         }
-        assert!(asked <= state.scheduled);
+        let exact = detector.dead_at(&state);
+        assert!(dead >= exact && dead <= exact + EARLIER_CHECK_SLACK);
     }
 
     #[test]
@@ -537,6 +635,36 @@ mod tests {
                     Err(PhiConfigError::Threshold(_))
                 ),
                 "threshold {threshold}"
+            );
+        }
+        // Above 308 the direct formula overflowed to NaN and every session
+        // died at once; now the threshold is refused past 100 and the
+        // inversion stays finite well beyond.
+        for threshold in [100.5, 308.0, 700.0, 1e300] {
+            assert!(PhiDetector::new(PhiConfig { threshold, ..base }).is_err());
+        }
+        assert!(sigmas_for_phi(700.0).is_finite());
+        assert!(PhiDetector::new(PhiConfig {
+            threshold: 100.0,
+            ..base
+        })
+        .is_ok());
+        for huge in [Duration::from_secs(86_401), Duration::MAX] {
+            assert_eq!(
+                PhiDetector::new(PhiConfig {
+                    acceptable_pause: huge,
+                    ..base
+                })
+                .err(),
+                Some(PhiConfigError::AcceptablePause)
+            );
+            assert_eq!(
+                PhiDetector::new(PhiConfig {
+                    min_std_dev: huge,
+                    ..base
+                })
+                .err(),
+                Some(PhiConfigError::MinStdDev)
             );
         }
         assert_eq!(
