@@ -17,8 +17,9 @@ use socket2::{SockRef, TcpKeepalive};
 /// peer (unless `TCP_USER_TIMEOUT` decides first).
 const KEEPALIVE_PROBES: u32 = 3;
 
-/// Sets keepalive (idle time and probe spacing `keepalive`) and
-/// `TCP_USER_TIMEOUT`; `None` leaves the respective system default.
+/// Sets keepalive (idle time and probe spacing `keepalive`, in whole
+/// seconds, at least 1) and `TCP_USER_TIMEOUT`; `None` leaves the
+/// respective system default. Each option is set even if the other fails.
 ///
 /// # Errors
 /// The first `setsockopt` that failed.
@@ -27,17 +28,16 @@ pub fn apply(
     keepalive: Option<Duration>,
     user_timeout: Option<Duration>,
 ) -> io::Result<()> {
-    if let Some(idle) = keepalive {
+    let keepalive_result = keepalive.map_or(Ok(()), |idle| {
         // The kernel counts keepalive time in whole seconds and refuses 0.
         let idle = idle.max(Duration::from_secs(1));
         let params = TcpKeepalive::new()
             .with_time(idle)
             .with_interval(idle)
             .with_retries(KEEPALIVE_PROBES);
-        socket.set_tcp_keepalive(&params)?;
-    }
-    if let Some(timeout) = user_timeout {
-        socket.set_tcp_user_timeout(Some(timeout))?;
-    }
-    Ok(())
+        socket.set_tcp_keepalive(&params)
+    });
+    let user_timeout_result =
+        user_timeout.map_or(Ok(()), |timeout| socket.set_tcp_user_timeout(Some(timeout)));
+    keepalive_result.and(user_timeout_result)
 }
