@@ -57,8 +57,8 @@ const LINGER: Duration = Duration::from_secs(2);
 /// a few microseconds of socket calls (on loopback the sender also runs the
 /// receiver's side), so after 10,000 simultaneous verdicts the loop writes a
 /// slice, then reads and judges again: no verdict and no heartbeat waits
-/// more than about one slice (about 2 ms) behind other sessions' farewells.
-const FAREWELLS_PER_TURN: usize = 256;
+/// more than about one slice (about 0.4 ms) behind other sessions' farewells.
+const FAREWELLS_PER_TURN: usize = 64;
 /// Longest single wait, so that a stall of the loop (SIGSTOP, VM pause,
 /// starvation) shows as a late wake-up even when traffic ends the wait.
 /// Ten idle wake-ups a second cost nothing measurable.
