@@ -301,3 +301,58 @@ fn a_client_declares_a_stopped_server_dead_at_its_deadline() {
         client.close().await;
     });
 }
+
+/// A loaded server is not a stalled one: the listening clock leaves out only
+/// time the loop could not run, not time it spent working, so sessions are
+/// still judged while one client floods it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_server_still_drops_a_silent_session_at_its_deadline() {
+    use lubdub::core::protocol::Message;
+    use lubdub::server::{DropReason, PresenceKind};
+    let mut server = common::TestServer::start(common::fast_config()).await;
+    // Receivers that read everything, so that the flood costs the server
+    // its sends rather than ending as slow consumers.
+    for i in 0..50 {
+        let (mut conn, _, _) = RawConn::join(server.addr, &format!("r{i}"), 100, false).await;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(INTERVAL * 4 / 5);
+            let mut seq = 0;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {
+                        seq += 1;
+                        conn.send_bytes(&ping_bytes(seq, 0)).await;
+                    }
+                    frame = conn.next_frame() => if frame.is_none() { return },
+                }
+            }
+        });
+    }
+    let (mut flooder, _, _) = RawConn::join(server.addr, "flooder", 100, false).await;
+    let broadcast = codec::encode_to_vec(&Frame::Msg(Message {
+        from: String::new(),
+        to: String::new(),
+        body: vec![b'x'; 1000],
+    }))
+    .expect("encodes");
+    let batch: Vec<u8> = broadcast.repeat(64);
+    let flood = tokio::spawn(async move {
+        loop {
+            flooder.send_bytes(&batch).await;
+        }
+    });
+    let (_hung, _, joined) = RawConn::join(server.addr, "hung", 100, true).await;
+    let dropped = server.expect("hung", "dropped").await;
+    flood.abort();
+    let PresenceKind::Dropped { reason, silent_for } = dropped.kind else {
+        panic!("{dropped:?}");
+    };
+    assert_eq!(reason, DropReason::Timeout);
+    let after = dropped.at - joined;
+    // Generous: the flood loads both cores. Counting the busy loop's work as
+    // a stall kept the session alive indefinitely.
+    assert!(
+        silent_for >= DEADLINE && after < DEADLINE * 4,
+        "dropped {after:?} after joining, silent for {silent_for:?}"
+    );
+}
