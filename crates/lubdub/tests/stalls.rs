@@ -302,9 +302,11 @@ fn a_client_declares_a_stopped_server_dead_at_its_deadline() {
     });
 }
 
-/// A loaded server is not a stalled one: the listening clock leaves out only
-/// time the loop could not run, not time it spent working, so sessions are
-/// still judged while one client floods it.
+/// A loaded server still judges: one client flooding it with messages must
+/// neither keep the loop reading its socket for ever (a fast enough sender
+/// did, until reads were capped per turn; this test fails without the cap)
+/// nor make the listening clock count the loop's busy work as a stall (that
+/// half is pinned down by `stall.rs`'s unit tests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_server_still_drops_a_silent_session_at_its_deadline() {
     use lubdub::core::protocol::Message;
@@ -329,17 +331,21 @@ async fn a_busy_server_still_drops_a_silent_session_at_its_deadline() {
         });
     }
     let (mut flooder, _, _) = RawConn::join(server.addr, "flooder", 100, false).await;
-    let broadcast = codec::encode_to_vec(&Frame::Msg(Message {
-        from: String::new(),
-        to: String::new(),
-        body: vec![b'x'; 1000],
-    }))
-    .expect("encodes");
-    let batch: Vec<u8> = broadcast.repeat(64);
+    // Direct messages, round robin over the receivers: the silent session
+    // receives nothing, so only its silence can end it.
+    let batch: Vec<u8> = (0..50)
+        .flat_map(|i| {
+            codec::encode_to_vec(&Frame::Msg(Message {
+                from: String::new(),
+                to: format!("r{i}"),
+                body: vec![b'x'; 1000],
+            }))
+            .expect("encodes")
+        })
+        .collect();
     let flood = tokio::spawn(async move {
-        loop {
-            flooder.send_bytes(&batch).await;
-        }
+        use tokio::io::AsyncWriteExt;
+        while flooder.stream.write_all(&batch).await.is_ok() {}
     });
     let (_hung, _, joined) = RawConn::join(server.addr, "hung", 100, true).await;
     let dropped = server.expect("hung", "dropped").await;

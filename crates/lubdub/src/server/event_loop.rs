@@ -59,6 +59,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// slice, then reads and judges again: no verdict and no heartbeat waits
 /// more than about one slice (about 0.4 ms) behind other sessions' farewells.
 const FAREWELLS_PER_TURN: usize = 64;
+/// Full 64 KiB reads from one socket per turn of the loop; a peer sending
+/// faster than that waits for the next turn instead of monopolising it.
+const MAX_FULL_READS_PER_TURN: u32 = 4;
 /// Longest single wait, so that a stall of the loop (SIGSTOP, VM pause,
 /// starvation) shows as a late wake-up even when traffic ends the wait.
 /// Ten idle wake-ups a second cost nothing measurable.
@@ -223,6 +226,9 @@ pub(crate) struct EventLoop<D: Detector> {
     scratch: Vec<u8>,
     encode_buf: Vec<u8>,
     due: Vec<TimerKey>,
+    /// Sockets whose reading was cut short by [`MAX_FULL_READS_PER_TURN`]:
+    /// slab index, generation, and whether to read to the end of stream.
+    unfinished_reads: Vec<(usize, u32, bool)>,
     /// BYEs of sessions already declared dead, waiting to be written,
     /// oldest first; see [`FAREWELLS_PER_TURN`].
     farewells: VecDeque<(usize, u32, Frame)>,
@@ -274,6 +280,7 @@ impl<D: Detector> EventLoop<D> {
             scratch: vec![0; SCRATCH_LEN],
             encode_buf: Vec::new(),
             due: Vec::new(),
+            unfinished_reads: Vec::new(),
             farewells: VecDeque::new(),
             presence,
             clock: ListeningClock::new(origin, thread_cpu_time(), STALL_TOLERANCE),
@@ -294,7 +301,7 @@ impl<D: Detector> EventLoop<D> {
             let before = Instant::now();
             // With nothing scheduled there is no one to judge, and so no
             // stall to notice: sleep until something happens.
-            let timeout = if self.farewells.is_empty() {
+            let timeout = if self.farewells.is_empty() && self.unfinished_reads.is_empty() {
                 self.wheel.next_expiry().map(|at| {
                     at.saturating_duration_since(self.clock.listening(before))
                         .min(WAIT_CAP)
@@ -334,7 +341,13 @@ impl<D: Detector> EventLoop<D> {
             // poll reported was read; when the batch was full, others may
             // hold unread frames, and a session about to be declared dead
             // is read first (see `judge`).
-            self.backlog = ready == EVENTS_CAPACITY;
+            // Sockets cut short last turn are read after this turn's events.
+            for (index, generation, until_eof) in std::mem::take(&mut self.unfinished_reads) {
+                if self.slots.get(index).map(|slot| slot.generation) == Some(generation) {
+                    self.read(index, until_eof);
+                }
+            }
+            self.backlog = ready == EVENTS_CAPACITY || !self.unfinished_reads.is_empty();
             // Judge with the instant taken right after the poll: a deadline
             // that passed while this batch was handled is judged after the
             // next poll, once the frames that arrived meanwhile are read.
@@ -426,7 +439,9 @@ impl<D: Detector> EventLoop<D> {
 
     fn read(&mut self, index: usize, until_eof: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut full_reads = 0;
         while let Some(slot) = self.slots.get_mut(index) {
+            let generation = slot.generation;
             match slot.conn.read_into(&mut scratch) {
                 Ok(ReadOutcome::Data(n)) => {
                     self.arrival = self.clock.listening(Instant::now());
@@ -434,6 +449,15 @@ impl<D: Detector> EventLoop<D> {
                     // A short read drained the socket; with edge-triggered
                     // readiness, later bytes raise a new event.
                     if !open || (n < scratch.len() && !until_eof) {
+                        break;
+                    }
+                    full_reads += 1;
+                    if full_reads == MAX_FULL_READS_PER_TURN {
+                        // A peer that sends as fast as we read would keep
+                        // the loop here for ever; its socket is read again
+                        // next turn (no new edge will announce it), after
+                        // everyone else's and after the verdicts.
+                        self.unfinished_reads.push((index, generation, until_eof));
                         break;
                     }
                 }
