@@ -336,17 +336,17 @@ impl<D: Detector> EventLoop<D> {
                     token => self.connection_ready(token.0 - FIRST_CONNECTION, event),
                 }
             }
-            // Judge after every batch, so that a flood of readiness never
-            // delays a verdict by more than one batch. Every socket this
-            // poll reported was read; when the batch was full, others may
-            // hold unread frames, and a session about to be declared dead
-            // is read first (see `judge`).
             // Sockets cut short last turn are read after this turn's events.
             for (index, generation, until_eof) in std::mem::take(&mut self.unfinished_reads) {
                 if self.slots.get(index).map(|slot| slot.generation) == Some(generation) {
                     self.read(index, until_eof);
                 }
             }
+            // Judge after every batch, so that a flood of readiness never
+            // delays a verdict by more than one batch. Every socket this
+            // poll reported was read; when the batch was full (or a socket
+            // still holds unread bytes), others may hold unread frames, and
+            // a session about to be declared dead is read first (see `judge`).
             self.backlog = ready == EVENTS_CAPACITY || !self.unfinished_reads.is_empty();
             // Judge with the instant taken right after the poll: a deadline
             // that passed while this batch was handled is judged after the
