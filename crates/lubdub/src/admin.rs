@@ -1,5 +1,5 @@
-//! Admin HTTP API on its own port: `GET /sessions` (JSON listing) and
-//! `GET /healthz`. Served by axum on tokio; it asks the event loop for its
+//! Admin HTTP API on its own port: `GET /sessions` (JSON listing),
+//! `GET /metrics` (Prometheus text format) and `GET /healthz`. Served by axum on tokio; it asks the event loop for its
 //! data through [`ServerControl`], so it never touches session state itself.
 
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use crate::server::ServerControl;
 pub fn router(control: ServerControl) -> Router {
     Router::new()
         .route("/sessions", get(sessions))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(control)
 }
@@ -26,6 +27,20 @@ async fn sessions(State(control): State<ServerControl>) -> Response {
             listing.sort_by(|a, b| a.name.cmp(&b.name));
             Json(listing).into_response()
         }
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
+    }
+}
+
+async fn metrics(State(control): State<ServerControl>) -> Response {
+    match control.state_counts().await {
+        Ok(counts) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            control.metrics().encode(counts),
+        )
+            .into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     }
 }

@@ -129,6 +129,10 @@ impl Detector for CounterDetector {
         state.last_seen
     }
 
+    fn dead_at(&self, state: &CounterState) -> Instant {
+        state.last_seen + self.deadline_after(state)
+    }
+
     fn mean_interarrival(&self, state: &CounterState) -> Duration {
         state.stats.mean()
     }

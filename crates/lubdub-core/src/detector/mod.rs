@@ -102,6 +102,10 @@ pub trait Detector {
     /// When the last frame arrived.
     fn last_seen(&self, state: &Self::State) -> Instant;
 
+    /// The instant at which the session is dead if nothing arrives: the
+    /// due time a `Dead` verdict is measured against.
+    fn dead_at(&self, state: &Self::State) -> Instant;
+
     /// Mean gap between arrivals, as the admin API shows it.
     fn mean_interarrival(&self, state: &Self::State) -> Duration;
 

@@ -214,10 +214,6 @@ impl PhiDetector {
         Duration::try_from_secs_f64(secs).map_or(ceiling, |silence| silence.min(ceiling))
     }
 
-    fn dead_at(&self, state: &PhiState) -> Instant {
-        state.last_seen + self.silence_until(state, self.dead_y)
-    }
-
     fn suspect_at(&self, state: &PhiState) -> Instant {
         state.last_seen + self.silence_until(state, self.suspect_y)
     }
@@ -325,6 +321,10 @@ impl Detector for PhiDetector {
             mean,
             std_dev,
         ))
+    }
+
+    fn dead_at(&self, state: &PhiState) -> Instant {
+        state.last_seen + self.silence_until(state, self.dead_y)
     }
 
     fn mean_interarrival(&self, state: &PhiState) -> Duration {

@@ -38,6 +38,7 @@ use tracing::{debug, info, warn};
 
 use super::config::ServerConfig;
 use super::connection::{Connection, ReadOutcome, SendOutcome};
+use super::metrics::{ServerMetrics, StateCounts};
 use super::presence::{DropReason, Presence, PresenceEvent, PresenceKind};
 use super::registry::{Claim, NodeId, Registry};
 use super::snapshot::{SessionInfo, SessionState};
@@ -78,6 +79,8 @@ const STALL_TOLERANCE: Duration = Duration::from_millis(100);
 pub(crate) enum Command {
     /// Reply with a listing of every established session.
     Sessions(tokio::sync::oneshot::Sender<Vec<SessionInfo>>),
+    /// Reply with how many connections are in each state.
+    Counts(tokio::sync::oneshot::Sender<StateCounts>),
     /// Send every session BYE `shutdown`, close everything and stop.
     Shutdown,
 }
@@ -233,6 +236,7 @@ pub(crate) struct EventLoop<D: Detector> {
     /// oldest first; see [`FAREWELLS_PER_TURN`].
     farewells: VecDeque<(usize, u32, Frame)>,
     presence: Presence,
+    metrics: ServerMetrics,
     clock: ListeningClock,
     /// The instant of the current wake-up in listening time: the clock is
     /// read once, right after each poll, and every decision of that wake-up
@@ -263,6 +267,7 @@ impl<D: Detector> EventLoop<D> {
         node: NodeId,
         origin: Instant,
         presence: Presence,
+        metrics: ServerMetrics,
     ) -> Self {
         Self {
             poll,
@@ -283,6 +288,7 @@ impl<D: Detector> EventLoop<D> {
             unfinished_reads: Vec::new(),
             farewells: VecDeque::new(),
             presence,
+            metrics,
             clock: ListeningClock::new(origin, thread_cpu_time(), STALL_TOLERANCE),
             now: origin,
             real_now: origin,
@@ -547,6 +553,7 @@ impl<D: Detector> EventLoop<D> {
                 let silence =
                     now.saturating_duration_since(self.detector.last_seen(&session.liveness));
                 let outcome = self.detector.heartbeat(&mut session.liveness, now);
+                self.metrics.heartbeat();
                 if let Some(earlier) = outcome.earlier_check {
                     self.wheel.insert(
                         earlier,
@@ -579,6 +586,8 @@ impl<D: Detector> EventLoop<D> {
                 };
                 if rtt_us != 0 {
                     session.rtt_us = rtt_us;
+                    self.metrics
+                        .round_trip(Duration::from_micros(u64::from(rtt_us)));
                 }
                 if session.acks_wanted {
                     return self.send(index, &pong_bytes(seq));
@@ -895,6 +904,7 @@ impl<D: Detector> EventLoop<D> {
                     .clock
                     .listening(real)
                     .saturating_duration_since(self.detector.last_seen(&session.liveness));
+                self.metrics.dropped(reason);
                 let dropped = PresenceKind::Dropped { reason, silent_for };
                 self.presence.report(
                     session_event(real, &session, peer, dropped),
@@ -1054,7 +1064,13 @@ impl<D: Detector> EventLoop<D> {
                     "no frame for {}: declared dead ({verdict})",
                     humantime::format_duration(whole_millis(silent_for))
                 );
+                let due = self.detector.dead_at(&session.liveness);
                 self.retire(index, DropReason::Timeout, None);
+                self.metrics.detection_delay(
+                    self.clock
+                        .listening(Instant::now())
+                        .saturating_duration_since(due),
+                );
                 farewell = Some(Frame::bye(ReasonCode::Timeout, text));
             }
             Some(Transition::Recovered) | None => {}
@@ -1081,6 +1097,9 @@ impl<D: Detector> EventLoop<D> {
                     // The requester may have given up; nothing to do then.
                     let _ = reply.send(self.snapshot());
                 }
+                Command::Counts(reply) => {
+                    let _ = reply.send(self.state_counts());
+                }
                 Command::Shutdown => {
                     self.shutdown();
                     return true;
@@ -1088,6 +1107,24 @@ impl<D: Detector> EventLoop<D> {
             }
         }
         false
+    }
+
+    fn state_counts(&self) -> StateCounts {
+        let mut counts = StateCounts::default();
+        for (_, slot) in &self.slots {
+            match &slot.state {
+                State::AwaitingHello => counts.handshaking += 1,
+                State::Closing => counts.closing += 1,
+                State::Established(session) => {
+                    match self.detector.liveness(&session.liveness, self.now) {
+                        Liveness::Alive => counts.alive += 1,
+                        // Dead but not judged yet counts as suspect, as in `/sessions`.
+                        Liveness::Suspect { .. } | Liveness::Dead => counts.suspect += 1,
+                    }
+                }
+            }
+        }
+        counts
     }
 
     fn snapshot(&self) -> Vec<SessionInfo> {

@@ -9,6 +9,7 @@
 pub mod config;
 mod connection;
 mod event_loop;
+pub mod metrics;
 pub mod presence;
 pub mod registry;
 pub mod snapshot;
@@ -24,6 +25,7 @@ use mio::{Interest, Poll, Waker};
 use socket2::{Domain, Socket, Type};
 
 pub use config::{ConfigError, DetectorPolicy, ServerConfig};
+pub use metrics::{ServerMetrics, StateCounts};
 pub use presence::{DropReason, PresenceEvent, PresenceKind, PresenceSink};
 pub use registry::{InMemoryRegistry, Registry};
 pub use snapshot::{SessionInfo, SessionState};
@@ -64,6 +66,7 @@ pub struct ServerStopped;
 pub struct ServerControl {
     commands: mpsc::Sender<Command>,
     waker: Arc<Waker>,
+    metrics: ServerMetrics,
 }
 
 impl ServerControl {
@@ -80,6 +83,21 @@ impl ServerControl {
         let (reply, listing) = tokio::sync::oneshot::channel();
         self.command(Command::Sessions(reply))?;
         listing.await.map_err(|_| ServerStopped)
+    }
+
+    /// How many connections are in each state now.
+    ///
+    /// # Errors
+    /// [`ServerStopped`] when the loop is gone.
+    pub async fn state_counts(&self) -> Result<StateCounts, ServerStopped> {
+        let (reply, counts) = tokio::sync::oneshot::channel();
+        self.command(Command::Counts(reply))?;
+        counts.await.map_err(|_| ServerStopped)
+    }
+
+    /// The server's metrics (shared counters; see [`ServerMetrics::encode`]).
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.metrics
     }
 
     /// Asks the loop to send every session BYE `shutdown`, close all
@@ -175,7 +193,9 @@ pub fn start_with_events(
         commands: command_receiver,
         node,
         presence: presence::Presence::new(events),
+        metrics: ServerMetrics::new(),
     };
+    let metrics = parts.metrics.clone();
     // One loop type per policy: the detector's per-session state is stored
     // inline in each session, so the policy is a type parameter, not a
     // trait object.
@@ -194,7 +214,11 @@ pub fn start_with_events(
     .map_err(StartError::Poll)?;
     Ok(ServerHandle {
         local_addr,
-        control: ServerControl { commands, waker },
+        control: ServerControl {
+            commands,
+            waker,
+            metrics,
+        },
         thread,
     })
 }
@@ -207,6 +231,7 @@ struct LoopParts {
     commands: mpsc::Receiver<Command>,
     node: NodeId,
     presence: presence::Presence,
+    metrics: ServerMetrics,
 }
 
 fn spawn_loop<D>(
@@ -228,6 +253,7 @@ where
         parts.node,
         Instant::now(),
         parts.presence,
+        parts.metrics,
     );
     std::thread::Builder::new()
         .name("lubdub-server".into())

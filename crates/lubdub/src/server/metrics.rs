@@ -1,0 +1,151 @@
+//! Server metrics in the Prometheus text format, served at `GET /metrics`.
+//!
+//! Counters and histograms are `prometheus-client` atomics shared between
+//! the event loop (which records) and the admin API (which encodes), so a
+//! scrape never stops the loop; only the sessions-by-state gauge is counted
+//! by the loop on request, because it is a property of every session at
+//! one instant.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::presence::DropReason;
+
+/// Label of the drops counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Label of the sessions gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+/// How many connections are in each state at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// Connected, HELLO not yet received.
+    pub handshaking: u64,
+    /// Established and heard from recently.
+    pub alive: u64,
+    /// Established and suspect.
+    pub suspect: u64,
+    /// Ended, farewell being delivered.
+    pub closing: u64,
+}
+
+/// Every metric the server exports; cheap to clone (shared atomics).
+#[derive(Debug, Clone)]
+pub struct ServerMetrics {
+    registry: Arc<Registry>,
+    heartbeats: Counter,
+    drops: Family<ReasonLabel, Counter>,
+    detection_delay: Histogram,
+    round_trip: Histogram,
+    sessions: Family<StateLabel, Gauge>,
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerMetrics {
+    /// Fresh metrics, registered under the `lubdub_` prefix.
+    pub fn new() -> Self {
+        let heartbeats = Counter::default();
+        let drops = Family::<ReasonLabel, Counter>::default();
+        // 0.25 ms to about 8 s: the lateness of a verdict past its deadline.
+        let detection_delay = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
+        // 50 µs to about 1.6 s: client-reported round trips.
+        let round_trip = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let sessions = Family::<StateLabel, Gauge>::default();
+        let mut registry = Registry::with_prefix("lubdub");
+        registry.register(
+            "heartbeats_received",
+            "Frames received from established sessions (any frame is a heartbeat)",
+            heartbeats.clone(),
+        );
+        registry.register(
+            "sessions_dropped",
+            "Sessions ended, by reason",
+            drops.clone(),
+        );
+        registry.register(
+            "detection_delay_seconds",
+            "How long after its deadline a silent session was declared dead",
+            detection_delay.clone(),
+        );
+        registry.register(
+            "round_trip_seconds",
+            "Round-trip times reported by clients in their PINGs",
+            round_trip.clone(),
+        );
+        registry.register(
+            "sessions",
+            "Connections by state at the moment of the scrape",
+            sessions.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            heartbeats,
+            drops,
+            detection_delay,
+            round_trip,
+            sessions,
+        }
+    }
+
+    /// A frame arrived from an established session.
+    pub(crate) fn heartbeat(&self) {
+        self.heartbeats.inc();
+    }
+
+    /// A session ended.
+    pub(crate) fn dropped(&self, reason: DropReason) {
+        self.drops
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc();
+    }
+
+    /// A silent session was declared dead `late` after its deadline.
+    pub(crate) fn detection_delay(&self, late: Duration) {
+        self.detection_delay.observe(late.as_secs_f64());
+    }
+
+    /// A client reported its round trip.
+    pub(crate) fn round_trip(&self, rtt: Duration) {
+        self.round_trip.observe(rtt.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric, with the session
+    /// gauge set to `counts`.
+    pub fn encode(&self, counts: StateCounts) -> String {
+        for (state, value) in [
+            ("handshaking", counts.handshaking),
+            ("alive", counts.alive),
+            ("suspect", counts.suspect),
+            ("closing", counts.closing),
+        ] {
+            self.sessions
+                .get_or_create(&StateLabel { state })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
