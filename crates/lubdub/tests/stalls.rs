@@ -41,6 +41,22 @@ fn runtime() -> Runtime {
         .expect("a runtime")
 }
 
+/// PINGs every 80 ms and reads everything, never judging the server;
+/// returns when the server ends the connection.
+async fn heartbeat_until_closed(conn: &mut RawConn) {
+    let mut ticker = tokio::time::interval(INTERVAL * 4 / 5);
+    let mut seq = 0;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                seq += 1;
+                conn.send_bytes(&ping_bytes(seq, 0)).await;
+            }
+            frame = conn.next_frame() => if frame.is_none() { return },
+        }
+    }
+}
+
 /// Stand-ins for healthy devices: raw sessions that PING every 80 ms and
 /// never judge the server, so that only the server's verdicts matter.
 /// Returns how many of them saw their connection end.
@@ -53,20 +69,8 @@ fn healthy_sessions(runtime: &Runtime, server: SocketAddr, count: usize) -> Arc<
         runtime.spawn(async move {
             let (mut conn, _, _) = RawConn::join(server, &format!("h{i}"), 100, true).await;
             joined.fetch_add(1, Ordering::SeqCst);
-            let mut ticker = tokio::time::interval(INTERVAL * 4 / 5);
-            let mut seq = 0;
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {
-                        seq += 1;
-                        conn.send_bytes(&ping_bytes(seq, 0)).await;
-                    }
-                    frame = conn.next_frame() => if frame.is_none() {
-                        ended.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            }
+            heartbeat_until_closed(&mut conn).await;
+            ended.fetch_add(1, Ordering::SeqCst);
         });
     }
     let deadline = Instant::now() + PATIENCE;
@@ -316,19 +320,7 @@ async fn a_busy_server_still_drops_a_silent_session_at_its_deadline() {
     // its sends rather than ending as slow consumers.
     for i in 0..50 {
         let (mut conn, _, _) = RawConn::join(server.addr, &format!("r{i}"), 100, false).await;
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(INTERVAL * 4 / 5);
-            let mut seq = 0;
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {
-                        seq += 1;
-                        conn.send_bytes(&ping_bytes(seq, 0)).await;
-                    }
-                    frame = conn.next_frame() => if frame.is_none() { return },
-                }
-            }
-        });
+        tokio::spawn(async move { heartbeat_until_closed(&mut conn).await });
     }
     let (mut flooder, _, _) = RawConn::join(server.addr, "flooder", 100, false).await;
     // Direct messages, round robin over the receivers: the silent session

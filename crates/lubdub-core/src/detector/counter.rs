@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::stats::ArrivalStats;
-use super::{CheckOutcome, Detector, HeartbeatOutcome, Liveness, Transition};
+use super::{intervals_missed, CheckOutcome, Detector, HeartbeatOutcome, Liveness, Transition};
 use crate::client::ping_after;
 
 /// Parameters of the counter policy. The interval is per session (granted
@@ -66,9 +66,7 @@ impl CounterDetector {
     }
 
     fn missed_at(&self, state: &CounterState, now: Instant) -> u32 {
-        let silent = now.saturating_duration_since(state.last_seen);
-        let whole = silent.as_nanos() / state.interval.as_nanos().max(1);
-        u32::try_from(whole).unwrap_or(u32::MAX)
+        intervals_missed(state.last_seen, state.interval, now)
     }
 }
 

@@ -22,6 +22,14 @@ pub use stats::{ArrivalStats, SMOOTHING};
 
 use std::time::{Duration, Instant};
 
+/// Whole `interval`s of silence between `last_seen` and `now`: the "missed
+/// beats" both policies report.
+fn intervals_missed(last_seen: Instant, interval: Duration, now: Instant) -> u32 {
+    let silent = now.saturating_duration_since(last_seen);
+    let whole = silent.as_nanos() / interval.as_nanos().max(1);
+    u32::try_from(whole).unwrap_or(u32::MAX)
+}
+
 /// A change of a session's liveness that callers report as a presence event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {

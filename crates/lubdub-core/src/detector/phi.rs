@@ -27,7 +27,7 @@
 use std::time::{Duration, Instant};
 
 use super::stats::ArrivalStats;
-use super::{CheckOutcome, Detector, HeartbeatOutcome, Liveness, Transition};
+use super::{intervals_missed, CheckOutcome, Detector, HeartbeatOutcome, Liveness, Transition};
 use crate::client::ping_after;
 
 /// Largest threshold accepted: phi 100 already means a chance of 1 in
@@ -227,9 +227,7 @@ impl PhiDetector {
     }
 
     fn missed_at(state: &PhiState, now: Instant) -> u32 {
-        let silent = now.saturating_duration_since(state.last_seen);
-        let whole = silent.as_nanos() / state.interval.as_nanos().max(1);
-        u32::try_from(whole).unwrap_or(u32::MAX)
+        intervals_missed(state.last_seen, state.interval, now)
     }
 }
 

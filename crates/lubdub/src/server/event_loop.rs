@@ -1032,10 +1032,10 @@ impl<D: Detector> EventLoop<D> {
         let State::Established(session) = &mut slot.state else {
             return None;
         };
-        let phi = self.detector.phi(&session.liveness, now);
         let mut farewell = None;
         match outcome.transition {
             Some(Transition::Suspected { missed }) => {
+                let phi = self.detector.phi(&session.liveness, now);
                 session.last_change = StateChange::Suspected { missed, phi };
                 let detail = phi.map(|phi| format!("phi={phi:.2}"));
                 self.presence.report(
@@ -1050,7 +1050,7 @@ impl<D: Detector> EventLoop<D> {
             }
             Some(Transition::Dead { silent_for }) => {
                 let ceiling = session.interval * self.config.max_missed;
-                let verdict = match phi {
+                let verdict = match self.detector.phi(&session.liveness, now) {
                     Some(phi) if silent_for < ceiling => {
                         format!("phi {phi:.2} reached {}", self.config.phi_threshold)
                     }
