@@ -21,6 +21,12 @@ pub fn ping_after(interval: Duration) -> Duration {
     interval * PING_AFTER_FIFTHS / 5
 }
 
+/// The interval to ask for so that a client pinging every `ping_period`
+/// pings exactly as [`ping_after`] prescribes: the inverse of [`ping_after`].
+pub fn interval_for_ping_period(ping_period: Duration) -> Duration {
+    ping_period * 5 / PING_AFTER_FIFTHS
+}
+
 /// What the client must do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAction {
@@ -172,6 +178,12 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_interval_for_a_ping_period_inverts_ping_after() {
+        assert_eq!(interval_for_ping_period(2400 * MS), 3000 * MS);
+        assert_eq!(ping_after(interval_for_ping_period(80 * MS)), 80 * MS);
+    }
 
     #[test]
     fn an_idle_client_pings_at_four_fifths_of_the_interval() {

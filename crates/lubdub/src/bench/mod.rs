@@ -1,22 +1,37 @@
 //! `lubdub bench`: load scenarios that check lubdub's promises against a
 //! running server over real sockets, from a separate client.
 //!
-//! Layout: [`session`] drives one raw protocol session, [`silence`] is the
-//! detection-error scenario (issue 4), [`outcome`] holds what happened to
-//! each session and the error arithmetic, [`report`] aggregates outcomes
-//! into counts, percentiles, a verdict, text and JSON, and [`limits`] tells
-//! how many sessions this process can hold. It adds no dependency to the
-//! crate: everything here already serves the server or the client.
+//! Two families of scenarios:
+//!
+//! - **silence** (detection error), in this process: [`session`] drives one
+//!   raw protocol session, [`silence`] runs the scenario, [`outcome`] holds
+//!   what happened to each session and the error arithmetic, [`report`]
+//!   aggregates outcomes into counts, percentiles, a verdict, text and JSON.
+//! - **hold, pump, stall** (capacity and cost), over worker processes:
+//!   [`fleet`] plans and coordinates them and reads the server's costs
+//!   through [`process_stats`], [`worker`] is one worker process,
+//!   [`dialect`] is the lubdub or MQTT bytes it speaks, [`load_report`]
+//!   derives memory per session and CPU per heartbeat.
+//!
+//! [`limits`] tells how many sockets a process may hold.
 
+pub mod dialect;
+pub mod fleet;
 pub mod limits;
+pub mod load_report;
 pub mod outcome;
+pub mod process_stats;
 pub mod report;
 pub mod session;
 pub mod silence;
+pub mod worker;
 
 use std::net::SocketAddr;
 
+pub use dialect::Dialect;
+pub use fleet::{FleetEvent, LoadConfig, LoadScenario, StallPlan};
 pub use limits::OpenFiles;
+pub use load_report::LoadReport;
 pub use report::SilenceReport;
 pub use silence::{SilenceConfig, Stage};
 
@@ -51,4 +66,10 @@ pub enum BenchError {
     /// The parameters cannot work.
     #[error("invalid benchmark settings: {0}")]
     InvalidConfig(String),
+    /// A worker process could not be started or failed.
+    #[error("load generator worker: {0}")]
+    Worker(String),
+    /// The server's process could not be read or signalled.
+    #[error("server process: {0}")]
+    Server(String),
 }

@@ -5,24 +5,32 @@
 //! integration tests run them in-process; this module only maps flags and
 //! prints.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use lubdub::bench::{silence, SilenceConfig, SilenceReport, Stage};
+use indicatif::{ProgressBar, ProgressStyle};
+use lubdub::bench::fleet::{self, DEFAULT_SESSIONS_PER_WORKER};
+use lubdub::bench::worker::{self, WorkerConfig};
+use lubdub::bench::{
+    silence, Dialect, FleetEvent, LoadConfig, LoadReport, LoadScenario, SilenceConfig,
+    SilenceReport, Stage, StallPlan,
+};
 
 use super::{parse_addr, parse_duration};
 
-/// Exit status when the scenario ran but the requirement was missed.
+/// Exit status when the scenario ran but the requirement was missed (silence),
+/// or sessions failed or were ended (hold, pump, stall).
 const EXIT_MISSED: u8 = 2;
 
 /// Flags of `lubdub bench`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit status: 0 when the requirement was met, 2 when it was measured \
-and missed, 1 when the scenario could not run."
+    after_help = "Exit status: 0 when the requirement was met (hold, pump, stall: every session \
+opened and held through the window), 2 when it was measured and missed, 1 when the scenario \
+could not run."
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -43,6 +51,168 @@ enum Scenario {
     /// the client's own delay in noticing a drop is included: the figures are
     /// upper bounds of the server's.
     Silence(SilenceArgs),
+    /// Memory and idle CPU: N sessions heartbeat at a slow period (default 3 s).
+    ///
+    /// Reports connections held, handshake errors, heartbeats acknowledged,
+    /// round trips and, with --server-pid, the server's resident memory per
+    /// session (growth from before the first connect) and CPU time per
+    /// heartbeat and as a share of one core. Large N is spread over worker
+    /// processes and source addresses (127.0.0.2, 127.0.0.3, …).
+    Hold(LoadArgs),
+    /// CPU per heartbeat and round trips under load: N sessions heartbeat at
+    /// a fast period (default 100 ms). Same report as hold.
+    Pump(LoadArgs),
+    /// Evictions: N sessions heartbeat while the server is stopped (SIGSTOP)
+    /// and resumed (SIGCONT) inside the window; reports how many sessions
+    /// the server ended. Needs --server-pid.
+    Stall(StallArgs),
+    /// One load-generator process (started by hold, pump and stall).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// Flags of hold, pump and stall.
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Address of the server under test: lubdub's protocol port, or an MQTT
+    /// broker's with --protocol mqtt.
+    #[arg(long, default_value = super::DEFAULT_LISTEN, value_parser = parse_addr)]
+    server: SocketAddr,
+    /// Protocol to speak: lubdub (every PING asks for a PONG), or mqtt
+    /// (MQTT 3.1.1 CONNECT with a keep-alive, then PINGREQ answered by
+    /// PINGRESP) to drive Mosquitto or another broker with the same load.
+    #[arg(long, value_enum, default_value = "lubdub")]
+    protocol: Dialect,
+    /// Sessions to open in all (one TCP connection each).
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// Heartbeat period of every session, also the interval asked for (MQTT:
+    /// the keep-alive, rounded up to whole seconds). Default: 3s for hold,
+    /// 100ms for pump, 1s for stall.
+    #[arg(long, value_parser = parse_duration)]
+    period: Option<Duration>,
+    /// Heartbeating after the last handshake, before the measured window.
+    /// Default: two periods, at least 1s.
+    #[arg(long, value_parser = parse_duration)]
+    warmup: Option<Duration>,
+    /// Length of the measured window. Default: 30s for hold, 10s for pump, 20s for stall.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Process id of the server, to read its memory and CPU time from
+    /// /proc/<pid> (and to stop it, in the stall scenario).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Most sessions per worker process. A process may hold only as many
+    /// sockets as its open-file limit allows (`ulimit -n`); larger runs are
+    /// split over several workers.
+    #[arg(long, default_value_t = DEFAULT_SESSIONS_PER_WORKER)]
+    sessions_per_worker: usize,
+    /// Source address of the first worker; worker i connects from this
+    /// address + i, so that no address runs out of ephemeral ports. `auto`:
+    /// 127.0.0.2 for a loopback server, the kernel's choice otherwise;
+    /// `none`: always the kernel's choice.
+    #[arg(long, default_value = "auto", value_parser = parse_source)]
+    source: Source,
+    /// Handshakes in flight at once, per worker.
+    #[arg(long, default_value_t = 200)]
+    connect_concurrency: usize,
+    /// Time one handshake may take before it is retried.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    handshake_timeout: Duration,
+    /// Attempts per session before it counts as a handshake error (a refusal is final).
+    #[arg(long, default_value_t = 3)]
+    connect_attempts: u32,
+    /// Print the report as JSON on stdout instead of the text summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Flags of `lubdub bench stall`.
+#[derive(Debug, Args)]
+struct StallArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// From the start of the window to SIGSTOP.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    stop_after: Duration,
+    /// How long the server stays stopped.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    stop_for: Duration,
+}
+
+/// Flags of the hidden worker subcommand.
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// The worker's configuration, as JSON.
+    #[arg(long)]
+    config: String,
+}
+
+/// Where workers connect from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Auto,
+    Kernel,
+    From(Ipv4Addr),
+}
+
+fn parse_source(text: &str) -> Result<Source, String> {
+    match text {
+        "auto" => Ok(Source::Auto),
+        "none" => Ok(Source::Kernel),
+        _ => text
+            .parse()
+            .map(Source::From)
+            .map_err(|_| format!("{text:?} is not an IPv4 address, `auto` or `none`")),
+    }
+}
+
+impl LoadArgs {
+    fn config(
+        &self,
+        scenario: LoadScenario,
+        stall: Option<StallPlan>,
+    ) -> anyhow::Result<LoadConfig> {
+        let (period, window) = match scenario {
+            LoadScenario::Hold => (Duration::from_secs(3), Duration::from_secs(30)),
+            LoadScenario::Pump => (Duration::from_millis(100), Duration::from_secs(10)),
+            LoadScenario::Stall => (Duration::from_secs(1), Duration::from_secs(20)),
+        };
+        let period = self.period.unwrap_or(period);
+        let source_base = match self.source {
+            Source::From(ip) => Some(ip),
+            Source::Kernel => None,
+            Source::Auto => self
+                .server
+                .ip()
+                .is_loopback()
+                .then_some(Ipv4Addr::new(127, 0, 0, 2))
+                .filter(|_| matches!(self.server.ip(), IpAddr::V4(_))),
+        };
+        Ok(LoadConfig {
+            scenario,
+            server: self.server,
+            dialect: self.protocol,
+            sessions: self.sessions,
+            period,
+            warmup: self
+                .warmup
+                .unwrap_or_else(|| (period * 2).max(Duration::from_secs(1))),
+            window: self.duration.unwrap_or(window),
+            stall,
+            server_pid: self.server_pid,
+            sessions_per_worker: self.sessions_per_worker,
+            source_base,
+            connect_concurrency: self.connect_concurrency,
+            handshake_timeout: self.handshake_timeout,
+            connect_attempts: self.connect_attempts,
+            worker_program: std::env::current_exe()
+                .context("cannot find this executable to start workers")?,
+            // Unique per run: names from an earlier run may still be held
+            // by a server that has not dropped them yet.
+            name_prefix: format!("bench{}", std::process::id()),
+        })
+    }
 }
 
 /// Flags every scenario shares.
@@ -120,6 +290,91 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let _log_writer = super::init_logging("warn");
     match args.scenario {
         Scenario::Silence(args) => run_silence(&args),
+        Scenario::Hold(args) => run_load(&args, LoadScenario::Hold, None),
+        Scenario::Pump(args) => run_load(&args, LoadScenario::Pump, None),
+        Scenario::Stall(args) => {
+            let plan = StallPlan {
+                after: args.stop_after,
+                stopped_for: args.stop_for,
+            };
+            run_load(&args.load, LoadScenario::Stall, Some(plan))
+        }
+        Scenario::Worker(args) => {
+            let config: WorkerConfig = serde_json::from_str(&args.config)
+                .context("the worker configuration is not valid JSON")?;
+            worker::run_as_process(&config).context("the worker failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run_load(
+    args: &LoadArgs,
+    scenario: LoadScenario,
+    stall: Option<StallPlan>,
+) -> anyhow::Result<ExitCode> {
+    let config = args.config(scenario, stall)?;
+    let bar = ProgressBar::new(config.sessions as u64).with_style(
+        ProgressStyle::with_template(
+            "connecting {bar:40} {pos}/{len} sessions ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = fleet::run(&config, |event| show_progress(&bar, event))?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+        println!("{text}");
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(exit_status(&report))
+}
+
+/// 0 when every session was held through the window, else [`EXIT_MISSED`].
+fn exit_status(report: &LoadReport) -> ExitCode {
+    if report.handshake_failed == 0 && report.sessions_ended == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_MISSED)
+    }
+}
+
+fn show_progress(bar: &ProgressBar, event: FleetEvent) {
+    match event {
+        FleetEvent::Planned {
+            workers,
+            per_worker,
+            sources,
+        } => {
+            let sources: Vec<String> = sources
+                .iter()
+                .map(|source| source.map_or_else(|| "default".to_owned(), |ip| ip.to_string()))
+                .collect();
+            bar.println(format!(
+                "{workers} worker process(es), up to {per_worker} sessions each, from {}",
+                sources.join(", ")
+            ));
+        }
+        FleetEvent::Connecting { done, .. } => bar.set_position(done as u64),
+        FleetEvent::Connected {
+            established,
+            failed,
+            took,
+        } => {
+            bar.finish_and_clear();
+            eprintln!(
+                "{established} sessions open ({failed} failed) after {:.1} s; warming up",
+                took.as_secs_f64()
+            );
+        }
+        FleetEvent::Measuring(window) => {
+            eprintln!("measuring for {}", humantime::format_duration(window))
+        }
+        FleetEvent::Stopped(stopped_for) => eprintln!(
+            "server stopped (SIGSTOP) for {}",
+            humantime::format_duration(stopped_for)
+        ),
+        FleetEvent::Resumed => eprintln!("server resumed (SIGCONT)"),
     }
 }
 
