@@ -61,7 +61,22 @@ impl<K: Copy> DeadlineWheel<K> {
     /// Schedules `key` at `deadline`. A deadline already past fires at the
     /// next [`expire`](Self::expire).
     pub fn insert(&mut self, deadline: Instant, key: K) {
-        let tick = self.tick_ceil(deadline).max(self.expired_through + 1);
+        let tick = self.tick_ceil(deadline);
+        self.insert_at_tick(tick, key);
+    }
+
+    /// Schedules `key` at `deadline` rounded up to a multiple of `grid` (counted
+    /// from the origin), but not after `latest`. Entries that need not be
+    /// punctual then share a few slots, and a caller that sleeps until the
+    /// next expiry wakes once for all of them instead of once each.
+    pub fn insert_coalesced(&mut self, deadline: Instant, grid: Duration, latest: Instant, key: K) {
+        let grid_ticks = (grid.as_nanos() / SLOT.as_nanos()).max(1) as u64;
+        let aligned = self.tick_ceil(deadline).div_ceil(grid_ticks) * grid_ticks;
+        self.insert_at_tick(aligned.min(self.tick_ceil(latest)), key);
+    }
+
+    fn insert_at_tick(&mut self, tick: u64, key: K) {
+        let tick = tick.max(self.expired_through + 1);
         let slot = (tick % SLOT_COUNT as u64) as usize;
         self.slots[slot].push((tick, key));
         self.occupied[slot / WORD_BITS] |= 1 << (slot % WORD_BITS);
@@ -162,6 +177,31 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn coalesced_entries_share_grid_slots_but_keep_their_latest() {
+        let t0 = Instant::now();
+        let mut wheel = DeadlineWheel::new(t0);
+        wheel.insert_coalesced(t0 + 3 * MS, 25 * MS, t0 + 1000 * MS, 'a');
+        wheel.insert_coalesced(t0 + 24 * MS, 25 * MS, t0 + 1000 * MS, 'b');
+        wheel.insert_coalesced(t0 + 26 * MS, 25 * MS, t0 + 30 * MS, 'c');
+        assert_eq!(wheel.next_expiry(), Some(t0 + 25 * MS));
+        let mut due = Vec::new();
+        wheel.expire(t0 + 24 * MS, &mut due);
+        assert!(
+            due.is_empty(),
+            "nothing fires before its deadline's grid line"
+        );
+        wheel.expire(t0 + 25 * MS, &mut due);
+        assert_eq!(due, ['a', 'b']);
+        due.clear();
+        wheel.expire(t0 + 30 * MS, &mut due);
+        assert_eq!(
+            due,
+            ['c'],
+            "capped at its latest instant, not the grid line at 50 ms"
+        );
+    }
 
     fn expired(wheel: &mut DeadlineWheel<u32>, now: Instant) -> Vec<u32> {
         let mut due = Vec::new();

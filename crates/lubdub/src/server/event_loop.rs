@@ -64,6 +64,13 @@ const FAREWELLS_PER_TURN: usize = 64;
 /// Full 64 KiB reads from one socket per turn of the loop; a peer sending
 /// faster than that waits for the next turn instead of monopolising it.
 const MAX_FULL_READS_PER_TURN: u32 = 4;
+/// Spacing of the instants at which suspicion checks (not verdicts) are
+/// made: a session turns suspect up to this much after its first missed
+/// interval, and the loop wakes for suspicion at most 40 times a second.
+const SUSPICION_GRID: Duration = Duration::from_millis(25);
+/// A turn with fewer events than this is light: the loop pauses
+/// `batch_wait` before its next wait.
+const LIGHT_TURN: usize = EVENTS_CAPACITY / 4;
 /// Longest single wait, so that a stall of the loop (SIGSTOP, VM pause,
 /// starvation) shows as a late wake-up even when traffic ends the wait.
 /// Ten idle wake-ups a second cost nothing measurable.
@@ -151,6 +158,25 @@ fn report_stall(stalled: Option<Duration>) {
 }
 
 /// Durations rounded to milliseconds, for messages people read.
+/// Schedules a liveness check. A check before the session's verdict
+/// instant can at most make it suspect, an informational state, so it is
+/// put on a [`SUSPICION_GRID`] shared with every other session's: every
+/// healthy session has one such check per interval, and waking for each
+/// separately cost more CPU than its heartbeats. The verdict itself is
+/// scheduled exactly.
+fn schedule_check(
+    wheel: &mut DeadlineWheel<TimerKey>,
+    at: Instant,
+    dead_at: Instant,
+    key: TimerKey,
+) {
+    if at < dead_at {
+        wheel.insert_coalesced(at, SUSPICION_GRID, dead_at, key);
+    } else {
+        wheel.insert(at, key);
+    }
+}
+
 fn whole_millis(duration: Duration) -> Duration {
     Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
@@ -304,6 +330,7 @@ impl<D: Detector> EventLoop<D> {
     /// The poll error that stopped the loop.
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut ready_last_turn = 0;
         loop {
             let before = Instant::now();
             // With nothing scheduled there is no one to judge, and so no
@@ -316,7 +343,18 @@ impl<D: Detector> EventLoop<D> {
             } else {
                 Some(Duration::ZERO)
             };
+            // Let frames accumulate after a light turn (see `batch_wait`),
+            // never past the next deadline.
+            let pause = if ready_last_turn < LIGHT_TURN && timeout != Some(Duration::ZERO) {
+                timeout.map_or(self.config.batch_wait, |t| t.min(self.config.batch_wait))
+            } else {
+                Duration::ZERO
+            };
             report_stall(self.clock.sleeping(before, thread_cpu_time(), timeout));
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+            let timeout = timeout.map(|t| t.saturating_sub(pause));
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 // After SIGSTOP and SIGCONT epoll_wait fails with EINTR; the
                 // next `sleeping` report catches the stall.
@@ -355,6 +393,7 @@ impl<D: Detector> EventLoop<D> {
             // still holds unread bytes), others may hold unread frames, and
             // a session about to be declared dead is read first (see `judge`).
             self.backlog = ready == EVENTS_CAPACITY || !self.unfinished_reads.is_empty();
+            ready_last_turn = ready;
             // Judge with the instant taken right after the poll: a deadline
             // that passed while this batch was handled is judged after the
             // next poll, once the frames that arrived meanwhile are read.
@@ -556,8 +595,11 @@ impl<D: Detector> EventLoop<D> {
                 let outcome = self.detector.heartbeat(&mut session.liveness, now);
                 self.metrics.heartbeat();
                 if let Some(earlier) = outcome.earlier_check {
-                    self.wheel.insert(
+                    let dead_at = self.detector.dead_at(&session.liveness);
+                    schedule_check(
+                        &mut self.wheel,
                         earlier,
+                        dead_at,
                         TimerKey {
                             index: index as u32,
                             generation: slot.generation,
@@ -641,6 +683,7 @@ impl<D: Detector> EventLoop<D> {
             self.take_over(previous.session_id, peer);
         }
         let (liveness, first_check) = self.detector.start(now, interval);
+        let dead_at = self.detector.dead_at(&liveness);
         let Some(slot) = self.slots.get_mut(index) else {
             return false;
         };
@@ -662,8 +705,10 @@ impl<D: Detector> EventLoop<D> {
             granted_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
             max_missed: u16::try_from(self.config.max_missed).unwrap_or(u16::MAX),
         });
-        self.wheel.insert(
+        schedule_check(
+            &mut self.wheel,
             first_check,
+            dead_at,
             TimerKey {
                 index: index as u32,
                 generation,
@@ -1033,6 +1078,7 @@ impl<D: Detector> EventLoop<D> {
         let State::Established(session) = &mut slot.state else {
             return None;
         };
+        let dead_at = self.detector.dead_at(&session.liveness);
         let mut farewell = None;
         match outcome.transition {
             Some(Transition::Suspected { missed }) => {
@@ -1065,7 +1111,7 @@ impl<D: Detector> EventLoop<D> {
                     "no frame for {}: declared dead ({verdict})",
                     humantime::format_duration(whole_millis(silent_for))
                 );
-                let due = self.detector.dead_at(&session.liveness);
+                let due = dead_at;
                 self.retire(index, DropReason::Timeout, None);
                 self.metrics.detection_delay(
                     self.clock
@@ -1077,7 +1123,7 @@ impl<D: Detector> EventLoop<D> {
             Some(Transition::Recovered) | None => {}
         }
         if let Some(next_check) = outcome.next_check {
-            self.wheel.insert(next_check, key);
+            schedule_check(&mut self.wheel, next_check, dead_at, key);
         }
         farewell
     }
