@@ -112,11 +112,12 @@ struct TimerKey {
 }
 
 /// The last change of a session's state, as `/sessions` explains it.
+/// Compact (12 bytes): every session holds one.
 #[derive(Debug, Clone, Copy)]
 enum StateChange {
     Joined,
-    Suspected { missed: u32, phi: Option<f64> },
-    Recovered { after: Duration },
+    Suspected { missed: u32, phi: Option<f32> },
+    Recovered { after_ms: u32 },
 }
 
 impl StateChange {
@@ -130,9 +131,9 @@ impl StateChange {
             StateChange::Suspected { missed, phi: None } => {
                 format!("suspect: {missed} interval(s) without a frame")
             }
-            StateChange::Recovered { after } => format!(
+            StateChange::Recovered { after_ms } => format!(
                 "recovered: a frame arrived after {} of silence",
-                humantime::format_duration(whole_millis(after))
+                humantime::format_duration(Duration::from_millis(u64::from(after_ms)))
             ),
         }
     }
@@ -182,19 +183,34 @@ fn whole_millis(duration: Duration) -> Duration {
 }
 
 /// A session after its HELLO was accepted.
+///
+/// Held for every session, so kept small: times in whole milliseconds in
+/// 32 or 64 bits rather than `Duration` and `SystemTime` (16 bytes each).
 #[derive(Debug)]
 struct Session<S> {
     name: Box<str>,
     session_id: u64,
     epoch: u64,
-    acks_wanted: bool,
+    /// When the session was established, ms since the Unix epoch.
+    connected_at_ms: u64,
+    /// Granted heartbeat interval, ms (as granted in WELCOME).
+    interval_ms: u32,
     /// Client-reported round trip in microseconds; 0 until known.
     rtt_us: u32,
-    connected_at: SystemTime,
-    /// Granted heartbeat interval.
-    interval: Duration,
+    acks_wanted: bool,
     last_change: StateChange,
     liveness: S,
+}
+
+impl<S> Session<S> {
+    fn interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.interval_ms))
+    }
+}
+
+/// Milliseconds, saturating at `u32::MAX` (49 days).
+fn millis_u32(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
 #[derive(Debug)]
@@ -509,7 +525,7 @@ impl<D: Detector> EventLoop<D> {
                 }
                 Ok(ReadOutcome::WouldBlock) => break,
                 Ok(ReadOutcome::Closed) => {
-                    let reason = if slot.conn.inbox.is_empty()
+                    let reason = if !slot.conn.has_partial_frame()
                         || matches!(slot.state, State::Closing)
                     {
                         DropReason::ClosedByPeer
@@ -541,7 +557,7 @@ impl<D: Detector> EventLoop<D> {
         }
         // Appending to the partial frame and later dropping the consumed
         // prefix keeps a peer that sends one byte at a time linear in cost.
-        let mut pending = std::mem::take(&mut slot.conn.inbox);
+        let mut pending = slot.conn.take_inbox();
         let from_pending = !pending.is_empty();
         if from_pending {
             pending.extend_from_slice(fresh);
@@ -568,11 +584,7 @@ impl<D: Detector> EventLoop<D> {
         };
         if from_pending {
             pending.drain(..offset);
-            slot.conn.inbox = if pending.is_empty() {
-                Vec::new()
-            } else {
-                pending
-            };
+            slot.conn.set_inbox(pending);
         } else {
             slot.conn.keep_partial(&fresh[offset..]);
         }
@@ -608,7 +620,9 @@ impl<D: Detector> EventLoop<D> {
                     );
                 }
                 if let Some(Transition::Recovered) = outcome.transition {
-                    session.last_change = StateChange::Recovered { after: silence };
+                    session.last_change = StateChange::Recovered {
+                        after_ms: millis_u32(silence),
+                    };
                     self.presence.report(
                         session_event(
                             self.real_now,
@@ -667,8 +681,6 @@ impl<D: Detector> EventLoop<D> {
             name: hello.name.clone(),
             session_id,
             node: self.node,
-            addr: peer,
-            connected_at,
         }) {
             Ok(claimed) => claimed,
             Err(error) => {
@@ -694,8 +706,12 @@ impl<D: Detector> EventLoop<D> {
             epoch: claimed.epoch,
             acks_wanted: hello.acks_wanted(),
             rtt_us: 0,
-            connected_at,
-            interval,
+            connected_at_ms: connected_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |since| {
+                    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+                }),
+            interval_ms: millis_u32(interval),
             last_change: StateChange::Joined,
             liveness,
         });
@@ -1083,7 +1099,10 @@ impl<D: Detector> EventLoop<D> {
         match outcome.transition {
             Some(Transition::Suspected { missed }) => {
                 let phi = self.detector.phi(&session.liveness, now);
-                session.last_change = StateChange::Suspected { missed, phi };
+                session.last_change = StateChange::Suspected {
+                    missed,
+                    phi: phi.map(|phi| phi as f32),
+                };
                 let detail = phi.map(|phi| format!("phi={phi:.2}"));
                 self.presence.report(
                     session_event(
@@ -1096,7 +1115,7 @@ impl<D: Detector> EventLoop<D> {
                 );
             }
             Some(Transition::Dead { silent_for }) => {
-                let ceiling = session.interval * self.config.max_missed;
+                let ceiling = session.interval() * self.config.max_missed;
                 let verdict = match self.detector.phi(&session.liveness, now) {
                     Some(phi) if silent_for < ceiling => {
                         format!("phi {phi:.2} reached {}", self.config.phi_threshold)
@@ -1104,7 +1123,7 @@ impl<D: Detector> EventLoop<D> {
                     _ => format!(
                         "{} × the {} interval",
                         self.config.max_missed,
-                        humantime::format_duration(session.interval)
+                        humantime::format_duration(session.interval())
                     ),
                 };
                 let text = format!(
@@ -1195,13 +1214,15 @@ impl<D: Detector> EventLoop<D> {
                     state,
                     missed,
                     last_seen_ms: now.saturating_duration_since(last_seen).as_millis() as u64,
-                    connected_at: humantime::format_rfc3339_millis(session.connected_at)
-                        .to_string(),
+                    connected_at: humantime::format_rfc3339_millis(
+                        SystemTime::UNIX_EPOCH + Duration::from_millis(session.connected_at_ms),
+                    )
+                    .to_string(),
                     epoch: session.epoch,
                     session_id: session.session_id,
                     one_way: !session.acks_wanted,
                     rtt_ms: (session.rtt_us != 0).then(|| f64::from(session.rtt_us) / 1000.0),
-                    interval_ms: session.interval.as_millis() as u64,
+                    interval_ms: u64::from(session.interval_ms),
                     mean_interarrival_ms: self
                         .detector
                         .mean_interarrival(&session.liveness)
