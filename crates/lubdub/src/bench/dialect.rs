@@ -30,7 +30,7 @@ const MAX_MQTT_REMAINING: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
-    /// lubdub's own protocol; every PING asks for a PONG.
+    /// lubdub's own protocol; every PING asks for a PONG unless one-way.
     Lubdub,
     /// MQTT 3.1.1: CONNECT with a keep-alive, then PINGREQ, answered by PINGRESP.
     Mqtt,
@@ -68,13 +68,16 @@ impl Dialect {
     /// the interval would make every session flap to suspect and back), MQTT
     /// for a keep-alive of `period` rounded up to whole seconds (the broker
     /// allows 1.5 × keep-alive).
-    pub fn open_bytes(self, name: &str, period: Duration) -> Vec<u8> {
+    ///
+    /// `acks` asks lubdub for a PONG to every PING; without it the session
+    /// is one-way (the server answers nothing). MQTT always answers.
+    pub fn open_bytes(self, name: &str, period: Duration, acks: bool) -> Vec<u8> {
         match self {
             Dialect::Lubdub => {
                 let interval = interval_for_ping_period(period);
                 let hello = Frame::Hello(Hello {
                     version: PROTOCOL_VERSION,
-                    flags: flags::ACKS_WANTED,
+                    flags: if acks { flags::ACKS_WANTED } else { 0 },
                     requested_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
                     name: name.to_owned(),
                     credential: Vec::new(),
@@ -281,7 +284,7 @@ mod tests {
     #[test]
     fn lubdub_heartbeats_ask_for_acks_and_decode_pongs() {
         let lubdub = Dialect::Lubdub;
-        let hello = lubdub.open_bytes("a", Duration::from_millis(200));
+        let hello = lubdub.open_bytes("a", Duration::from_millis(200), true);
         let Some((Frame::Hello(hello), _)) = codec::decode(&hello, 1024).expect("valid") else {
             panic!("not a HELLO");
         };

@@ -75,6 +75,9 @@ pub struct LoadConfig {
     pub sessions: usize,
     /// Heartbeat period of every session.
     pub period: Duration,
+    /// Ask for an acknowledgement of every heartbeat (lubdub only; MQTT
+    /// always answers).
+    pub acks: bool,
     /// Heartbeating after the last handshake, before the window.
     pub warmup: Duration,
     /// The measured window.
@@ -334,6 +337,9 @@ fn validate(config: &LoadConfig) -> Result<(), BenchError> {
     if config.window.is_zero() {
         return invalid("--duration must be positive");
     }
+    if !config.acks && config.dialect == Dialect::Mqtt {
+        return invalid("MQTT always answers PINGREQ: --one-way applies to lubdub only");
+    }
     if config.sessions_per_worker == 0 {
         return invalid("--sessions-per-worker must be at least 1");
     }
@@ -407,6 +413,7 @@ fn plan_workers(config: &LoadConfig) -> Result<Vec<WorkerConfig>, BenchError> {
             first_index,
             sessions: per_worker.min(config.sessions - first_index),
             period_ms: u64::try_from(config.period.as_millis()).unwrap_or(u64::MAX),
+            acks: config.acks,
             connect_concurrency: config.connect_concurrency,
             handshake_timeout_ms: u64::try_from(config.handshake_timeout.as_millis())
                 .unwrap_or(u64::MAX),
@@ -502,6 +509,7 @@ mod tests {
             dialect: Dialect::Lubdub,
             sessions,
             period: Duration::from_secs(3),
+            acks: true,
             warmup: Duration::from_secs(1),
             window: Duration::from_secs(10),
             stall: None,

@@ -50,6 +50,8 @@ pub struct LoadSettings {
     pub sessions: usize,
     /// Heartbeat period, ms.
     pub period_ms: u64,
+    /// Whether every heartbeat asked for an acknowledgement.
+    pub acks: bool,
     /// Warm-up before the window, s.
     pub warmup_s: f64,
     /// Worker processes used.
@@ -165,6 +167,7 @@ impl LoadReport {
                 server: config.server.to_string(),
                 sessions: config.sessions,
                 period_ms: u64::try_from(config.period.as_millis()).unwrap_or(u64::MAX),
+                acks: config.acks,
                 warmup_s: config.warmup.as_secs_f64(),
                 workers: plan.len(),
                 sources: plan
@@ -206,12 +209,13 @@ impl LoadReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:?} scenario, {:?} protocol, against {}: {} sessions, a heartbeat every {} ms, \
+            "{:?} scenario, {:?} protocol, against {}: {} sessions, a{} heartbeat every {} ms, \
              from {} worker process(es) ({})",
             s.scenario,
             s.dialect,
             s.server,
             s.sessions,
+            if s.acks { "n acknowledged" } else { " one-way" },
             s.period_ms,
             s.workers,
             s.sources.join(", ")
@@ -312,6 +316,7 @@ mod tests {
             dialect: Dialect::Mqtt,
             sessions: 1000,
             period: Duration::from_millis(100),
+            acks: true,
             warmup: Duration::from_secs(1),
             window: Duration::from_secs(10),
             stall: None,

@@ -55,6 +55,9 @@ pub struct WorkerConfig {
     /// Heartbeat period, ms; also the interval asked for (MQTT: the
     /// keep-alive, rounded up to whole seconds).
     pub period_ms: u64,
+    /// Ask for an acknowledgement of every heartbeat (lubdub; MQTT always
+    /// answers). Without, heartbeats are one-way and no round trip is measured.
+    pub acks: bool,
     /// Handshakes in flight at once.
     pub connect_concurrency: usize,
     /// Time one handshake may take, ms.
@@ -368,6 +371,7 @@ async fn drive(
     let mut next_beat = Instant::now() + phase;
     let mut seq: u32 = 1;
     let mut unanswered: VecDeque<Instant> = VecDeque::new();
+    let expects_ack = config.acks || config.dialect == Dialect::Mqtt;
     let mut buf = [0u8; 256];
     let ending = loop {
         tokio::select! {
@@ -380,7 +384,9 @@ async fn drive(
                     break Some(format!("write failed: {error}"));
                 }
                 shared.sent.fetch_add(1, Ordering::Relaxed);
-                unanswered.push_back(sent_at);
+                if expects_ack {
+                    unanswered.push_back(sent_at);
+                }
                 next_beat += period;
                 // Behind schedule (the worker itself stalled): skip the
                 // missed beats instead of sending a burst.
@@ -455,7 +461,7 @@ async fn handshake(
             .await
             .map_err(|error| HandshakeError::Failed(explain_connect_error(&error, config)))?;
         stream
-            .write_all(&config.dialect.open_bytes(name, period))
+            .write_all(&config.dialect.open_bytes(name, period, config.acks))
             .await
             .map_err(|error| HandshakeError::Failed(format!("write failed: {error}")))?;
         let mut inbox = Vec::new();
@@ -561,6 +567,32 @@ fn explain_connect_error(error: &io::Error, config: &WorkerConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_errors_name_the_limit_behind_them() {
+        let config = WorkerConfig {
+            server: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            source: Some(IpAddr::from([127, 0, 0, 9])),
+            dialect: Dialect::Lubdub,
+            name_prefix: "x".to_owned(),
+            first_index: 0,
+            sessions: 1,
+            period_ms: 1000,
+            acks: true,
+            connect_concurrency: 1,
+            handshake_timeout_ms: 1000,
+            connect_attempts: 1,
+        };
+        let ports = io::Error::from_raw_os_error(nix::libc::EADDRNOTAVAIL);
+        let text = explain_connect_error(&ports, &config);
+        assert!(text.contains("no free local port on 127.0.0.9"), "{text}");
+        let files = io::Error::from_raw_os_error(nix::libc::EMFILE);
+        assert!(explain_connect_error(&files, &config).contains("out of open files"));
+        let refused = io::Error::from_raw_os_error(nix::libc::ECONNREFUSED);
+        assert!(
+            explain_connect_error(&refused, &config).contains("nothing listens on 127.0.0.1:7070")
+        );
+    }
 
     #[test]
     fn phases_are_spread_over_the_period() {

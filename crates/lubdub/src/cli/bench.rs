@@ -98,6 +98,10 @@ struct LoadArgs {
     /// Length of the measured window. Default: 30s for hold, 10s for pump, 20s for stall.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
+    /// lubdub only: heartbeats ask for no PONG (seed 003's one-way
+    /// variant), so the server only reads; no round trip is measured.
+    #[arg(long)]
+    one_way: bool,
     /// Process id of the server, to read its memory and CPU time from
     /// /proc/<pid> (and to stop it, in the stall scenario).
     #[arg(long)]
@@ -195,6 +199,7 @@ impl LoadArgs {
             dialect: self.protocol,
             sessions: self.sessions,
             period,
+            acks: !self.one_way,
             warmup: self
                 .warmup
                 .unwrap_or_else(|| (period * 2).max(Duration::from_secs(1))),
