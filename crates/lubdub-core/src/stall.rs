@@ -40,7 +40,17 @@ pub struct ListeningClock {
     last: Instant,
     last_cpu: Duration,
     allowed: Option<Duration>,
+    /// When `last_cpu` was read: it is refreshed only when a stall is
+    /// possible or [`CPU_READ_PERIOD`] has passed.
+    cpu_read_at: Instant,
 }
+
+/// Longest time the owner's CPU reading may be reused. A thread's CPU time
+/// has no vDSO fast path: each reading is a system call, and an idle server
+/// woken once per heartbeat made two per heartbeat, about a tenth of its
+/// cost. A reading at most this old understates a later stall by at most
+/// this much, against a tolerance ten times larger.
+pub const CPU_READ_PERIOD: Duration = Duration::from_millis(10);
 
 /// What [`ListeningClock::woke`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +72,7 @@ impl ListeningClock {
             last: now,
             last_cpu: cpu,
             allowed: Some(Duration::ZERO),
+            cpu_read_at: now,
         }
     }
 
@@ -81,11 +92,12 @@ impl ListeningClock {
     /// until something happens, when there is nothing to judge). The time
     /// since the last report (work, or a wait that ended without a wake-up
     /// report, such as one interrupted by a signal) is checked for a stall,
-    /// which is returned.
+    /// which is returned. `cpu` reads the owner's CPU time; it is called
+    /// only when the answer could matter (see [`CPU_READ_PERIOD`]).
     pub fn sleeping(
         &mut self,
         now: Instant,
-        cpu: Duration,
+        cpu: impl FnOnce() -> Duration,
         timeout: Option<Duration>,
     ) -> Option<Duration> {
         let stalled = self.absorb(now, cpu);
@@ -93,8 +105,8 @@ impl ListeningClock {
         stalled
     }
 
-    /// The owner woke at `now`, having used `cpu` so far.
-    pub fn woke(&mut self, now: Instant, cpu: Duration) -> Wake {
+    /// The owner woke at `now`; `cpu` reads the CPU time it has used so far.
+    pub fn woke(&mut self, now: Instant, cpu: impl FnOnce() -> Duration) -> Wake {
         let stalled = self.absorb(now, cpu);
         self.allowed = Some(Duration::ZERO);
         Wake {
@@ -103,11 +115,24 @@ impl ListeningClock {
         }
     }
 
-    fn absorb(&mut self, now: Instant, cpu: Duration) -> Option<Duration> {
+    fn absorb(&mut self, now: Instant, cpu: impl FnOnce() -> Duration) -> Option<Duration> {
         let gap = now.saturating_duration_since(self.last);
-        let used = cpu.saturating_sub(self.last_cpu);
         self.last = self.last.max(now);
+        // A gap within what was allowed plus the tolerance is no stall
+        // whatever the CPU time says: skip the reading unless it is getting old.
+        let stall_possible = self
+            .allowed
+            .is_some_and(|allowed| gap > allowed + self.tolerance);
+        if !stall_possible && now.saturating_duration_since(self.cpu_read_at) < CPU_READ_PERIOD {
+            return None;
+        }
+        let cpu = cpu();
+        // `last_cpu` may be up to CPU_READ_PERIOD older than `last`: the
+        // CPU used in between counts as used now, understating a stall by
+        // at most that much.
+        let used = cpu.saturating_sub(self.last_cpu);
         self.last_cpu = self.last_cpu.max(cpu);
+        self.cpu_read_at = now;
         let unexplained = gap.saturating_sub(used).checked_sub(self.allowed?)?;
         if unexplained <= self.tolerance {
             return None;
@@ -134,10 +159,10 @@ mod tests {
             // 2 ms of work, all of it on the CPU.
             now += 2 * MS;
             cpu += 2 * MS;
-            clock.sleeping(now, cpu, Some(100 * MS));
+            clock.sleeping(now, || cpu, Some(100 * MS));
             // Woken by traffic early, or by the timer up to 50 ms late.
             now += 120 * MS;
-            let wake = clock.woke(now, cpu);
+            let wake = clock.woke(now, || cpu);
             assert_eq!(
                 wake,
                 Wake {
@@ -152,10 +177,10 @@ mod tests {
     fn a_late_wake_up_is_removed_from_listening_time() {
         let t0 = Instant::now();
         let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
-        clock.sleeping(t0, NO_CPU, Some(100 * MS));
+        clock.sleeping(t0, || NO_CPU, Some(100 * MS));
         // SIGSTOP for 10 s in the middle of the wait.
         let resumed = t0 + 10_100 * MS;
-        let wake = clock.woke(resumed, NO_CPU);
+        let wake = clock.woke(resumed, || NO_CPU);
         assert_eq!(wake.stalled, Some(10_000 * MS));
         assert_eq!(wake.listening, t0 + 100 * MS);
         // Later instants keep the same offset: the clock stays monotonic.
@@ -167,10 +192,40 @@ mod tests {
         // Stopped (or starved of CPU) in the middle of its work.
         let t0 = Instant::now();
         let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
-        clock.woke(t0, NO_CPU);
-        let stalled = clock.sleeping(t0 + 3000 * MS, 10 * MS, Some(10 * MS));
+        clock.woke(t0, || NO_CPU);
+        let stalled = clock.sleeping(t0 + 3000 * MS, || 10 * MS, Some(10 * MS));
         assert_eq!(stalled, Some(2990 * MS));
         assert_eq!(clock.listening(t0 + 3000 * MS), t0 + 10 * MS);
+    }
+
+    #[test]
+    fn the_cpu_time_is_read_only_when_a_stall_is_possible_or_the_reading_is_old() {
+        let t0 = Instant::now();
+        let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
+        let reads = std::cell::Cell::new(0u32);
+        let cpu = || {
+            reads.set(reads.get() + 1);
+            NO_CPU
+        };
+        // A second of busy turns: 1 ms of work, then a wait of at most 1 ms.
+        let mut now = t0;
+        for _ in 0..500 {
+            now += MS;
+            clock.sleeping(now, cpu, Some(MS));
+            now += MS;
+            clock.woke(now, cpu);
+        }
+        let per_period = (1000 * MS).as_nanos() / CPU_READ_PERIOD.as_nanos();
+        assert!(
+            u128::from(reads.get()) <= per_period + 1,
+            "{} readings",
+            reads.get()
+        );
+        // A gap that could be a stall is always measured.
+        let before = reads.get();
+        clock.sleeping(now, cpu, Some(MS));
+        assert!(clock.woke(now + 500 * MS, cpu).stalled.is_some());
+        assert_eq!(reads.get(), before + 1);
     }
 
     #[test]
@@ -179,9 +234,12 @@ mod tests {
         // must still be judged while the server is loaded.
         let t0 = Instant::now();
         let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
-        clock.woke(t0, NO_CPU);
-        assert_eq!(clock.sleeping(t0 + 300 * MS, 290 * MS, Some(MS)), None);
-        assert_eq!(clock.woke(t0 + 301 * MS, 290 * MS).listening, t0 + 301 * MS);
+        clock.woke(t0, || NO_CPU);
+        assert_eq!(clock.sleeping(t0 + 300 * MS, || 290 * MS, Some(MS)), None);
+        assert_eq!(
+            clock.woke(t0 + 301 * MS, || 290 * MS).listening,
+            t0 + 301 * MS
+        );
     }
 
     #[test]
@@ -189,20 +247,23 @@ mod tests {
         // epoll_wait returns EINTR after SIGSTOP/SIGCONT: no wake-up report.
         let t0 = Instant::now();
         let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
-        clock.sleeping(t0, NO_CPU, Some(100 * MS));
+        clock.sleeping(t0, || NO_CPU, Some(100 * MS));
         assert_eq!(
-            clock.sleeping(t0 + 2100 * MS, NO_CPU, Some(100 * MS)),
+            clock.sleeping(t0 + 2100 * MS, || NO_CPU, Some(100 * MS)),
             Some(2000 * MS)
         );
-        assert_eq!(clock.woke(t0 + 2110 * MS, NO_CPU).listening, t0 + 110 * MS);
+        assert_eq!(
+            clock.woke(t0 + 2110 * MS, || NO_CPU).listening,
+            t0 + 110 * MS
+        );
     }
 
     #[test]
     fn waits_without_a_deadline_prove_nothing() {
         let t0 = Instant::now();
         let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
-        clock.sleeping(t0, NO_CPU, None);
-        let wake = clock.woke(t0 + 60_000 * MS, NO_CPU);
+        clock.sleeping(t0, || NO_CPU, None);
+        let wake = clock.woke(t0 + 60_000 * MS, || NO_CPU);
         assert_eq!(wake.stalled, None);
         assert_eq!(wake.listening, t0 + 60_000 * MS);
     }
@@ -211,10 +272,10 @@ mod tests {
     fn stalls_accumulate() {
         let t0 = Instant::now();
         let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
-        clock.sleeping(t0, NO_CPU, Some(100 * MS));
-        clock.woke(t0 + 1100 * MS, NO_CPU);
-        clock.sleeping(t0 + 1100 * MS, NO_CPU, Some(100 * MS));
-        let wake = clock.woke(t0 + 3200 * MS, NO_CPU);
+        clock.sleeping(t0, || NO_CPU, Some(100 * MS));
+        clock.woke(t0 + 1100 * MS, || NO_CPU);
+        clock.sleeping(t0 + 1100 * MS, || NO_CPU, Some(100 * MS));
+        let wake = clock.woke(t0 + 3200 * MS, || NO_CPU);
         assert_eq!(wake.stalled, Some(2000 * MS));
         assert_eq!(clock.paused(), 3000 * MS);
         assert_eq!(wake.listening, t0 + 200 * MS);

@@ -366,7 +366,7 @@ impl<D: Detector> EventLoop<D> {
             } else {
                 Duration::ZERO
             };
-            report_stall(self.clock.sleeping(before, thread_cpu_time(), timeout));
+            report_stall(self.clock.sleeping(before, thread_cpu_time, timeout));
             if !pause.is_zero() {
                 std::thread::sleep(pause);
             }
@@ -381,7 +381,7 @@ impl<D: Detector> EventLoop<D> {
                 return Err(error);
             }
             self.real_now = Instant::now();
-            let wake = self.clock.woke(self.real_now, thread_cpu_time());
+            let wake = self.clock.woke(self.real_now, thread_cpu_time);
             self.now = wake.listening;
             report_stall(wake.stalled);
             let mut ready = 0;
