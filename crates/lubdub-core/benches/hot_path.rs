@@ -19,6 +19,10 @@ fn codec(c: &mut Criterion) {
     c.bench_function("decode PING", |b| {
         b.iter(|| codec::decode(black_box(&ping), DEFAULT_MAX_FRAME_LEN))
     });
+    let pong = pong_bytes(7);
+    c.bench_function("decode PONG", |b| {
+        b.iter(|| codec::decode(black_box(&pong), DEFAULT_MAX_FRAME_LEN))
+    });
     c.bench_function("encode PONG (stack bytes)", |b| {
         b.iter(|| pong_bytes(black_box(7)))
     });
@@ -60,6 +64,14 @@ fn detectors(c: &mut Criterion) {
         b.iter_batched(
             || state,
             |mut state| counter.check(&mut state, black_box(first)),
+            BatchSize::SmallInput,
+        )
+    });
+    let (state, first) = phi.start(t0, INTERVAL);
+    c.bench_function("phi: check of a due session", |b| {
+        b.iter_batched(
+            || state,
+            |mut state| phi.check(&mut state, black_box(first)),
             BatchSize::SmallInput,
         )
     });
