@@ -37,8 +37,9 @@ enum Command {
     Client(chat::ClientArgs),
     /// List the sessions a server holds, from its admin API.
     Sessions(sessions::SessionsArgs),
-    /// Load a running server with many sessions and measure it against its
-    /// requirements (scenarios: silence).
+    /// Load a running server with many sessions and measure it: detection
+    /// error (silence), memory and idle CPU (hold), CPU per heartbeat and
+    /// round trips (pump), evictions after a stop (stall); lubdub or MQTT.
     Bench(bench::BenchArgs),
     /// Simulate the failure detectors on modelled client and network
     /// behaviour: false positives per 1,000 session-hours and time to detect
