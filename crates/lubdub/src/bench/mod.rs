@@ -55,7 +55,8 @@ pub enum BenchError {
     },
     /// Not one handshake succeeded.
     #[error(
-        "no session could be opened with {server}: {error} (is `lubdub server` listening there?)"
+        "no session could be opened with {server}: {error} (is the server listening there, \
+         and does it speak the --protocol chosen?)"
     )]
     NoSessions {
         /// Address tried.

@@ -368,8 +368,9 @@ fn show_progress(bar: &ProgressBar, event: FleetEvent) {
         } => {
             bar.finish_and_clear();
             eprintln!(
-                "{established} sessions open ({failed} failed) after {:.1} s; warming up",
-                took.as_secs_f64()
+                "{established} sessions open ({failed} failed) after {:.1} s{}",
+                took.as_secs_f64(),
+                if established > 0 { "; warming up" } else { "" }
             );
         }
         FleetEvent::Measuring(window) => {
