@@ -22,6 +22,8 @@ pub const SLOT: Duration = Duration::from_millis(1);
 /// interval, so most entries are visited only when due.
 const SLOT_COUNT: usize = 4096;
 const WORD_BITS: usize = 64;
+/// Capacity an emptied slot keeps; larger buffers are freed.
+const KEPT_CAPACITY: usize = 16;
 
 /// Deadlines of type-`K` keys, ordered by 1 ms tick.
 #[derive(Debug)]
@@ -141,6 +143,15 @@ impl<K: Copy> DeadlineWheel<K> {
         self.len -= before - entries.len();
         if entries.is_empty() {
             self.occupied[slot / WORD_BITS] &= !(1 << (slot % WORD_BITS));
+            // A slot that once held a crowd (a burst of handshakes, the
+            // grid line of many sessions' checks) would keep that capacity
+            // for ever, and with short intervals every slot of the ring
+            // gets its crowd in turn: memory proportional to the peak of
+            // each slot instead of the entries alive. Freed, it is reused
+            // by whichever slot fills next.
+            if entries.capacity() > KEPT_CAPACITY {
+                *entries = Vec::new();
+            }
         }
     }
 
@@ -183,6 +194,22 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn an_emptied_crowded_slot_gives_its_memory_back() {
+        let t0 = Instant::now();
+        let mut wheel = DeadlineWheel::new(t0);
+        for key in 0..1000 {
+            wheel.insert(t0 + 5 * MS, key);
+        }
+        let mut due = Vec::new();
+        wheel.expire(t0 + 5 * MS, &mut due);
+        assert_eq!(due.len(), 1000);
+        assert_eq!(wheel.slots[5].capacity(), 0);
+        wheel.insert(t0 + 6 * MS, 1);
+        wheel.expire(t0 + 6 * MS, &mut due);
+        assert!(wheel.slots[6].capacity() > 0, "small slots keep theirs");
+    }
 
     #[test]
     fn coalesced_entries_share_grid_slots_but_keep_their_latest() {
