@@ -38,7 +38,8 @@ enum Command {
     /// List the sessions a server holds, from its admin API.
     Sessions(sessions::SessionsArgs),
     /// Load a running server with many sessions and measure it against its
-    /// requirements (scenarios: silence).
+    /// requirements (scenarios: silence, hold, pump, stall; `plot` draws
+    /// hold and pump reports).
     Bench(bench::BenchArgs),
     /// Simulate the failure detectors on modelled client and network
     /// behaviour: false positives per 1,000 session-hours and time to detect
