@@ -28,89 +28,11 @@ OUT=target/bench
 BIN=target/release/lubdub
 SERVER_BIN=${SERVER_BIN:-$BIN}
 
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+
 cargo build --release --locked --quiet
 mkdir -p "$OUT"
-
-server_pid=""
-stop_server() {
-    if [[ -n "$server_pid" ]]; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
-trap stop_server EXIT
-
-# Starts a server logging to $1 and sets $server_addr from its ready line.
-start_server() {
-    local log=$1
-    "$SERVER_BIN" server --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
-        --interval "$INTERVAL" --max-missed "$MAX_MISSED" 2>"$log" &
-    server_pid=$!
-    server_addr=""
-    for _ in $(seq 100); do
-        server_addr=$(sed -n 's/.*lubdub server ready listen=\([0-9.:]*\).*/\1/p' "$log")
-        [[ -n "$server_addr" ]] && return 0
-        if ! kill -0 "$server_pid" 2>/dev/null; then
-            echo "the server did not start:" >&2
-            cat "$log" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "the server printed no ready line within 10 s; see $log" >&2
-    exit 1
-}
-
-# Percentage of the machine's CPU time spent busy over one second.
-machine_busy() {
-    local a b
-    read -r -a a < <(head -1 /proc/stat)
-    sleep 1
-    read -r -a b < <(head -1 /proc/stat)
-    local busy=0 total=0 i d
-    for i in 1 2 3 4 5 6 7 8; do
-        d=$((b[i] - a[i]))
-        total=$((total + d))
-        # Fields 4 and 5 are idle and iowait.
-        [[ $i -ne 4 && $i -ne 5 ]] && busy=$((busy + d))
-    done
-    echo $((total > 0 ? 100 * busy / total : 0))
-}
-
-# The machine is shared: wait (up to QUIET_WAIT seconds) until other work
-# leaves it at most QUIET_BUSY percent busy, so that a neighbour's build does
-# not end up in the figures. A run that starts on a busy machine says so.
-QUIET_BUSY=${QUIET_BUSY:-10}
-QUIET_WAIT=${QUIET_WAIT:-600}
-wait_for_quiet() {
-    local waited=0 busy
-    while busy=$(machine_busy); ((busy > QUIET_BUSY)); do
-        if ((waited >= QUIET_WAIT)); then
-            echo "warning: the machine is still ${busy}% busy; measuring anyway" >&2
-            return 0
-        fi
-        ((waited % 30 == 0)) && echo "the machine is ${busy}% busy; waiting for it to calm down" >&2
-        waited=$((waited + 1))
-    done
-}
-
-# CPU seconds the machine has spent in processes (user, nice, system) or
-# lost to the hypervisor (steal) since boot. Interrupt and softirq time is
-# left out: loopback TCP is processed there on behalf of server and client
-# without being charged to either.
-machine_busy_seconds() {
-    awk -v hz="$(getconf CLK_TCK)" '/^cpu / { print ($2 + $3 + $4 + $9) / hz }' /proc/stat
-}
-
-# Sets $children to the CPU seconds used by this shell's finished children
-# (server and client). `times` must run in this shell, not in a $(...)
-# subshell, whose own children start from zero.
-read_children_seconds() {
-    times >"$OUT/.times"
-    children=$(tail -1 "$OUT/.times" | awk '{ gsub(/s/, ""); split($1, u, "m");
-        split($2, s, "m"); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
-}
 
 # One run: fresh server, the scenario, server stopped. Exit status 2 (the
 # requirement was missed) is a result, not a failure of the script. Also
@@ -120,21 +42,12 @@ run_once() {
     local name=$1
     shift
     wait_for_quiet
-    local busy_before children_before started
-    busy_before=$(machine_busy_seconds)
-    read_children_seconds
-    children_before=$children
-    started=$(date +%s.%N)
-    start_server "$OUT/$name.server.log"
+    others_begin
+    start_server "$OUT/$name.server.log" --interval "$INTERVAL" --max-missed "$MAX_MISSED"
     local status=0
     "$BIN" bench silence --server "$server_addr" --interval "$INTERVAL" "$@" || status=$?
     stop_server
-    read_children_seconds
-    awk -v b0="$busy_before" -v b1="$(machine_busy_seconds)" \
-        -v c0="$children_before" -v c1="$children" \
-        -v t0="$started" -v t1="$(date +%s.%N)" -v cores="$(nproc)" \
-        'BEGIN { o = ((b1 - b0) - (c1 - c0)) / ((t1 - t0) * cores) * 100;
-                 printf "%.0f\n", (o < 0 ? 0 : o) }' >"$OUT/$name.others"
+    others_end "$OUT/$name.others"
     if [[ $status -ne 0 && $status -ne 2 ]]; then
         echo "lubdub bench silence failed (exit $status)" >&2
         exit "$status"

@@ -8,7 +8,8 @@
 //! - [`client`]: connect, send, receive and a stream of status changes, with
 //!   heartbeats and reconnection handled in the background.
 //! - [`admin`]: the HTTP API (`/sessions`, `/healthz`).
-//! - [`bench`]: load scenarios run against a server by `lubdub bench`.
+//! - [`bench`]: load scenarios run against a server by `lubdub bench`, and
+//!   (feature `plot`, on by default) the SVG plot of their reports.
 //! - [`simulate`] (feature `simulate`, on by default): a deterministic
 //!   simulation of the failure detectors on modelled traffic, behind
 //!   `lubdub simulate` and `docs/DETECTION.md`.

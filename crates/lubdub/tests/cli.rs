@@ -246,3 +246,69 @@ fn a_peer_that_holds_its_socket_after_a_farewell_costs_the_server_no_cpu() {
     );
     drop(silent);
 }
+
+/// A `lubdub bench hold --json` report with only the fields the plot reads
+/// set to anything interesting.
+#[cfg(feature = "plot")]
+fn hold_report(dialect: &str, bytes_per_session: f64, us_per_heartbeat: f64) -> String {
+    serde_json::json!({
+        "settings": {
+            "scenario": "hold", "dialect": dialect, "server": "127.0.0.1:1883",
+            "sessions": 1000, "period_ms": 2400, "warmup_s": 4.8, "workers": 1,
+            "sources": ["127.0.0.2"], "server_pid": 1
+        },
+        "established": 1000, "handshake_failed": 0, "handshake_errors": [],
+        "connect_s": 0.5, "window_s": 5.0, "stopped_s": null,
+        "heartbeats_sent": 2000, "heartbeats_acked": 2000, "acked_per_s": 400.0,
+        "round_trip": { "p50_ms": 0.1, "p99_ms": 0.5, "max_ms": 1.0 },
+        "sessions_ended": 0, "endings": [], "sessions_open": 1000,
+        "server": {
+            "rss_before_kib": 4000.0, "rss_after_kib": 9000.0,
+            "rss_per_session_bytes": bytes_per_session, "cpu_s": 0.02,
+            "cpu_percent_of_core": 0.4, "cpu_us_per_heartbeat": us_per_heartbeat
+        }
+    })
+    .to_string()
+}
+
+#[cfg(feature = "plot")]
+#[test]
+fn bench_plot_writes_both_panels_from_report_files() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let lubdub_report = dir.join("hold-1000-lubdub-1.json");
+    let mqtt_report = dir.join("hold-1000-mosquitto-1.json");
+    std::fs::write(&lubdub_report, hold_report("lubdub", 700.0, 10.0)).expect("written");
+    std::fs::write(&mqtt_report, hold_report("mqtt", 9000.0, 30.0)).expect("written");
+    let svg = dir.join("plot.svg");
+
+    let output = lubdub()
+        .args(["bench", "plot", "--output"])
+        .args([&svg, &lubdub_report, &mqtt_report])
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let drawn = std::fs::read_to_string(&svg).expect("the SVG is written");
+    assert!(
+        drawn.contains("Server memory per session (hold)"),
+        "{drawn}"
+    );
+    assert!(drawn.contains("Server CPU per heartbeat"), "{drawn}");
+    assert!(drawn.contains("Mosquitto (mqtt), hold every 2.4 s"));
+
+    // Anything but a report is refused with its name.
+    let output = lubdub()
+        .args(["bench", "plot", "--output"])
+        .args([&svg, &svg])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("plot.svg is not a"), "{stderr}");
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+}

@@ -27,7 +27,9 @@ const MQTT_PINGREQ: [u8; 2] = [0xC0, 0x00];
 const MAX_MQTT_REMAINING: usize = 1024;
 
 /// Which protocol a run speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
     /// lubdub's own protocol; every PING asks for a PONG unless one-way.

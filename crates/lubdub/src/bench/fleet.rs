@@ -22,7 +22,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::dialect::Dialect;
 use super::limits::OpenFiles;
@@ -41,7 +41,7 @@ const SERVER_FILE_MARGIN: u64 = 32;
 const WORKER_EXIT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Which scenario a run measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LoadScenario {
     /// Many sessions at a slow period: memory and idle CPU.

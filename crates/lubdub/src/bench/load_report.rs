@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::dialect::Dialect;
 use super::fleet::{LoadConfig, LoadScenario};
@@ -38,7 +38,7 @@ pub struct Measured {
 }
 
 /// The run's parameters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadSettings {
     /// hold, pump or stall.
     pub scenario: LoadScenario,
@@ -63,7 +63,7 @@ pub struct LoadSettings {
 }
 
 /// The server's costs, from `/proc`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ServerCost {
     /// Resident memory before the first connect, KiB.
     pub rss_before_kib: f64,
@@ -80,7 +80,7 @@ pub struct ServerCost {
 }
 
 /// Round trips (heartbeat written to acknowledgement read), ms.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RoundTrips {
     /// Median.
     pub p50_ms: f64,
@@ -91,7 +91,7 @@ pub struct RoundTrips {
 }
 
 /// The result of a hold, pump or stall run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
     /// What was asked.
     pub settings: LoadSettings,
@@ -376,6 +376,12 @@ mod tests {
             report.to_text().contains("512 bytes"),
             "{}",
             report.to_text()
+        );
+        // `lubdub bench plot` reads the reports back from `--json`.
+        let json = serde_json::to_string(&report).expect("encodes");
+        assert_eq!(
+            serde_json::from_str::<LoadReport>(&json).expect("decodes"),
+            report
         );
     }
 

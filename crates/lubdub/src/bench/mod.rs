@@ -11,7 +11,8 @@
 //!   [`fleet`] plans and coordinates them and reads the server's costs
 //!   through [`process_stats`], [`worker`] is one worker process,
 //!   [`dialect`] is the lubdub or MQTT bytes it speaks, [`load_report`]
-//!   derives memory per session and CPU per heartbeat.
+//!   derives memory per session and CPU per heartbeat, and `plot` (feature
+//!   `plot`) draws those figures from several reports against N.
 //!
 //! [`limits`] tells how many sockets a process may hold.
 
@@ -20,6 +21,8 @@ pub mod fleet;
 pub mod limits;
 pub mod load_report;
 pub mod outcome;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod process_stats;
 pub mod report;
 pub mod session;

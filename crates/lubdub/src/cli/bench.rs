@@ -6,6 +6,8 @@
 //! prints.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+#[cfg(feature = "plot")]
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -66,6 +68,16 @@ enum Scenario {
     /// and resumed (SIGCONT) inside the window; reports how many sessions
     /// the server ended. Needs --server-pid.
     Stall(StallArgs),
+    /// Draw hold and pump reports as an SVG: memory per session and CPU per
+    /// heartbeat against N.
+    ///
+    /// Reads the --json output of hold and pump runs given --server-pid and
+    /// draws two panels: the server's memory per session (hold runs) and its
+    /// CPU time per heartbeat (hold and pump runs) against the number of
+    /// sessions, one line per server, scenario and period; the median where
+    /// several runs share a point. Other reports are left out.
+    #[cfg(feature = "plot")]
+    Plot(PlotArgs),
     /// One load-generator process (started by hold, pump and stall).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -142,6 +154,18 @@ struct StallArgs {
     /// How long the server stays stopped.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     stop_for: Duration,
+}
+
+/// Flags of `lubdub bench plot`.
+#[cfg(feature = "plot")]
+#[derive(Debug, Args)]
+struct PlotArgs {
+    /// Where to write the SVG.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// JSON reports of `lubdub bench hold|pump --server-pid PID --json`.
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
 }
 
 /// Flags of the hidden worker subcommand.
@@ -304,6 +328,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             };
             run_load(&args.load, LoadScenario::Stall, Some(plan))
         }
+        #[cfg(feature = "plot")]
+        Scenario::Plot(args) => run_plot(&args),
         Scenario::Worker(args) => {
             let config: WorkerConfig = serde_json::from_str(&args.config)
                 .context("the worker configuration is not valid JSON")?;
@@ -333,6 +359,28 @@ fn run_load(
         print!("{}", report.to_text());
     }
     Ok(exit_status(&report))
+}
+
+#[cfg(feature = "plot")]
+fn run_plot(args: &PlotArgs) -> anyhow::Result<ExitCode> {
+    let reports = args
+        .reports
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not a `lubdub bench hold|pump --json` report",
+                    path.display()
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<LoadReport>>>()?;
+    let svg = lubdub::bench::plot::svg(&reports)?;
+    std::fs::write(&args.output, svg)
+        .with_context(|| format!("cannot write the plot to {}", args.output.display()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// 0 when every session was held through the window, else [`EXIT_MISSED`].

@@ -40,6 +40,7 @@ enum Command {
     /// Load a running server with many sessions and measure it: detection
     /// error (silence), memory and idle CPU (hold), CPU per heartbeat and
     /// round trips (pump), evictions after a stop (stall); lubdub or MQTT.
+    /// `plot` draws hold and pump reports.
     Bench(bench::BenchArgs),
     /// Simulate the failure detectors on modelled client and network
     /// behaviour: false positives per 1,000 session-hours and time to detect
