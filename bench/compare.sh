@@ -18,11 +18,14 @@
 #   PERIOD, DURATION [the scenario's defaults]: --period and --duration of
 #     every hold and pump run; hold's default here is 2.4s, the period at
 #     which lubdub's client pings at the server's default 3 s interval
+#   PUMP_RATE [20000]: heartbeats per second offered in the pump runs; each
+#     size's period is sessions / PUMP_RATE (1,000: 50 ms; 19,000: 950 ms)
 #   STALL_SESSIONS [5000]: sessions of the stall runs (`lubdub bench stall`
 #     defaults: 1 s period, 20 s window, server stopped for 10 s); 0 skips them
 #   PLOT [docs/bench.svg]: where the plot is written
 #   MOSQUITTO [mosquitto on PATH, else /usr/sbin/mosquitto]: the broker
 #   SERVER_BIN [target/release/lubdub]: the lubdub server to measure
+#   LUBDUB_FLAGS [none]: extra `lubdub server` flags, e.g. "--batch-wait 5ms"
 #   QUIET_BUSY [10], QUIET_WAIT [600]: before each run, wait up to QUIET_WAIT
 #     seconds for the shared machine to be at most QUIET_BUSY percent busy
 # A run with N sessions needs an open-file limit of at least N + 32 for the
@@ -41,6 +44,8 @@ RUNS=${RUNS:-1}
 PERIOD=${PERIOD:-}
 DURATION=${DURATION:-}
 STALL_SESSIONS=${STALL_SESSIONS:-5000}
+PUMP_RATE=${PUMP_RATE:-20000}
+LUBDUB_FLAGS=${LUBDUB_FLAGS:-}
 PLOT=${PLOT:-docs/bench.svg}
 OUT=target/bench/compare
 BIN=target/release/lubdub
@@ -110,7 +115,8 @@ run_once() {
         start_mosquitto "$OUT/$name.mosquitto"
         protocol=mqtt
     else
-        start_server "$OUT/$name.server.log"
+        # shellcheck disable=SC2086 # LUBDUB_FLAGS is a list of flags
+        start_server "$OUT/$name.server.log" $LUBDUB_FLAGS
     fi
     local status=0
     "$BIN" bench "$scenario" --protocol "$protocol" --server "$server_addr" \
@@ -125,16 +131,21 @@ run_once() {
 
 reports=()
 for scenario in $SCENARIOS; do
-    flags=()
-    if [[ -n "$PERIOD" ]]; then
-        flags+=(--period "$PERIOD")
-    elif [[ $scenario == hold ]]; then
-        # The idle target is at the default 3 s interval, at whose
-        # 80 % lubdub's client pings; the MQTT keep-alive rounds up to 3 s.
-        flags+=(--period 2.4s)
-    fi
-    [[ -n "$DURATION" ]] && flags+=(--duration "$DURATION")
     for sessions in $SIZES; do
+        flags=()
+        if [[ -n "$PERIOD" ]]; then
+            flags+=(--period "$PERIOD")
+        elif [[ $scenario == hold ]]; then
+            # The idle target is at the default 3 s interval, at whose
+            # 80 % lubdub's client pings; the MQTT keep-alive rounds up to 3 s.
+            flags+=(--period 2.4s)
+        elif [[ $scenario == pump ]]; then
+            # The same offered load at every size, so that the CPU per
+            # heartbeat shows what N itself costs (caches, wake-ups), and
+            # within what two shared cores can generate and serve.
+            flags+=(--period "$((sessions * 1000 / PUMP_RATE))ms")
+        fi
+        [[ -n "$DURATION" ]] && flags+=(--duration "$DURATION")
         for run in $(seq "$RUNS"); do
             for server in mosquitto lubdub; do
                 name="$scenario-$sessions-$server-$run"

@@ -254,7 +254,7 @@ fn hold_report(dialect: &str, bytes_per_session: f64, us_per_heartbeat: f64) -> 
     serde_json::json!({
         "settings": {
             "scenario": "hold", "dialect": dialect, "server": "127.0.0.1:1883",
-            "sessions": 1000, "period_ms": 2400, "warmup_s": 4.8, "workers": 1,
+            "sessions": 1000, "period_ms": 2400, "acks": true, "warmup_s": 4.8, "workers": 1,
             "sources": ["127.0.0.2"], "server_pid": 1
         },
         "established": 1000, "handshake_failed": 0, "handshake_errors": [],

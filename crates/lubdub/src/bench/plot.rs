@@ -354,6 +354,7 @@ mod tests {
                 } else {
                     100
                 },
+                acks: true,
                 warmup_s: 1.0,
                 workers: 1,
                 sources: vec!["127.0.0.2".to_owned()],
