@@ -92,6 +92,13 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not an IP:port address, e.g. 127.0.0.1:7070"))
 }
 
+/// Bytes the log writer gathers before a write(2); flushed whenever its queue is empty.
+const LOG_BUFFER_BYTES: usize = 64 * 1024;
+/// Lines queued for the log writer before logging blocks (it never drops).
+/// The queue is a ring whose slots are touched as it fills: 128,000 by
+/// default, or 5 MB of resident memory once every slot has been used.
+const LOG_QUEUE_LINES: usize = 16_384;
+
 /// Sets up logging to stderr; `RUST_LOG` overrides the default level.
 ///
 /// Lines are formatted on the logging thread but written by a dedicated
@@ -105,10 +112,15 @@ pub fn init_logging(default_directive: &str) -> tracing_appender::non_blocking::
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_directive));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // The writer thread drains every queued line, then flushes: buffered,
+    // a burst of lines costs a few large writes instead of one write(2)
+    // each, so the queue (and the memory its lines hold) stays short.
+    let stderr = std::io::BufWriter::with_capacity(LOG_BUFFER_BYTES, std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("lubdub-log")
-        .finish(std::io::stderr());
+        .finish(stderr);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
