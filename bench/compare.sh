@@ -25,7 +25,7 @@
 #   PLOT [docs/bench.svg]: where the plot is written
 #   MOSQUITTO [mosquitto on PATH, else /usr/sbin/mosquitto]: the broker
 #   SERVER_BIN [target/release/lubdub]: the lubdub server to measure
-#   LUBDUB_FLAGS [none]: extra `lubdub server` flags, e.g. "--batch-wait 5ms"
+#   LUBDUB_FLAGS [none]: extra `lubdub server` flags, e.g. "--detector phi"
 #   QUIET_BUSY [10], QUIET_WAIT [600]: before each run, wait up to QUIET_WAIT
 #     seconds for the shared machine to be at most QUIET_BUSY percent busy
 # A run with N sessions needs an open-file limit of at least N + 32 for the

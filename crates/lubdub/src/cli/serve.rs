@@ -73,12 +73,6 @@ pub struct ServerArgs {
     /// (the system's retransmission limit, about 15 minutes).
     #[arg(long, default_value = "off", value_parser = parse_duration_or_off)]
     tcp_user_timeout: DurationOrOff,
-    /// After a quiet turn, how long the server lets frames accumulate before
-    /// it waits for the next: one wake-up then serves many sessions instead
-    /// of one. Replies (PONG, relayed messages) may be delayed by up to this
-    /// much; deadlines and verdicts are not. 0s answers every frame at once.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    batch_wait: Duration,
 }
 
 impl ServerArgs {
@@ -97,7 +91,6 @@ impl ServerArgs {
             phi_acceptable_pause: self.phi_acceptable_pause,
             tcp_keepalive: self.tcp_keepalive.0,
             tcp_user_timeout: self.tcp_user_timeout.0,
-            batch_wait: self.batch_wait,
             ..ServerConfig::default()
         }
     }

@@ -68,12 +68,6 @@ pub struct ServerConfig {
     /// the kernel aborts the connection; `None` (the default) leaves the
     /// system's (about 15 minutes of retransmissions).
     pub tcp_user_timeout: Option<Duration>,
-    /// Pause before each wait for readiness when the last turn of the loop
-    /// was light, so that the frames of many sessions are read in one
-    /// wake-up instead of one wake-up each: a wake-up costs more CPU than
-    /// the heartbeat it serves. Delays a reply by at most this much; zero
-    /// wakes for every frame. Deadlines are never delayed by it.
-    pub batch_wait: Duration,
 }
 
 impl Default for ServerConfig {
@@ -97,7 +91,6 @@ impl Default for ServerConfig {
             // deadline, racing the BYE; see docs/DETECTION.md.
             tcp_keepalive: None,
             tcp_user_timeout: None,
-            batch_wait: Duration::ZERO,
         }
     }
 }

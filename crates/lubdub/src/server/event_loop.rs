@@ -68,9 +68,6 @@ const MAX_FULL_READS_PER_TURN: u32 = 4;
 /// made: a session turns suspect up to this much after its first missed
 /// interval, and the loop wakes for suspicion at most 40 times a second.
 const SUSPICION_GRID: Duration = Duration::from_millis(25);
-/// A turn with fewer events than this is light: the loop pauses
-/// `batch_wait` before its next wait.
-const LIGHT_TURN: usize = EVENTS_CAPACITY / 4;
 /// Longest single wait, so that a stall of the loop (SIGSTOP, VM pause,
 /// starvation) shows as a late wake-up even when traffic ends the wait.
 /// Ten idle wake-ups a second cost nothing measurable.
@@ -346,7 +343,6 @@ impl<D: Detector> EventLoop<D> {
     /// The poll error that stopped the loop.
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
-        let mut ready_last_turn = 0;
         loop {
             let before = Instant::now();
             // With nothing scheduled there is no one to judge, and so no
@@ -359,18 +355,7 @@ impl<D: Detector> EventLoop<D> {
             } else {
                 Some(Duration::ZERO)
             };
-            // Let frames accumulate after a light turn (see `batch_wait`),
-            // never past the next deadline.
-            let pause = if ready_last_turn < LIGHT_TURN && timeout != Some(Duration::ZERO) {
-                timeout.map_or(self.config.batch_wait, |t| t.min(self.config.batch_wait))
-            } else {
-                Duration::ZERO
-            };
             report_stall(self.clock.sleeping(before, thread_cpu_time, timeout));
-            if !pause.is_zero() {
-                std::thread::sleep(pause);
-            }
-            let timeout = timeout.map(|t| t.saturating_sub(pause));
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 // After SIGSTOP and SIGCONT epoll_wait fails with EINTR; the
                 // next `sleeping` report catches the stall.
@@ -409,7 +394,6 @@ impl<D: Detector> EventLoop<D> {
             // still holds unread bytes), others may hold unread frames, and
             // a session about to be declared dead is read first (see `judge`).
             self.backlog = ready == EVENTS_CAPACITY || !self.unfinished_reads.is_empty();
-            ready_last_turn = ready;
             // Judge with the instant taken right after the poll: a deadline
             // that passed while this batch was handled is judged after the
             // next poll, once the frames that arrived meanwhile are read.
