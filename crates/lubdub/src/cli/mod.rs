@@ -93,7 +93,7 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Bytes the log writer gathers before a write(2); flushed whenever its queue is empty.
-const LOG_BUFFER_BYTES: usize = 64 * 1024;
+const LOG_BUFFER_BYTES: usize = 8 * 1024;
 /// Lines queued for the log writer before logging blocks (it never drops).
 /// The queue is a ring whose slots are touched as it fills: 128,000 by
 /// default, or 5 MB of resident memory once every slot has been used.
