@@ -299,7 +299,7 @@ fn bench_plot_writes_both_panels_from_report_files() {
         "{drawn}"
     );
     assert!(drawn.contains("Server CPU per heartbeat"), "{drawn}");
-    assert!(drawn.contains("Mosquitto (mqtt), hold every 2.4 s"));
+    assert!(drawn.contains("Mosquitto (mqtt), hold: a heartbeat every 2.4 s"));
 
     // Anything but a report is refused with its name.
     let output = lubdub()

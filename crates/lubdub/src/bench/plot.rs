@@ -65,15 +65,38 @@ impl Figure {
     }
 }
 
-/// One line of a panel: one server under one scenario at one period.
+/// What stays the same along one line as N grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Load {
+    /// Every session heartbeats at this period, ms (hold: the load grows with N).
+    Period(u64),
+    /// The sessions together offer this many heartbeats a second (pump runs,
+    /// whose period `bench/compare.sh` scales with N), rounded to 100/s.
+    Rate(u64),
+}
+
+impl Load {
+    fn of(report: &LoadReport) -> Self {
+        let settings = &report.settings;
+        match settings.scenario {
+            LoadScenario::Pump => {
+                let per_s = settings.sessions as f64 * 1000.0 / settings.period_ms.max(1) as f64;
+                Load::Rate(((per_s / 100.0).round() * 100.0) as u64)
+            }
+            _ => Load::Period(settings.period_ms),
+        }
+    }
+}
+
+/// One line of a panel: one server under one scenario at one load.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     /// The protocol spoken, which names the server.
     pub dialect: Dialect,
     /// hold or pump.
     pub scenario: LoadScenario,
-    /// Heartbeat period of the runs, ms.
-    pub period_ms: u64,
+    /// What the runs of the line share.
+    pub load: Load,
     /// One point per number of sessions asked for, in increasing order.
     pub points: Vec<Point>,
 }
@@ -90,7 +113,8 @@ pub struct Point {
 }
 
 impl Series {
-    /// The legend's text, e.g. `Mosquitto (mqtt), pump every 100 ms`.
+    /// The legend's text, e.g. `Mosquitto (mqtt), hold: a heartbeat every 2.4 s`
+    /// or `lubdub, pump: 20,000 heartbeats/s`.
     pub fn label(&self) -> String {
         let server = match self.dialect {
             Dialect::Lubdub => "lubdub",
@@ -101,40 +125,42 @@ impl Series {
             LoadScenario::Pump => "pump",
             LoadScenario::Stall => "stall",
         };
-        let period = if self.period_ms % 1000 == 0 || self.period_ms > 1000 {
-            format!("{} s", self.period_ms as f64 / 1000.0)
-        } else {
-            format!("{} ms", self.period_ms)
+        let load = match self.load {
+            Load::Period(ms) if ms % 1000 == 0 || ms > 1000 => {
+                format!("a heartbeat every {} s", ms as f64 / 1000.0)
+            }
+            Load::Period(ms) => format!("a heartbeat every {ms} ms"),
+            Load::Rate(per_s) => format!("{} heartbeats/s", thousands(per_s)),
         };
-        format!("{server}, {scenario} every {period}")
+        format!("{server}, {scenario}: {load}")
     }
 }
 
-/// Groups `reports` into one series per server, scenario and period, with
+/// Groups `reports` into one series per server, scenario and load, with
 /// the median of `figure` at each number of sessions. Reports that do not
 /// carry the figure (stall runs, runs without `--server-pid`) are left out.
-/// Series come lubdub first, then hold before pump, then by period.
+/// Series come lubdub first, then hold before pump, then by load.
 pub fn series(reports: &[LoadReport], figure: Figure) -> Vec<Series> {
     // Ordered maps give the series and their points in the order drawn
     // (Dialect and LoadScenario order as declared).
-    let mut runs: BTreeMap<(Dialect, LoadScenario, u64), BTreeMap<usize, Vec<f64>>> =
+    let mut runs: BTreeMap<(Dialect, LoadScenario, Load), BTreeMap<usize, Vec<f64>>> =
         BTreeMap::new();
     for report in reports {
         let Some(value) = figure.of(report) else {
             continue;
         };
         let settings = &report.settings;
-        runs.entry((settings.dialect, settings.scenario, settings.period_ms))
+        runs.entry((settings.dialect, settings.scenario, Load::of(report)))
             .or_default()
             .entry(settings.sessions)
             .or_default()
             .push(value);
     }
     runs.into_iter()
-        .map(|((dialect, scenario, period_ms), by_sessions)| Series {
+        .map(|((dialect, scenario, load), by_sessions)| Series {
             dialect,
             scenario,
-            period_ms,
+            load,
             points: by_sessions
                 .into_iter()
                 .map(|(sessions, values)| Point {
@@ -422,8 +448,23 @@ mod tests {
         // An even number of runs: the mean of the middle two.
         assert_eq!(points(&cpu[1]), vec![(1000, 5.0, 2)]);
         assert_eq!(points(&cpu[2]), vec![(1000, 30.0, 1)]);
-        assert_eq!(cpu[1].label(), "lubdub, pump every 100 ms");
-        assert_eq!(cpu[2].label(), "Mosquitto (mqtt), hold every 2.4 s");
+        assert_eq!(cpu[1].label(), "lubdub, pump: 10,000 heartbeats/s");
+        assert_eq!(
+            cpu[2].label(),
+            "Mosquitto (mqtt), hold: a heartbeat every 2.4 s"
+        );
+    }
+
+    #[test]
+    fn pump_runs_offering_the_same_rate_form_one_line() {
+        let mut small = report(Dialect::Lubdub, LoadScenario::Pump, 1000, 400.0, 5.0);
+        small.settings.period_ms = 50;
+        let mut large = report(Dialect::Lubdub, LoadScenario::Pump, 19_000, 350.0, 7.0);
+        large.settings.period_ms = 950;
+        let cpu = series(&[small, large], Figure::CpuPerHeartbeat);
+        assert_eq!(cpu.len(), 1, "{cpu:?}");
+        assert_eq!(cpu[0].load, Load::Rate(20_000));
+        assert_eq!(cpu[0].points.len(), 2);
     }
 
     #[test]
@@ -455,8 +496,8 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
         assert!(svg.contains(MEMORY_TITLE));
         assert!(svg.contains(CPU_TITLE));
-        assert!(svg.contains("lubdub, hold every 2.4 s"));
-        assert!(svg.contains("Mosquitto (mqtt), hold every 2.4 s"));
+        assert!(svg.contains("lubdub, hold: a heartbeat every 2.4 s"));
+        assert!(svg.contains("Mosquitto (mqtt), hold: a heartbeat every 2.4 s"));
         // In each panel, one marker per server and one in its legend entry.
         assert_eq!(svg.matches("<circle").count(), 2 * (2 + 2));
     }
