@@ -159,13 +159,14 @@ fn report_stall(stalled: Option<Duration>) {
     }
 }
 
-/// Durations rounded to milliseconds, for messages people read.
 /// Schedules a liveness check. A check before the session's verdict
 /// instant can at most make it suspect, an informational state, so it is
 /// put on a [`SUSPICION_GRID`] shared with every other session's: every
 /// healthy session has one such check per interval, and waking for each
-/// separately cost more CPU than its heartbeats. The verdict itself is
-/// scheduled exactly.
+/// separately cost more CPU than its heartbeats. It is never moved past
+/// halfway to the verdict, so that a session is still seen suspect before
+/// it is declared dead (phi's two thresholds can be a few ms apart). The
+/// verdict itself is scheduled exactly.
 fn schedule_check(
     wheel: &mut DeadlineWheel<TimerKey>,
     at: Instant,
@@ -173,12 +174,14 @@ fn schedule_check(
     key: TimerKey,
 ) {
     if at < dead_at {
-        wheel.insert_coalesced(at, SUSPICION_GRID, dead_at, key);
+        let latest = at + (dead_at - at) / 2;
+        wheel.insert_coalesced(at, SUSPICION_GRID, latest, key);
     } else {
         wheel.insert(at, key);
     }
 }
 
+/// Durations rounded to milliseconds, for messages people read.
 fn whole_millis(duration: Duration) -> Duration {
     Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
