@@ -53,7 +53,8 @@ enum Scenario {
     /// the client's own delay in noticing a drop is included: the figures are
     /// upper bounds of the server's.
     Silence(SilenceArgs),
-    /// Memory and idle CPU: N sessions heartbeat at a slow period (default 3 s).
+    /// Memory and idle CPU: N sessions heartbeat at a slow period (default
+    /// 2.4 s: lubdub's client at the default 3 s interval).
     ///
     /// Reports connections held, handshake errors, heartbeats acknowledged,
     /// round trips and, with --server-pid, the server's resident memory per
@@ -98,9 +99,11 @@ struct LoadArgs {
     /// Sessions to open in all (one TCP connection each).
     #[arg(long, default_value_t = 1000)]
     sessions: usize,
-    /// Heartbeat period of every session, also the interval asked for (MQTT:
-    /// the keep-alive, rounded up to whole seconds). Default: 3s for hold,
-    /// 100ms for pump, 1s for stall.
+    /// Heartbeat period of every session. lubdub sessions ask for the
+    /// interval at whose 80 % lubdub's own client pings (period × 5/4), MQTT
+    /// sessions for a keep-alive of the period rounded up to whole seconds.
+    /// Default: 2.4s for hold (the default 3 s interval), 100ms for pump,
+    /// 1s for stall.
     #[arg(long, value_parser = parse_duration)]
     period: Option<Duration>,
     /// Heartbeating after the last handshake, before the measured window.
@@ -202,7 +205,7 @@ impl LoadArgs {
         stall: Option<StallPlan>,
     ) -> anyhow::Result<LoadConfig> {
         let (period, window) = match scenario {
-            LoadScenario::Hold => (Duration::from_secs(3), Duration::from_secs(30)),
+            LoadScenario::Hold => (Duration::from_millis(2400), Duration::from_secs(30)),
             LoadScenario::Pump => (Duration::from_millis(100), Duration::from_secs(10)),
             LoadScenario::Stall => (Duration::from_secs(1), Duration::from_secs(20)),
         };
