@@ -2,6 +2,7 @@
 //! generator saw, what the server cost, and the derived per-session and
 //! per-heartbeat figures; as text and as JSON.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -287,17 +288,14 @@ impl LoadReport {
     }
 }
 
-/// Sums tallies of the same message from several workers.
+/// Sums tallies of the same message from several workers, ordered as
+/// each worker orders its own.
 fn merge(tallies: Vec<Tally>) -> Vec<Tally> {
-    let mut merged: Vec<Tally> = Vec::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for tally in tallies {
-        match merged.iter_mut().find(|known| known.what == tally.what) {
-            Some(known) => known.count += tally.count,
-            None => merged.push(tally),
-        }
+        *counts.entry(tally.what).or_default() += tally.count;
     }
-    merged.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.what.cmp(&b.what)));
-    merged
+    super::worker::tallies(&counts)
 }
 
 #[cfg(test)]

@@ -217,7 +217,8 @@ pub fn histogram_from_pairs<'a>(pairs: impl IntoIterator<Item = &'a (u64, u64)>)
     histogram
 }
 
-fn tallies(map: &BTreeMap<String, usize>) -> Vec<Tally> {
+/// A map of message → count as tallies, most frequent first.
+pub(crate) fn tallies(map: &BTreeMap<String, usize>) -> Vec<Tally> {
     let mut list: Vec<Tally> = map
         .iter()
         .map(|(what, &count)| Tally {
