@@ -45,8 +45,17 @@ pub enum ReasonCode {
     SlowConsumer,
     /// The peer sent a frame kind that only the other side may send.
     UnexpectedFrame,
-    /// The server is at its connection limit.
+    /// The server is at a connection limit (total, per source address or
+    /// accept rate), or cannot take the session now.
     ServerFull,
+    /// PINGs arrive much faster than the granted interval calls for; the
+    /// text names the spacing allowed.
+    TooManyPings,
+    /// A MSG was not delivered: the session sends more messages per second
+    /// than the server allows (NOTICE only).
+    RateLimited,
+    /// The server requires TLS and the peer spoke plain TCP.
+    TlsRequired,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -72,6 +81,9 @@ impl ReasonCode {
             Self::SlowConsumer => 14,
             Self::UnexpectedFrame => 15,
             Self::ServerFull => 16,
+            Self::TooManyPings => 17,
+            Self::RateLimited => 18,
+            Self::TlsRequired => 19,
             Self::Unknown(code) => code,
         }
     }
@@ -96,6 +108,9 @@ impl ReasonCode {
             14 => Self::SlowConsumer,
             15 => Self::UnexpectedFrame,
             16 => Self::ServerFull,
+            17 => Self::TooManyPings,
+            18 => Self::RateLimited,
+            19 => Self::TlsRequired,
             other => Self::Unknown(other),
         }
     }
@@ -120,6 +135,9 @@ impl ReasonCode {
             Self::SlowConsumer => "slow_consumer",
             Self::UnexpectedFrame => "unexpected_frame",
             Self::ServerFull => "server_full",
+            Self::TooManyPings => "too_many_pings",
+            Self::RateLimited => "rate_limited",
+            Self::TlsRequired => "tls_required",
             Self::Unknown(_) => "unknown",
         }
     }
