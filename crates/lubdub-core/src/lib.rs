@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! - [`protocol`]: frames, the two-phase codec, reason codes, handshake rules.
-//! - [`session`]: which frame the server accepts at which phase.
+//! - [`session`]: which frame the server accepts at which phase, and how often.
+//! - [`rate`]: rate limits in one `u64` per flow (GCRA).
 //! - [`detector`]: the [`Detector`](detector::Detector) trait and its policies.
 //! - [`wheel`]: one timing wheel holding every session's next deadline.
 //! - [`client`]: the client's heartbeat schedule and server-death detection.
@@ -18,6 +19,7 @@
 pub mod client;
 pub mod detector;
 pub mod protocol;
+pub mod rate;
 pub mod session;
 pub mod stall;
 pub mod wheel;

@@ -1,12 +1,17 @@
-//! Which frame a server accepts at which point of a session.
+//! Which frame a server accepts at which point of a session, and how often.
 //!
 //! The server's per-connection state machine reduced to its rules: given the
 //! phase of the connection and a decoded frame, either an [`Inbound`] request
 //! the server acts on, or a [`Violation`] that ends the connection with a
-//! reason code. Pure, so that it can be unit-tested and fuzzed without sockets.
+//! reason code ([`admit`]); for an established session, [`Conduct`] also
+//! holds it to its rates of PINGs and messages. Pure, with time passed in,
+//! so that it can be unit-tested and fuzzed without sockets.
+
+use std::time::Duration;
 
 use crate::protocol::handshake::validate_name;
 use crate::protocol::{Bye, Frame, Hello, Message, ReasonCode};
+use crate::rate::{Gcra, Rate};
 
 /// Where a server-side connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +38,16 @@ pub enum Inbound {
     Message(Message),
     /// The client ends the session.
     Bye(Bye),
+    /// A PING or MSG beyond its session's rate: not acted on (no PONG, not
+    /// relayed), the session goes on. `notice`, when present, is the text of
+    /// a NOTICE with `code` to send; it is sent once per run of refusals, so
+    /// that refusing a flood does not become a flood of notices.
+    Refused {
+        /// `too_many_pings` or `rate_limited`.
+        code: ReasonCode,
+        /// The NOTICE's text, on the first refusal of a run.
+        notice: Option<String>,
+    },
 }
 
 /// A frame that breaks the protocol at this phase. The server answers with
@@ -82,6 +97,134 @@ pub fn admit(phase: Phase, frame: Frame) -> Result<Inbound, Violation> {
             ReasonCode::UnexpectedFrame,
             format!("{:?} is sent by servers, not clients", other.kind()),
         ),
+    }
+}
+
+/// How fast an established session may send, beyond the frame rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConductLimits {
+    /// PINGs allowed per granted interval at the steady rate; 0 is
+    /// unlimited. Scaled to the interval each session was granted, where
+    /// gRPC enforces one minimum time for every client. The client's own
+    /// schedule sends one PING per 4/5 interval, and at most one more after
+    /// a stall of its own.
+    pub pings_per_interval: u32,
+    /// PINGs allowed at once beyond the steady rate.
+    pub ping_burst: u32,
+    /// Refused PINGs that end the session with BYE `too_many_pings`; the
+    /// first refusal sends a warning NOTICE instead (when this is above 1).
+    pub ping_strikes: u8,
+    /// MSGs a session may send.
+    pub messages: Rate,
+}
+
+impl Default for ConductLimits {
+    fn default() -> Self {
+        Self {
+            pings_per_interval: 4,
+            ping_burst: 5,
+            ping_strikes: 3,
+            messages: Rate::per_second(100, 100),
+        }
+    }
+}
+
+impl ConductLimits {
+    /// The PING rate allowed to a session granted `interval`.
+    pub fn ping_rate(&self, interval: Duration) -> Rate {
+        if self.pings_per_interval == 0 {
+            return Rate::UNLIMITED;
+        }
+        Rate::every(interval / self.pings_per_interval, self.ping_burst)
+    }
+}
+
+/// How an established session has behaved: its PING and MSG rates and its
+/// strikes for PINGs sent too soon. 24 bytes; every session holds one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Conduct {
+    pings: Gcra,
+    messages: Gcra,
+    ping_strikes: u8,
+    messages_refused: bool,
+}
+
+impl Conduct {
+    /// A session that has sent nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies [`admit`] for an established session, then its rates, to one
+    /// frame that arrived at `now_us` (µs since an origin of the caller's).
+    ///
+    /// # Errors
+    /// A [`Violation`] for a frame not allowed on an established session,
+    /// and BYE `too_many_pings` once `limits.ping_strikes` PINGs were refused.
+    pub fn admit(
+        &mut self,
+        frame: Frame,
+        now_us: u64,
+        interval: Duration,
+        limits: &ConductLimits,
+    ) -> Result<Inbound, Violation> {
+        let inbound = admit(Phase::Established, frame)?;
+        match inbound {
+            Inbound::Ping { .. } => {
+                let rate = limits.ping_rate(interval);
+                // A flow with no debt left kept to the rate since its last
+                // refusal: it is forgiven, as gRPC forgets strikes.
+                let rested = self.pings.is_idle(now_us);
+                if self.pings.allow(now_us, rate) {
+                    if rested {
+                        self.ping_strikes = 0;
+                    }
+                    return Ok(inbound);
+                }
+                self.ping_strikes = self.ping_strikes.saturating_add(1);
+                let allowed = Duration::from_micros(rate.spacing_us);
+                if self.ping_strikes >= limits.ping_strikes.max(1) {
+                    return Err(Violation {
+                        code: ReasonCode::TooManyPings,
+                        text: format!(
+                            "too many pings: send at most one PING every {allowed:?} \
+                             (granted interval {interval:?}, bursts of {})",
+                            rate.burst
+                        ),
+                    });
+                }
+                Ok(Inbound::Refused {
+                    code: ReasonCode::TooManyPings,
+                    notice: (self.ping_strikes == 1).then(|| {
+                        format!(
+                            "PINGs too frequent, not answered: send at most one every \
+                             {allowed:?} (granted interval {interval:?}); the session \
+                             ends if this goes on"
+                        )
+                    }),
+                })
+            }
+            Inbound::Message(_) => {
+                if self.messages.allow(now_us, limits.messages) {
+                    self.messages_refused = false;
+                    return Ok(inbound);
+                }
+                let first = !std::mem::replace(&mut self.messages_refused, true);
+                let rate = limits.messages;
+                Ok(Inbound::Refused {
+                    code: ReasonCode::RateLimited,
+                    notice: first.then(|| {
+                        format!(
+                            "message not delivered: at most {} messages a second \
+                             (bursts of {}); later ones are dropped until the rate falls",
+                            1_000_000 / rate.spacing_us.max(1),
+                            rate.burst
+                        )
+                    }),
+                })
+            }
+            other => Ok(other),
+        }
     }
 }
 
@@ -166,5 +309,163 @@ mod tests {
             code(admit(Phase::Established, to_bad_name)),
             ReasonCode::InvalidName
         );
+    }
+
+    fn ping(seq: u32) -> Frame {
+        Frame::Ping { seq, rtt_us: 0 }
+    }
+
+    fn msg() -> Frame {
+        Frame::Msg(Message {
+            from: String::new(),
+            to: String::new(),
+            body: b"hi".to_vec(),
+        })
+    }
+
+    const SECOND: u64 = 1_000_000;
+
+    #[test]
+    fn pings_at_the_client_schedule_are_always_answered() {
+        let limits = ConductLimits::default();
+        let interval = Duration::from_secs(3);
+        let mut conduct = Conduct::new();
+        // Every 4/5 interval for an hour, plus a stall's extra PING now and then.
+        let mut now = 0;
+        for seq in 0..1_500 {
+            now += 2_400_000;
+            let answered = conduct.admit(ping(seq), now, interval, &limits);
+            assert!(matches!(answered, Ok(Inbound::Ping { .. })), "{answered:?}");
+            if seq % 100 == 0 {
+                let extra = conduct.admit(ping(seq), now + 1, interval, &limits);
+                assert!(matches!(extra, Ok(Inbound::Ping { .. })), "{extra:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_ping_flood_is_warned_once_then_ended_with_the_allowed_spacing() {
+        let limits = ConductLimits::default();
+        let interval = Duration::from_secs(3);
+        let mut conduct = Conduct::new();
+        let at = 10 * SECOND;
+        for seq in 0..limits.ping_burst {
+            assert!(matches!(
+                conduct.admit(ping(seq), at, interval, &limits),
+                Ok(Inbound::Ping { .. })
+            ));
+        }
+        let warned = conduct.admit(ping(5), at, interval, &limits);
+        let Ok(Inbound::Refused {
+            code: ReasonCode::TooManyPings,
+            notice: Some(text),
+        }) = warned
+        else {
+            panic!("expected a warning, got {warned:?}");
+        };
+        assert!(text.contains("750ms"), "{text}");
+        assert_eq!(
+            conduct.admit(ping(6), at, interval, &limits),
+            Ok(Inbound::Refused {
+                code: ReasonCode::TooManyPings,
+                notice: None
+            })
+        );
+        let ended = conduct
+            .admit(ping(7), at, interval, &limits)
+            .expect_err("third strike ends the session");
+        assert_eq!(ended.code, ReasonCode::TooManyPings);
+        assert!(ended.text.contains("every 750ms"), "{}", ended.text);
+    }
+
+    #[test]
+    fn a_warned_client_that_slows_down_is_forgiven() {
+        let limits = ConductLimits::default();
+        let interval = Duration::from_secs(1);
+        let mut conduct = Conduct::new();
+        for seq in 0..7 {
+            let _ = conduct.admit(ping(seq), SECOND, interval, &limits);
+        }
+        // Two strikes so far; PINGs slower than one per 250 ms pay off the
+        // debt, and the strikes are cleared once it is paid.
+        for step in 1..=10u32 {
+            let outcome = conduct.admit(
+                ping(step),
+                SECOND + u64::from(step) * 500_000,
+                interval,
+                &limits,
+            );
+            assert!(
+                matches!(outcome, Ok(Inbound::Ping { .. })),
+                "step {step}: {outcome:?}"
+            );
+        }
+        let at = 7 * SECOND;
+        for seq in 0..limits.ping_burst {
+            let _ = conduct.admit(ping(seq), at, interval, &limits);
+        }
+        assert!(
+            matches!(
+                conduct.admit(ping(0), at, interval, &limits),
+                Ok(Inbound::Refused {
+                    notice: Some(_),
+                    ..
+                })
+            ),
+            "strikes started again from zero: the first refusal warns again"
+        );
+    }
+
+    #[test]
+    fn messages_beyond_the_rate_are_refused_with_one_notice_per_run() {
+        let limits = ConductLimits {
+            messages: Rate::per_second(10, 2),
+            ..ConductLimits::default()
+        };
+        let interval = Duration::from_secs(3);
+        let mut conduct = Conduct::new();
+        let outcomes: Vec<_> = (0..5)
+            .map(|_| conduct.admit(msg(), SECOND, interval, &limits))
+            .collect();
+        assert!(matches!(outcomes[0], Ok(Inbound::Message(_))));
+        assert!(matches!(outcomes[1], Ok(Inbound::Message(_))));
+        assert!(
+            matches!(&outcomes[2], Ok(Inbound::Refused { code: ReasonCode::RateLimited, notice: Some(text) }) if text.contains("10 messages a second")),
+            "{:?}",
+            outcomes[2]
+        );
+        assert!(matches!(
+            outcomes[3],
+            Ok(Inbound::Refused { notice: None, .. })
+        ));
+        assert!(matches!(
+            conduct.admit(msg(), SECOND + 100_000, interval, &limits),
+            Ok(Inbound::Message(_))
+        ));
+        assert!(
+            matches!(
+                conduct.admit(msg(), SECOND + 100_000, interval, &limits),
+                Ok(Inbound::Refused {
+                    notice: Some(_),
+                    ..
+                })
+            ),
+            "a new run of refusals gets a new notice"
+        );
+    }
+
+    #[test]
+    fn conduct_keeps_the_frame_rules() {
+        let mut conduct = Conduct::new();
+        let limits = ConductLimits::default();
+        let refused = conduct
+            .admit(hello("bob"), 0, Duration::from_secs(1), &limits)
+            .expect_err("HELLO on an established session");
+        assert_eq!(refused.code, ReasonCode::DuplicateHello);
+    }
+
+    #[test]
+    fn conduct_is_small() {
+        assert!(std::mem::size_of::<Conduct>() <= 24);
     }
 }
