@@ -109,10 +109,15 @@ pub struct ConductLimits {
     /// schedule sends one PING per 4/5 interval, and at most one more after
     /// a stall of its own.
     pub pings_per_interval: u32,
-    /// PINGs allowed at once beyond the steady rate.
+    /// PINGs allowed at once. PINGs a client sent during a network or
+    /// server pause arrive together when it ends, so the server sets this
+    /// to what a client may send in one deadline.
     pub ping_burst: u32,
-    /// Refused PINGs that end the session with BYE `too_many_pings`; the
-    /// first refusal sends a warning NOTICE instead (when this is above 1).
+    /// Strikes that end the session with BYE `too_many_pings`; the first
+    /// sends a warning NOTICE instead (when this is above 1). A refused
+    /// PING is a strike when it comes at least one allowed spacing after
+    /// the last strike: a backlog delivered at once is one strike, a flood
+    /// that goes on is one more per spacing.
     pub ping_strikes: u8,
     /// MSGs a session may send.
     pub messages: Rate,
@@ -122,7 +127,7 @@ impl Default for ConductLimits {
     fn default() -> Self {
         Self {
             pings_per_interval: 4,
-            ping_burst: 5,
+            ping_burst: 21,
             ping_strikes: 3,
             messages: Rate::per_second(100, 100),
         }
@@ -145,6 +150,9 @@ impl ConductLimits {
 pub struct Conduct {
     pings: Gcra,
     messages: Gcra,
+    /// When the last strike was counted, in ms, wrapping every 49 days (a
+    /// `u64` would make every session 8 bytes larger).
+    last_strike_ms: u32,
     ping_strikes: u8,
     messages_refused: bool,
 }
@@ -181,8 +189,19 @@ impl Conduct {
                     }
                     return Ok(inbound);
                 }
-                self.ping_strikes = self.ping_strikes.saturating_add(1);
                 let allowed = Duration::from_micros(rate.spacing_us);
+                let now_ms = (now_us / 1000) as u32;
+                let spacing_ms = u32::try_from(rate.spacing_us / 1000).unwrap_or(u32::MAX);
+                let strike = self.ping_strikes == 0
+                    || now_ms.wrapping_sub(self.last_strike_ms) >= spacing_ms.max(1);
+                if !strike {
+                    return Ok(Inbound::Refused {
+                        code: ReasonCode::TooManyPings,
+                        notice: None,
+                    });
+                }
+                self.last_strike_ms = now_ms;
+                self.ping_strikes = self.ping_strikes.saturating_add(1);
                 if self.ping_strikes >= limits.ping_strikes.max(1) {
                     return Err(Violation {
                         code: ReasonCode::TooManyPings,
@@ -343,9 +362,16 @@ mod tests {
         }
     }
 
+    fn burst_of_five() -> ConductLimits {
+        ConductLimits {
+            ping_burst: 5,
+            ..ConductLimits::default()
+        }
+    }
+
     #[test]
-    fn a_ping_flood_is_warned_once_then_ended_with_the_allowed_spacing() {
-        let limits = ConductLimits::default();
+    fn a_ping_flood_is_warned_then_ended_with_the_allowed_spacing() {
+        let limits = burst_of_five();
         let interval = Duration::from_secs(3);
         let mut conduct = Conduct::new();
         let at = 10 * SECOND;
@@ -364,34 +390,83 @@ mod tests {
             panic!("expected a warning, got {warned:?}");
         };
         assert!(text.contains("750ms"), "{text}");
-        assert_eq!(
-            conduct.admit(ping(6), at, interval, &limits),
-            Ok(Inbound::Refused {
-                code: ReasonCode::TooManyPings,
-                notice: None
-            })
+        // The rest of what arrived at once is one strike, whatever its size.
+        for seq in 6..100 {
+            assert_eq!(
+                conduct.admit(ping(seq), at + 1_000, interval, &limits),
+                Ok(Inbound::Refused {
+                    code: ReasonCode::TooManyPings,
+                    notice: None
+                })
+            );
+        }
+        // The flood goes on: the one PING the rate allows per spacing is
+        // answered, the next is one more strike.
+        let later = at + 750_000;
+        assert!(matches!(
+            conduct.admit(ping(100), later, interval, &limits),
+            Ok(Inbound::Ping { .. })
+        ));
+        let second = conduct.admit(ping(101), later, interval, &limits);
+        assert!(
+            matches!(second, Ok(Inbound::Refused { notice: None, .. })),
+            "{second:?}"
         );
+        let last = at + 1_500_000;
+        assert!(matches!(
+            conduct.admit(ping(102), last, interval, &limits),
+            Ok(Inbound::Ping { .. })
+        ));
         let ended = conduct
-            .admit(ping(7), at, interval, &limits)
+            .admit(ping(103), last, interval, &limits)
             .expect_err("third strike ends the session");
         assert_eq!(ended.code, ReasonCode::TooManyPings);
         assert!(ended.text.contains("every 750ms"), "{}", ended.text);
     }
 
     #[test]
-    fn a_warned_client_that_slows_down_is_forgiven() {
+    fn pings_held_up_for_a_whole_deadline_arrive_together_unpunished() {
+        // The server's burst: one deadline (5 intervals) of 4 PINGs each, plus one.
         let limits = ConductLimits::default();
+        let interval = Duration::from_secs(3);
+        let mut conduct = Conduct::new();
+        let mut now = 0;
+        for seq in 0..10 {
+            now += 2_400_000;
+            assert!(matches!(
+                conduct.admit(ping(seq), now, interval, &limits),
+                Ok(Inbound::Ping { .. })
+            ));
+        }
+        // A 15 s partition: the client's 7 PINGs (one per 2.4 s, and the
+        // one sent on resuming) reach the server at once, twice in a row.
+        for round in 0..2 {
+            now += 15 * SECOND;
+            for seq in 0..7 {
+                let outcome = conduct.admit(ping(seq), now, interval, &limits);
+                assert!(
+                    matches!(outcome, Ok(Inbound::Ping { .. })),
+                    "round {round}, PING {seq}: {outcome:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_warned_client_that_slows_down_is_forgiven() {
+        let limits = burst_of_five();
         let interval = Duration::from_secs(1);
         let mut conduct = Conduct::new();
         for seq in 0..7 {
             let _ = conduct.admit(ping(seq), SECOND, interval, &limits);
         }
-        // Two strikes so far; PINGs slower than one per 250 ms pay off the
+        let _ = conduct.admit(ping(7), SECOND + 250_000, interval, &limits);
+        // One strike so far; PINGs slower than one per 250 ms pay off the
         // debt, and the strikes are cleared once it is paid.
         for step in 1..=10u32 {
             let outcome = conduct.admit(
                 ping(step),
-                SECOND + u64::from(step) * 500_000,
+                SECOND + 250_000 + u64::from(step) * 500_000,
                 interval,
                 &limits,
             );
