@@ -36,10 +36,11 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 5)]
     max_missed: u32,
     /// Time a new connection has to send HELLO before it is closed.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration, help_heading = "Limits")]
     handshake_timeout: Duration,
-    /// Largest frame accepted, in bytes.
-    #[arg(long, default_value_t = lubdub::core::protocol::DEFAULT_MAX_FRAME_LEN)]
+    /// Largest frame accepted, in bytes; a longer length prefix ends the
+    /// connection before its payload is read.
+    #[arg(long, default_value_t = lubdub::core::protocol::DEFAULT_MAX_FRAME_LEN, help_heading = "Limits")]
     max_frame: usize,
     /// Failure detector. `counter`: suspect after one silent interval, dead
     /// after --max-missed. `phi`: phi accrual, which learns each session's
@@ -73,6 +74,40 @@ pub struct ServerArgs {
     /// (the system's retransmission limit, about 15 minutes).
     #[arg(long, default_value = "off", value_parser = parse_duration_or_off)]
     tcp_user_timeout: DurationOrOff,
+    /// Most connections open at once (handshaking, established and
+    /// closing); more are answered REJECT server_full. Default: the
+    /// process's open-file limit minus 64 kept for the server's own files.
+    #[arg(long, help_heading = "Limits")]
+    max_connections: Option<usize>,
+    /// Most connections open at once from one source address (IPv6: one
+    /// /64); 0 for no limit. Raise it for fleets behind one NAT gateway.
+    #[arg(long, default_value_t = 1_000, help_heading = "Limits")]
+    max_connections_per_ip: u32,
+    /// New connections a second from one source address, in bursts of as
+    /// many; 0 for no limit. Refused ones get REJECT server_full and retry
+    /// with backoff.
+    #[arg(long, default_value_t = 200, help_heading = "Limits")]
+    accept_rate_per_ip: u32,
+    /// MSGs a second one session may send, in bursts of as many; 0 for no
+    /// limit. Beyond it MSGs are not delivered and the sender gets NOTICE
+    /// rate_limited.
+    #[arg(long, default_value_t = 100, help_heading = "Limits")]
+    max_messages_per_sec: u32,
+    /// PINGs per granted interval a session may send (4 with a 3s interval:
+    /// one every 750ms, in bursts of one deadline's worth); 0 for no limit.
+    /// Beyond it PINGs go unanswered, the first with a NOTICE warning, and a
+    /// flood that goes on ends the session with BYE too_many_pings.
+    #[arg(long, default_value_t = 4, help_heading = "Limits")]
+    max_pings_per_interval: u32,
+    /// Unsent bytes queued for one session; a client that does not read
+    /// while messages for it pile up is dropped (slow consumer) when its
+    /// queue would exceed this.
+    #[arg(long, default_value_t = 1024 * 1024, help_heading = "Limits")]
+    max_outbound: usize,
+    /// On SIGTERM or Ctrl-C, how long to wait for every session's BYE to
+    /// be delivered and its client to close before closing the rest.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
 }
 
 impl ServerArgs {
@@ -91,7 +126,13 @@ impl ServerArgs {
             phi_acceptable_pause: self.phi_acceptable_pause,
             tcp_keepalive: self.tcp_keepalive.0,
             tcp_user_timeout: self.tcp_user_timeout.0,
-            ..ServerConfig::default()
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            accept_rate_per_ip: self.accept_rate_per_ip,
+            max_messages_per_sec: self.max_messages_per_sec,
+            max_pings_per_interval: self.max_pings_per_interval,
+            max_outbound_bytes: self.max_outbound,
+            shutdown_timeout: self.shutdown_timeout,
         }
     }
 }
@@ -134,6 +175,17 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
                 "lubdub server ready"
             ),
         }
+        info!(
+            max_connections = config.connection_cap(),
+            max_connections_per_ip = config.max_connections_per_ip,
+            accept_rate_per_ip = config.accept_rate_per_ip,
+            max_messages_per_sec = config.max_messages_per_sec,
+            max_pings_per_interval = config.max_pings_per_interval,
+            max_outbound_bytes = config.max_outbound_bytes,
+            max_frame = config.max_frame_len,
+            handshake_timeout = %humantime::format_duration(config.handshake_timeout),
+            "limits (0 = none; see --help)"
+        );
         info!("no credentials configured: names are first come, first served");
         let control = handle.control();
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();

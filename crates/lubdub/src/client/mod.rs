@@ -255,10 +255,10 @@ async fn run(
         let established = match next.take() {
             Some(established) => established,
             None => {
-                let delay = config
-                    .backoff
-                    .delay(attempt, rand::random::<f64>())
-                    .max(retry_after);
+                // The server's hint plus our own jitter: a server that sent
+                // every session the same hint would otherwise get them all
+                // back in the same instant.
+                let delay = retry_after + config.backoff.delay(attempt, rand::random::<f64>());
                 attempt += 1;
                 emit(Status::Reconnecting { attempt, delay });
                 if wait_or_close(delay, &mut outgoing).await {

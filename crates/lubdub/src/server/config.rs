@@ -68,7 +68,30 @@ pub struct ServerConfig {
     /// the kernel aborts the connection; `None` (the default) leaves the
     /// system's (about 15 minutes of retransmissions).
     pub tcp_user_timeout: Option<Duration>,
+
+    // Limits against hostile or broken peers (SECURITY.md lists them all).
+    /// Open connections of every kind; `None` takes the process's open-file
+    /// limit minus [`RESERVED_FILES`], so that accepting never fails for want
+    /// of a descriptor.
+    pub max_connections: Option<usize>,
+    /// Open connections per source address (IPv6: per /64); 0 is unlimited.
+    pub max_connections_per_ip: u32,
+    /// New connections per second per source address, with bursts of as
+    /// many; 0 is unlimited.
+    pub accept_rate_per_ip: u32,
+    /// MSGs per second per session, with bursts of as many; 0 is unlimited.
+    pub max_messages_per_sec: u32,
+    /// PINGs per granted interval a session may send at the steady rate;
+    /// 0 is unlimited.
+    pub max_pings_per_interval: u32,
+    /// How long a shutdown waits for farewells to be delivered and peers to
+    /// close before it closes what is left.
+    pub shutdown_timeout: Duration,
 }
+
+/// Descriptors kept back from `max_connections` by default: the listener,
+/// the epoll instance, the waker, the admin API's sockets and the log.
+pub const RESERVED_FILES: usize = 64;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -91,6 +114,14 @@ impl Default for ServerConfig {
             // deadline, racing the BYE; see docs/DETECTION.md.
             tcp_keepalive: None,
             tcp_user_timeout: None,
+            max_connections: None,
+            // A NAT gateway can hold thousands of devices; raise these for
+            // fleets behind one (SECURITY.md).
+            max_connections_per_ip: 1_000,
+            accept_rate_per_ip: 200,
+            max_messages_per_sec: 100,
+            max_pings_per_interval: 4,
+            shutdown_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -123,6 +154,17 @@ pub enum ConfigError {
     /// A TCP timer of zero (use `None` to disable it).
     #[error("{0} must be positive (or disabled)")]
     ZeroTcpTimer(&'static str),
+    /// The outbound queue cannot hold one frame of the largest size.
+    #[error("max-outbound ({queue} bytes) must be at least max-frame ({frame} bytes) plus 4")]
+    OutboundQueue {
+        /// Configured queue bound.
+        queue: usize,
+        /// Configured frame maximum.
+        frame: usize,
+    },
+    /// A connection cap of zero.
+    #[error("max-connections must be at least 1")]
+    MaxConnections,
 }
 
 impl ServerConfig {
@@ -162,8 +204,60 @@ impl ServerConfig {
         {
             return Err(ConfigError::ZeroTcpTimer("tcp-user-timeout"));
         }
+        if self.max_outbound_bytes < self.max_frame_len + 4 {
+            return Err(ConfigError::OutboundQueue {
+                queue: self.max_outbound_bytes,
+                frame: self.max_frame_len,
+            });
+        }
+        if self.max_connections == Some(0) {
+            return Err(ConfigError::MaxConnections);
+        }
         PhiDetector::new(self.phi_config())?;
         Ok(())
+    }
+
+    /// The connection cap: as configured, or the open-file limit minus
+    /// [`RESERVED_FILES`] (or 65,536 when the limit cannot be read).
+    pub fn connection_cap(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(
+                65_536,
+                |(soft, _)| {
+                    usize::try_from(soft)
+                        .unwrap_or(usize::MAX)
+                        .saturating_sub(RESERVED_FILES)
+                        .max(1)
+                },
+            )
+        })
+    }
+
+    /// What an established session may send, as the core's rules take it:
+    /// the PING burst is one deadline's worth, since PINGs held up by a pause
+    /// within the deadline arrive together (see `ConductLimits::ping_burst`).
+    pub fn conduct_limits(&self) -> lubdub_core::session::ConductLimits {
+        let per_interval = self.max_pings_per_interval;
+        lubdub_core::session::ConductLimits {
+            pings_per_interval: per_interval,
+            ping_burst: per_interval
+                .saturating_mul(self.max_missed)
+                .saturating_add(1),
+            ping_strikes: 3,
+            messages: lubdub_core::rate::Rate::per_second(
+                self.max_messages_per_sec,
+                self.max_messages_per_sec,
+            ),
+        }
+    }
+
+    /// Who may connect, as the admission rules take it.
+    pub fn admission_limits(&self) -> super::admission::AdmissionLimits {
+        super::admission::AdmissionLimits {
+            max_connections: self.connection_cap(),
+            max_per_source: self.max_connections_per_ip,
+            accepts_per_second: self.accept_rate_per_ip,
+        }
     }
 
     /// The phi detector's parameters these values describe.

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use lubdub_core::detector::{CheckOutcome, Detector, Liveness, Transition};
 use lubdub_core::protocol::codec::{self, pong_bytes};
 use lubdub_core::protocol::{Frame, Hello, Message, ReasonCode, Welcome};
-use lubdub_core::session::{admit, Inbound, Phase};
+use lubdub_core::session::{admit, Conduct, ConductLimits, Inbound, Phase};
 use lubdub_core::stall::ListeningClock;
 use lubdub_core::wheel::DeadlineWheel;
 use mio::event::Event;
@@ -37,6 +37,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, info, warn};
 
+use super::admission::Admission;
 use super::config::ServerConfig;
 use super::connection::{Connection, ReadOutcome, SendOutcome};
 use super::metrics::{ServerMetrics, StateCounts};
@@ -90,7 +91,9 @@ pub(crate) enum Command {
     Sessions(tokio::sync::oneshot::Sender<Vec<SessionInfo>>),
     /// Reply with how many connections are in each state.
     Counts(tokio::sync::oneshot::Sender<StateCounts>),
-    /// Send every session BYE `shutdown`, close everything and stop.
+    /// Stop accepting, send every session BYE `shutdown` with a reconnect
+    /// hint, and stop once the farewells are delivered (or at the shutdown
+    /// timeout).
     Shutdown,
 }
 
@@ -181,6 +184,24 @@ fn schedule_check(
     }
 }
 
+/// Answers a connection refused at accept with REJECT `server_full` and
+/// closes it. The socket is fresh, so the REJECT fits its send buffer; the
+/// input already there is read first, so that the close sends FIN, not a
+/// reset that could destroy the REJECT before the peer reads it. Not
+/// registered and not lingering: under a flood of refused connects, each
+/// costs one accept, one write and one close.
+fn refuse_at_accept(mut stream: mio::net::TcpStream, text: &str) {
+    use std::io::{Read, Write};
+    let mut encoded = Vec::new();
+    if codec::encode(&Frame::reject(ReasonCode::ServerFull, text), &mut encoded).is_ok() {
+        // The peer may already be gone; nothing else to do for it then.
+        let _ = stream.write(&encoded);
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut discard = [0u8; 1024];
+    while matches!(stream.read(&mut discard), Ok(n) if n > 0) {}
+}
+
 /// Durations rounded to milliseconds, for messages people read.
 fn whole_millis(duration: Duration) -> Duration {
     Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
@@ -203,6 +224,8 @@ struct Session<S> {
     rtt_us: u32,
     acks_wanted: bool,
     last_change: StateChange,
+    /// Its PING and MSG rates so far.
+    conduct: Conduct,
     liveness: S,
 }
 
@@ -264,7 +287,21 @@ fn split_session_id(session_id: u64) -> (usize, u32) {
 
 pub(crate) struct EventLoop<D: Detector> {
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once a shutdown began: the port is closed, so connection
+    /// attempts are refused by the kernel and clients back off.
+    listener: Option<TcpListener>,
+    admission: Admission,
+    conduct_limits: ConductLimits,
+    /// Origin of the microsecond times the rate limits take.
+    origin: Instant,
+    /// When the bytes being handled were read, in real time (µs since
+    /// `origin`), for the rate limits: PINGs held up by a stall of this
+    /// loop arrive together in real time too, and the limits allow one
+    /// deadline's worth at once.
+    arrival_us: u64,
+    /// Set when a shutdown began: the instant by which the loop stops,
+    /// whatever is still open.
+    draining_until: Option<Instant>,
     slots: Slab<Slot<D::State>>,
     wheel: DeadlineWheel<TimerKey>,
     detector: D,
@@ -318,7 +355,12 @@ impl<D: Detector> EventLoop<D> {
     ) -> Self {
         Self {
             poll,
-            listener,
+            listener: Some(listener),
+            admission: Admission::new(config.admission_limits()),
+            conduct_limits: config.conduct_limits(),
+            origin,
+            arrival_us: 0,
+            draining_until: None,
             slots: Slab::new(),
             wheel: DeadlineWheel::new(origin),
             detector,
@@ -362,6 +404,13 @@ impl<D: Detector> EventLoop<D> {
             } else {
                 Some(Duration::ZERO)
             };
+            let timeout = match self.draining_until {
+                Some(until) => {
+                    let left = until.saturating_duration_since(before);
+                    Some(timeout.map_or(left, |timeout| timeout.min(left)))
+                }
+                None => timeout,
+            };
             report_stall(self.clock.sleeping(before, thread_cpu_time, timeout));
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 // After SIGSTOP and SIGCONT epoll_wait fails with EINTR; the
@@ -369,7 +418,7 @@ impl<D: Detector> EventLoop<D> {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                self.shutdown();
+                self.begin_shutdown();
                 return Err(error);
             }
             self.real_now = Instant::now();
@@ -381,11 +430,7 @@ impl<D: Detector> EventLoop<D> {
                 ready += 1;
                 match event.token() {
                     LISTENER => self.accept(),
-                    WAKER => {
-                        if self.handle_commands() {
-                            return Ok(());
-                        }
-                    }
+                    WAKER => self.handle_commands(),
                     token => self.connection_ready(token.0 - FIRST_CONNECTION, event),
                 }
             }
@@ -406,12 +451,18 @@ impl<D: Detector> EventLoop<D> {
             // next poll, once the frames that arrived meanwhile are read.
             self.expire_timers();
             self.write_farewells(FAREWELLS_PER_TURN);
+            if self.shutdown_complete() {
+                return Ok(());
+            }
         }
     }
 
     fn accept(&mut self) {
         loop {
-            let (stream, peer) = match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -422,8 +473,20 @@ impl<D: Detector> EventLoop<D> {
                     return;
                 }
             };
-            self.register(stream, peer);
+            let now_us = self.micros_since_origin(self.real_now);
+            match self.admission.admit(peer.ip(), self.slots.len(), now_us) {
+                Ok(()) => self.register(stream, peer),
+                Err(refusal) => {
+                    self.metrics.connection_refused(refusal.label());
+                    debug!(%peer, limit = refusal.label(), "connection refused");
+                    refuse_at_accept(stream, &refusal.text());
+                }
+            }
         }
+    }
+
+    fn micros_since_origin(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_micros()).unwrap_or(u64::MAX)
     }
 
     fn register(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
@@ -447,6 +510,7 @@ impl<D: Detector> EventLoop<D> {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             warn!(%peer, %error, "could not register connection");
+            self.admission.closed(peer.ip());
             return;
         }
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
@@ -497,7 +561,9 @@ impl<D: Detector> EventLoop<D> {
             let generation = slot.generation;
             match slot.conn.read_into(&mut scratch) {
                 Ok(ReadOutcome::Data(n)) => {
-                    self.arrival = self.clock.listening(Instant::now());
+                    let read_at = Instant::now();
+                    self.arrival = self.clock.listening(read_at);
+                    self.arrival_us = self.micros_since_origin(read_at);
                     let open = self.process_bytes(index, &scratch[..n]);
                     // A short read drained the socket; with edge-triggered
                     // readiness, later bytes raise a new event.
@@ -588,9 +654,9 @@ impl<D: Detector> EventLoop<D> {
         let Some(slot) = self.slots.get_mut(index) else {
             return false;
         };
-        let phase = match &mut slot.state {
+        let admitted = match &mut slot.state {
             State::Closing => return false,
-            State::AwaitingHello => Phase::AwaitingHello,
+            State::AwaitingHello => admit(Phase::AwaitingHello, frame),
             State::Established(session) => {
                 // Any complete frame is proof of life, whatever it turns out to be.
                 let silence =
@@ -624,10 +690,15 @@ impl<D: Detector> EventLoop<D> {
                         None,
                     );
                 }
-                Phase::Established
+                session.conduct.admit(
+                    frame,
+                    self.arrival_us,
+                    session.interval(),
+                    &self.conduct_limits,
+                )
             }
         };
-        match admit(phase, frame) {
+        match admitted {
             Ok(Inbound::Ping { seq, rtt_us }) => {
                 let State::Established(session) = &mut slot.state else {
                     unreachable!("admit only yields Ping on established sessions");
@@ -648,6 +719,19 @@ impl<D: Detector> EventLoop<D> {
                 debug!(peer = %slot.conn.peer, code = %bye.reason.code, text = %bye.reason.text, "BYE from peer");
                 self.close(index, DropReason::ClosedByPeer);
                 false
+            }
+            Ok(Inbound::Refused { code, notice }) => {
+                self.metrics.frame_refused(code);
+                match notice {
+                    Some(text) => {
+                        warn!(peer = %slot.conn.peer, %code, "{text}");
+                        self.send_frame(
+                            index,
+                            &Frame::Notice(lubdub_core::protocol::Reason::new(code, text)),
+                        )
+                    }
+                    None => true,
+                }
             }
             Err(violation) => {
                 self.refuse(index, violation.code, violation.text);
@@ -704,6 +788,7 @@ impl<D: Detector> EventLoop<D> {
                 }),
             interval_ms: millis_u32(interval),
             last_change: StateChange::Joined,
+            conduct: Conduct::new(),
             liveness,
         });
         let welcome = Frame::Welcome(Welcome {
@@ -940,12 +1025,13 @@ impl<D: Detector> EventLoop<D> {
                 return None;
             }
             State::AwaitingHello => {
+                self.metrics.handshake_failed(reason);
                 debug!(%peer, reason = reason.label(), detail, "connection closed before HELLO");
             }
             State::Established(session) => {
                 // A taken-over session's name already belongs to its successor.
                 if reason != DropReason::TakenOver {
-                    if let Err(error) = self.registry.release(&session.name, session.session_id) {
+                    if let Err(error) = self.registry.release(&session.name, session.epoch) {
                         warn!(name = %session.name, %error, "could not release name");
                     }
                 }
@@ -1015,6 +1101,7 @@ impl<D: Detector> EventLoop<D> {
     /// Deregisters and drops the socket.
     fn remove(&mut self, index: usize) {
         if let Some(mut slot) = self.slots.try_remove(index) {
+            self.admission.closed(slot.conn.peer.ip());
             if let Err(error) = self.poll.registry().deregister(&mut slot.conn.stream) {
                 debug!(%error, "deregister failed");
             }
@@ -1146,8 +1233,7 @@ impl<D: Detector> EventLoop<D> {
         }
     }
 
-    /// Returns whether the loop must stop.
-    fn handle_commands(&mut self) -> bool {
+    fn handle_commands(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::Sessions(reply) => {
@@ -1157,13 +1243,9 @@ impl<D: Detector> EventLoop<D> {
                 Command::Counts(reply) => {
                     let _ = reply.send(self.state_counts());
                 }
-                Command::Shutdown => {
-                    self.shutdown();
-                    return true;
-                }
+                Command::Shutdown => self.begin_shutdown(),
             }
         }
-        false
     }
 
     fn state_counts(&self) -> StateCounts {
@@ -1226,30 +1308,82 @@ impl<D: Detector> EventLoop<D> {
             .collect()
     }
 
-    fn shutdown(&mut self) {
+    /// Starts a graceful shutdown: closes the listening socket, tells every
+    /// session BYE `shutdown` with a reconnect hint (REJECT to connections
+    /// still in their handshake), and lets the loop run on until every
+    /// farewell is delivered and its connection closed, or until the
+    /// shutdown timeout.
+    fn begin_shutdown(&mut self) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        self.draining_until = Some(Instant::now() + self.config.shutdown_timeout);
+        if let Some(mut listener) = self.listener.take() {
+            if let Err(error) = self.poll.registry().deregister(&mut listener) {
+                debug!(%error, "deregistering the listener failed");
+            }
+        }
         self.write_farewells(usize::MAX);
         let indices: Vec<usize> = self.slots.iter().map(|(index, _)| index).collect();
-        info!(connections = indices.len(), "shutting down");
-        let bye = Frame::Bye(lubdub_core::protocol::Bye {
-            reason: lubdub_core::protocol::Reason::new(
-                ReasonCode::Shutdown,
-                "server shutting down",
-            ),
-            retry_after_ms: 1000,
-        });
+        let spread = reconnect_spread(indices.len());
+        info!(
+            connections = indices.len(),
+            reconnect_within = %humantime::format_duration(RECONNECT_AFTER + spread),
+            timeout = %humantime::format_duration(self.config.shutdown_timeout),
+            "shutting down: no new connections; telling every session to reconnect later"
+        );
         for index in indices {
-            let established = matches!(
-                self.slots.get(index).map(|slot| &slot.state),
-                Some(State::Established(_))
-            );
-            // The loop stops next, so nothing lingers: the BYE is handed to
-            // the kernel with the write side shut, and the sockets close.
-            self.end(
-                index,
-                DropReason::Shutdown,
-                established.then_some(&bye),
-                None,
-            );
+            let farewell = match self.slots.get(index).map(|slot| &slot.state) {
+                Some(State::Established(_)) => {
+                    let retry_after = RECONNECT_AFTER + spread.mul_f64(rand::random::<f64>());
+                    Frame::Bye(lubdub_core::protocol::Bye {
+                        reason: lubdub_core::protocol::Reason::new(
+                            ReasonCode::Shutdown,
+                            format!(
+                                "server shutting down; reconnect after {}",
+                                humantime::format_duration(whole_millis(retry_after))
+                            ),
+                        ),
+                        retry_after_ms: millis_u32(retry_after),
+                    })
+                }
+                Some(State::AwaitingHello) => {
+                    Frame::reject(ReasonCode::Shutdown, "server shutting down")
+                }
+                Some(State::Closing) | None => continue,
+            };
+            self.end(index, DropReason::Shutdown, Some(&farewell), None);
         }
     }
+
+    /// Whether a shutdown is complete: every connection closed, or the
+    /// shutdown timeout passed.
+    fn shutdown_complete(&self) -> bool {
+        match self.draining_until {
+            None => false,
+            Some(until) => {
+                let done = self.slots.is_empty() || Instant::now() >= until;
+                if done && !self.slots.is_empty() {
+                    warn!(
+                        connections = self.slots.len(),
+                        "shutdown timeout reached: closing connections whose peers did not close"
+                    );
+                }
+                done
+            }
+        }
+    }
+}
+
+/// The earliest reconnect hint given at shutdown: a restart usually takes
+/// about this long.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// How widely the reconnect hints given at shutdown are spread, so that the
+/// sessions do not all come back in the same instant: half a millisecond
+/// per connection, between 1 s and 10 s (19,000 sessions: 9.5 s, about
+/// 2,000 handshakes a second, which one loop serves with ease).
+fn reconnect_spread(connections: usize) -> Duration {
+    (Duration::from_micros(500) * u32::try_from(connections).unwrap_or(u32::MAX))
+        .clamp(Duration::from_secs(1), Duration::from_secs(10))
 }

@@ -52,6 +52,9 @@ pub struct ServerMetrics {
     detection_delay: Histogram,
     round_trip: Histogram,
     sessions: Family<StateLabel, Gauge>,
+    connections_refused: Family<ReasonLabel, Counter>,
+    handshakes_failed: Family<ReasonLabel, Counter>,
+    frames_refused: Family<ReasonLabel, Counter>,
 }
 
 impl Default for ServerMetrics {
@@ -70,6 +73,9 @@ impl ServerMetrics {
         // 50 µs to about 1.6 s: client-reported round trips.
         let round_trip = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let sessions = Family::<StateLabel, Gauge>::default();
+        let connections_refused = Family::<ReasonLabel, Counter>::default();
+        let handshakes_failed = Family::<ReasonLabel, Counter>::default();
+        let frames_refused = Family::<ReasonLabel, Counter>::default();
         let mut registry = Registry::with_prefix("lubdub");
         registry.register(
             "heartbeats_received",
@@ -96,8 +102,26 @@ impl ServerMetrics {
             "Connections by state at the moment of the scrape",
             sessions.clone(),
         );
+        registry.register(
+            "connections_refused",
+            "Connections refused at accept, by the limit they hit",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "handshakes_failed",
+            "Connections closed before their session was established, by reason",
+            handshakes_failed.clone(),
+        );
+        registry.register(
+            "frames_refused",
+            "PINGs and MSGs refused because their session exceeded its rate, by reason",
+            frames_refused.clone(),
+        );
         Self {
             registry: Arc::new(registry),
+            connections_refused,
+            handshakes_failed,
+            frames_refused,
             heartbeats,
             drops,
             detection_delay,
@@ -116,6 +140,31 @@ impl ServerMetrics {
         self.drops
             .get_or_create(&ReasonLabel {
                 reason: reason.label(),
+            })
+            .inc();
+    }
+
+    /// A connection was refused at accept; `limit` is the limit's label.
+    pub(crate) fn connection_refused(&self, limit: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel { reason: limit })
+            .inc();
+    }
+
+    /// A connection closed before its HELLO was accepted.
+    pub(crate) fn handshake_failed(&self, reason: DropReason) {
+        self.handshakes_failed
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc();
+    }
+
+    /// A PING or MSG was refused for its session's rate.
+    pub(crate) fn frame_refused(&self, code: lubdub_core::protocol::ReasonCode) {
+        self.frames_refused
+            .get_or_create(&ReasonLabel {
+                reason: code.label(),
             })
             .inc();
     }

@@ -2,10 +2,12 @@
 //! connection, plus a [`ServerHandle`] through which other threads (the admin
 //! API, signal handlers, tests) list sessions and ask for shutdown.
 //!
-//! Layout: [`config`] (what the operator sets), [`registry`] (name →
+//! Layout: [`config`] (what the operator sets), `admission` (connection
+//! limits per source), [`registry`] (name →
 //! session, behind a trait), `event_loop` (accept, read, decode, judge,
 //! relay), `connection` (one socket's buffers), [`snapshot`] (the admin view).
 
+mod admission;
 pub mod config;
 mod connection;
 mod event_loop;
@@ -100,8 +102,11 @@ impl ServerControl {
         &self.metrics
     }
 
-    /// Asks the loop to send every session BYE `shutdown`, close all
-    /// connections and stop. Returns at once; see [`ServerHandle::join`].
+    /// Asks the loop to shut down gracefully: it closes its port, sends
+    /// every session BYE `shutdown` with a reconnect hint, and stops once
+    /// the farewells are delivered and the peers closed, or after
+    /// [`ServerConfig::shutdown_timeout`]. Returns at once; see
+    /// [`ServerHandle::join`].
     pub fn shutdown(&self) {
         // Already stopped is as good as stopped.
         let _ = self.command(Command::Shutdown);

@@ -31,13 +31,15 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    /// One-word label used in logs (`reason=timeout`).
+    /// One-word label used in logs (`reason=timeout`) and metrics; a
+    /// protocol error is labelled with the code the peer was told
+    /// (`too_many_pings`, `frame_too_large`, ...).
     pub fn label(self) -> &'static str {
         match self {
             DropReason::Timeout => "timeout",
             DropReason::ClosedByPeer => "closed_by_peer",
             DropReason::TakenOver => "taken_over",
-            DropReason::ProtocolError(_) => "protocol_error",
+            DropReason::ProtocolError(code) => code.label(),
             DropReason::SlowConsumer => "slow_consumer",
             DropReason::IoError => "io_error",
             DropReason::Shutdown => "shutdown",

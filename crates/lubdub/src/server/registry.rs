@@ -58,9 +58,9 @@ pub enum RegistryError {
 /// Name → session, shared by every connection of a server.
 ///
 /// Implementations must make `claim` and `release` atomic per name, and
-/// `release` must be fenced: it only removes the record when the name is
-/// still held by the given session, so a late release from an old,
-/// taken-over connection can never remove its successor.
+/// `release` must be fenced by the epoch: it only removes the record when
+/// the name is still held under the given epoch, so a late release from an
+/// old, taken-over connection can never remove its successor.
 pub trait Registry: Send + Sync + 'static {
     /// Makes `claim.session_id` the holder of `claim.name`, taking it over
     /// from whoever held it.
@@ -69,12 +69,12 @@ pub trait Registry: Send + Sync + 'static {
     /// [`RegistryError`] when the backend fails; the name is then unchanged.
     fn claim(&self, claim: Claim) -> Result<Claimed, RegistryError>;
 
-    /// Removes `name` if, and only if, `session_id` still holds it. Returns
-    /// whether it did.
+    /// Removes `name` if, and only if, it is still held under `epoch` (the
+    /// epoch its holder was given at claim time). Returns whether it did.
     ///
     /// # Errors
     /// [`RegistryError`] when the backend fails.
-    fn release(&self, name: &str, session_id: u64) -> Result<bool, RegistryError>;
+    fn release(&self, name: &str, epoch: u64) -> Result<bool, RegistryError>;
 
     /// The current holder of `name`.
     ///
@@ -91,7 +91,12 @@ pub trait Registry: Send + Sync + 'static {
 
 /// In-process registry: a mutex around a hash map. The lock is taken on join,
 /// leave and direct messages only, never per heartbeat.
-#[derive(Debug, Default)]
+///
+/// Epochs start at the wall clock in microseconds, not at 1, so that they
+/// keep growing across restarts of the server (as long as the clock does
+/// not step back and claims stay below a million a second): a client that
+/// compares the epochs of its sessions never sees a newer one smaller.
+#[derive(Debug)]
 pub struct InMemoryRegistry {
     state: Mutex<InMemoryState>,
 }
@@ -120,6 +125,20 @@ impl Holder {
             session_id: self.session_id,
             epoch: self.epoch,
             node: self.node,
+        }
+    }
+}
+
+impl Default for InMemoryRegistry {
+    fn default() -> Self {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(0));
+        Self {
+            state: Mutex::new(InMemoryState {
+                sessions: HashMap::new(),
+                last_epoch: now_us,
+            }),
         }
     }
 }
@@ -156,12 +175,12 @@ impl Registry for InMemoryRegistry {
         Ok(Claimed { epoch, previous })
     }
 
-    fn release(&self, name: &str, session_id: u64) -> Result<bool, RegistryError> {
+    fn release(&self, name: &str, epoch: u64) -> Result<bool, RegistryError> {
         let mut state = self.state();
         let held = state
             .sessions
             .get(name)
-            .is_some_and(|holder| holder.session_id == session_id);
+            .is_some_and(|holder| holder.epoch == epoch);
         if held {
             state.sessions.remove(name);
         }
@@ -214,11 +233,29 @@ mod tests {
     #[test]
     fn a_late_release_of_a_taken_over_session_leaves_the_new_holder() {
         let registry = InMemoryRegistry::new();
-        registry.claim(claim("alice", 1)).expect("ok");
-        registry.claim(claim("alice", 2)).expect("ok");
-        assert_eq!(registry.release("alice", 1), Ok(false));
+        let old = registry.claim(claim("alice", 1)).expect("ok");
+        let new = registry.claim(claim("alice", 1)).expect("ok");
+        // Even with the same session id (a reused slot), the old epoch is fenced off.
+        assert_eq!(registry.release("alice", old.epoch), Ok(false));
         assert_eq!(registry.count(), Ok(1));
-        assert_eq!(registry.release("alice", 2), Ok(true));
+        assert_eq!(registry.release("alice", new.epoch), Ok(true));
         assert_eq!(registry.count(), Ok(0));
+    }
+
+    #[test]
+    fn epochs_keep_growing_across_registries() {
+        let first = InMemoryRegistry::new()
+            .claim(claim("alice", 1))
+            .expect("ok");
+        // Not synchronisation: a restart takes far longer than the
+        // microsecond the epochs would otherwise share.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let restarted = InMemoryRegistry::new()
+            .claim(claim("alice", 1))
+            .expect("ok");
+        assert!(
+            restarted.epoch > first.epoch,
+            "a restarted server's epochs continue above the old ones"
+        );
     }
 }
