@@ -1263,6 +1263,12 @@ impl<D: Detector> EventLoop<D> {
                 }
             }
         }
+        // Read in the same turn as the slots: the two agree unless a name
+        // leaked (held with no connection) or a connection holds none.
+        counts.registered = self
+            .registry
+            .count()
+            .map_or(0, |names| u64::try_from(names).unwrap_or(u64::MAX));
         counts
     }
 

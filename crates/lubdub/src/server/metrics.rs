@@ -41,6 +41,9 @@ pub struct StateCounts {
     pub suspect: u64,
     /// Ended, farewell being delivered.
     pub closing: u64,
+    /// Names held in the registry, counted at the same instant (with the
+    /// in-memory registry: `alive + suspect` exactly).
+    pub registered: u64,
 }
 
 /// Every metric the server exports; cheap to clone (shared atomics).
@@ -52,6 +55,7 @@ pub struct ServerMetrics {
     detection_delay: Histogram,
     round_trip: Histogram,
     sessions: Family<StateLabel, Gauge>,
+    registered: Gauge,
     connections_refused: Family<ReasonLabel, Counter>,
     handshakes_failed: Family<ReasonLabel, Counter>,
     frames_refused: Family<ReasonLabel, Counter>,
@@ -74,6 +78,7 @@ impl ServerMetrics {
         let round_trip = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let sessions = Family::<StateLabel, Gauge>::default();
         let connections_refused = Family::<ReasonLabel, Counter>::default();
+        let registered = Gauge::default();
         let handshakes_failed = Family::<ReasonLabel, Counter>::default();
         let frames_refused = Family::<ReasonLabel, Counter>::default();
         let mut registry = Registry::with_prefix("lubdub");
@@ -103,6 +108,11 @@ impl ServerMetrics {
             sessions.clone(),
         );
         registry.register(
+            "registry_names",
+            "Names held in the registry at the moment of the scrape",
+            registered.clone(),
+        );
+        registry.register(
             "connections_refused",
             "Connections refused at accept, by the limit they hit",
             connections_refused.clone(),
@@ -120,6 +130,7 @@ impl ServerMetrics {
         Self {
             registry: Arc::new(registry),
             connections_refused,
+            registered,
             handshakes_failed,
             frames_refused,
             heartbeats,
@@ -192,6 +203,8 @@ impl ServerMetrics {
                 .get_or_create(&StateLabel { state })
                 .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
+        self.registered
+            .set(i64::try_from(counts.registered).unwrap_or(i64::MAX));
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
