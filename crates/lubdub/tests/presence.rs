@@ -317,3 +317,61 @@ async fn every_drop_carries_how_long_the_session_had_been_silent() {
         "silent for {silent_for:?}"
     );
 }
+
+/// Fencing: after a takeover, whatever the old connection still does (a
+/// message sent after its BYE, its close) is checked against the new
+/// holder's epoch and cannot touch the new session. Would catch a relay
+/// from a connection already ended, or an old connection's close that
+/// removes or replaces the new holder (the registry's epoch fence itself is
+/// unit-tested in `registry.rs`).
+#[tokio::test]
+async fn late_actions_of_a_taken_over_connection_never_touch_its_successor() {
+    let mut server = TestServer::start(fast_config()).await;
+    let (mut bob, _, _) = RawConn::join(server.addr, "bob", 1000, true).await;
+    let (mut old, first, _) = RawConn::join(server.addr, "alice", 1000, true).await;
+    let (mut new, second, _) = RawConn::join(server.addr, "alice", 1000, true).await;
+    assert!(
+        second.epoch > first.epoch,
+        "the takeover has the larger epoch"
+    );
+    let to_bob = |body: &str| {
+        Frame::Msg(Message {
+            from: String::new(),
+            to: "bob".into(),
+            body: body.as_bytes().to_vec(),
+        })
+    };
+    // The old connection ignores its BYE and goes on, then vanishes.
+    old.send(&to_bob("late, from the old alice")).await;
+    drop(old);
+    server
+        .expect_event("the old session's drop", |event| {
+            event.session_id == first.session_id
+                && matches!(
+                    event.kind,
+                    PresenceKind::Dropped {
+                        reason: DropReason::TakenOver,
+                        ..
+                    }
+                )
+        })
+        .await;
+    new.send(&to_bob("from the new alice")).await;
+    match bob.next_frame().await {
+        Some(Frame::Msg(message)) => {
+            assert_eq!(message.from, "alice");
+            assert_eq!(
+                message.body, b"from the new alice",
+                "the late one was never relayed"
+            );
+        }
+        other => panic!("expected the new alice's message, got {other:?}"),
+    }
+    let listed = server.sessions().await;
+    let alice = listed
+        .iter()
+        .find(|session| session.name == "alice")
+        .expect("alice still online");
+    assert_eq!(alice.epoch, second.epoch);
+    assert_eq!(alice.session_id, second.session_id);
+}
