@@ -45,10 +45,18 @@ wait_for_log_line() {
 # Starts `lubdub server` on free loopback ports with the flags given after
 # the log file $1, logging to that file, and sets $server_pid and, from its
 # ready line, $server_addr.
+#
+# The per-source limits and the PING rate limit are lifted: the load
+# generator plays thousands of clients from a few source addresses, and the
+# pump sends PINGs far faster than the interval calls for on purpose, to
+# measure the cost of a heartbeat (Mosquitto, measured beside it, has
+# neither limit).
 start_server() {
     local log=$1
     shift
-    "$SERVER_BIN" server --listen 127.0.0.1:0 --admin 127.0.0.1:0 "$@" 2>"$log" &
+    "$SERVER_BIN" server --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
+        --max-connections-per-ip 0 --accept-rate-per-ip 0 --max-pings-per-interval 0 \
+        "$@" 2>"$log" &
     server_pid=$!
     server_addr=$(wait_for_log_line "$server_pid" "$log" \
         's/.*lubdub server ready listen=\([0-9.:]*\).*/\1/p')
