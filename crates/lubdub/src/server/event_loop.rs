@@ -1393,3 +1393,24 @@ fn reconnect_spread(connections: usize) -> Duration {
     (Duration::from_micros(500) * u32::try_from(connections).unwrap_or(u32::MAX))
         .clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lubdub_core::detector::CounterDetector;
+
+    /// Every idle session costs its slot: a field added here is paid
+    /// 19,000 times over (docs/ARCHITECTURE.md, "What an idle session costs").
+    #[test]
+    fn a_session_slot_stays_small() {
+        let slot = std::mem::size_of::<Slot<<CounterDetector as Detector>::State>>();
+        println!(
+            "slot: {slot} bytes; session {}; conduct {}; connection {}; state {}",
+            std::mem::size_of::<Session<<CounterDetector as Detector>::State>>(),
+            std::mem::size_of::<Conduct>(),
+            std::mem::size_of::<Connection>(),
+            std::mem::size_of::<State<<CounterDetector as Detector>::State>>(),
+        );
+        assert!(slot <= 192, "{slot} bytes");
+    }
+}
