@@ -9,6 +9,8 @@ use lubdub_core::detector::{PhiConfig, PhiConfigError, PhiDetector};
 use lubdub_core::protocol::handshake::IntervalPolicy;
 use lubdub_core::protocol::DEFAULT_MAX_FRAME_LEN;
 
+use crate::auth::AuthConfig;
+
 /// Which failure-detection policy judges sessions.
 #[derive(
     Debug,
@@ -68,6 +70,11 @@ pub struct ServerConfig {
     /// the kernel aborts the connection; `None` (the default) leaves the
     /// system's (about 15 minutes of retransmissions).
     pub tcp_user_timeout: Option<Duration>,
+
+    // Credentials (`--auth-file`, `--token-secret`): kept in one field of
+    // their own, documented in `crate::auth::AuthConfig`.
+    /// Who may claim which name; by default nobody needs a credential.
+    pub auth: AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +98,8 @@ impl Default for ServerConfig {
             // deadline, racing the BYE; see docs/DETECTION.md.
             tcp_keepalive: None,
             tcp_user_timeout: None,
+            // Credentials: none required unless configured.
+            auth: AuthConfig::default(),
         }
     }
 }

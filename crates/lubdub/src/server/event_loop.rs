@@ -44,6 +44,9 @@ use super::presence::{DropReason, Presence, PresenceEvent, PresenceKind};
 use super::registry::{Claim, NodeId, Registry};
 use super::snapshot::{SessionInfo, SessionState};
 
+// Credentials: HELLO → auth gate → establish or refuse (see auth.rs).
+mod auth;
+
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
 const FIRST_CONNECTION: usize = 2;
@@ -220,6 +223,10 @@ fn millis_u32(duration: Duration) -> u32 {
 #[derive(Debug)]
 enum State<S> {
     AwaitingHello,
+    /// HELLO received, its credential being verified off the loop (the
+    /// HELLO is kept, its credential taken out); frames are handled as
+    /// before the handshake.
+    Verifying(Hello),
     Established(Session<S>),
     /// Farewell sent, write side shut; input is discarded until EOF or the linger timeout.
     Closing,
@@ -300,6 +307,8 @@ pub(crate) struct EventLoop<D: Detector> {
     /// than were read, so a session is read once more before it is declared
     /// dead.
     backlog: bool,
+    /// Credentials, when the server requires them (see `auth.rs`).
+    auth: Option<super::auth_gate::AuthGate>,
 }
 
 impl<D: Detector> EventLoop<D> {
@@ -341,6 +350,7 @@ impl<D: Detector> EventLoop<D> {
             real_now: origin,
             arrival: origin,
             backlog: false,
+            auth: None,
         }
     }
 
@@ -385,6 +395,8 @@ impl<D: Detector> EventLoop<D> {
                         if self.handle_commands() {
                             return Ok(());
                         }
+                        // The verifier threads wake the loop this way too.
+                        self.finish_verifications();
                     }
                     token => self.connection_ready(token.0 - FIRST_CONNECTION, event),
                 }
@@ -590,7 +602,7 @@ impl<D: Detector> EventLoop<D> {
         };
         let phase = match &mut slot.state {
             State::Closing => return false,
-            State::AwaitingHello => Phase::AwaitingHello,
+            State::AwaitingHello | State::Verifying(_) => Phase::AwaitingHello,
             State::Established(session) => {
                 // Any complete frame is proof of life, whatever it turns out to be.
                 let silence =
@@ -642,7 +654,7 @@ impl<D: Detector> EventLoop<D> {
                 }
                 true
             }
-            Ok(Inbound::Hello(hello)) => self.establish(index, hello),
+            Ok(Inbound::Hello(hello)) => self.authenticate(index, hello),
             Ok(Inbound::Message(message)) => self.relay(index, message),
             Ok(Inbound::Bye(bye)) => {
                 debug!(peer = %slot.conn.peer, code = %bye.reason.code, text = %bye.reason.text, "BYE from peer");
@@ -939,7 +951,7 @@ impl<D: Detector> EventLoop<D> {
                 self.remove(index);
                 return None;
             }
-            State::AwaitingHello => {
+            State::AwaitingHello | State::Verifying(_) => {
                 debug!(%peer, reason = reason.label(), detail, "connection closed before HELLO");
             }
             State::Established(session) => {
@@ -1034,7 +1046,7 @@ impl<D: Detector> EventLoop<D> {
                 continue;
             }
             match (key.kind, &slot.state) {
-                (TimerKind::Handshake, State::AwaitingHello) => {
+                (TimerKind::Handshake, State::AwaitingHello | State::Verifying(_)) => {
                     let text = format!(
                         "no HELLO within the handshake timeout of {}",
                         humantime::format_duration(self.config.handshake_timeout)
@@ -1170,7 +1182,7 @@ impl<D: Detector> EventLoop<D> {
         let mut counts = StateCounts::default();
         for (_, slot) in &self.slots {
             match &slot.state {
-                State::AwaitingHello => counts.handshaking += 1,
+                State::AwaitingHello | State::Verifying(_) => counts.handshaking += 1,
                 State::Closing => counts.closing += 1,
                 State::Established(session) => {
                     match self.detector.liveness(&session.liveness, self.now) {

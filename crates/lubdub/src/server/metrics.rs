@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::auth_gate::AuthMetrics;
 use super::presence::DropReason;
 
 /// Label of the drops counter.
@@ -52,6 +53,8 @@ pub struct ServerMetrics {
     detection_delay: Histogram,
     round_trip: Histogram,
     sessions: Family<StateLabel, Gauge>,
+    /// Credentials: failures, argon2 runs, cache hits.
+    auth: AuthMetrics,
 }
 
 impl Default for ServerMetrics {
@@ -96,6 +99,7 @@ impl ServerMetrics {
             "Connections by state at the moment of the scrape",
             sessions.clone(),
         );
+        let auth = AuthMetrics::register(&mut registry);
         Self {
             registry: Arc::new(registry),
             heartbeats,
@@ -103,7 +107,13 @@ impl ServerMetrics {
             detection_delay,
             round_trip,
             sessions,
+            auth,
         }
+    }
+
+    /// The credential metrics, for the event loop's auth gate.
+    pub(crate) fn auth(&self) -> &AuthMetrics {
+        &self.auth
     }
 
     /// A frame arrived from an established session.

@@ -4,8 +4,10 @@
 //!
 //! Layout: [`config`] (what the operator sets), [`registry`] (name →
 //! session, behind a trait), `event_loop` (accept, read, decode, judge,
-//! relay), `connection` (one socket's buffers), [`snapshot`] (the admin view).
+//! relay), `connection` (one socket's buffers), [`snapshot`] (the admin view),
+//! `auth_gate` (credentials: inline checks, verifier threads, the cache).
 
+mod auth_gate;
 pub mod config;
 mod connection;
 mod event_loop;
@@ -54,6 +56,9 @@ pub enum StartError {
     /// The event loop could not be set up.
     #[error("cannot start the event loop: {0}")]
     Poll(io::Error),
+    /// The credentials (auth file, token secret) cannot be used.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 /// The server stopped before it could answer.
@@ -173,6 +178,8 @@ pub fn start_with_events(
     events: Option<PresenceSink>,
 ) -> Result<ServerHandle, StartError> {
     config.validate()?;
+    // Credentials are read before binding, so a wrong file stops the start.
+    let authenticator = crate::auth::Authenticator::load(&config.auth)?;
     let std_listener = bind(config.listen).map_err(|source| StartError::Bind {
         addr: config.listen,
         source,
@@ -194,8 +201,22 @@ pub fn start_with_events(
         node,
         presence: presence::Presence::new(events),
         metrics: ServerMetrics::new(),
+        auth_gate: None,
     };
     let metrics = parts.metrics.clone();
+    let auth_gate = authenticator
+        .map(|authenticator| {
+            auth_gate::AuthGate::new(
+                authenticator,
+                &config.auth,
+                config.handshake_timeout,
+                Arc::clone(&waker),
+                metrics.auth().clone(),
+            )
+        })
+        .transpose()
+        .map_err(crate::auth::AuthSetupError::Threads)?;
+    let parts = LoopParts { auth_gate, ..parts };
     // One loop type per policy: the detector's per-session state is stored
     // inline in each session, so the policy is a type parameter, not a
     // trait object.
@@ -232,6 +253,8 @@ struct LoopParts {
     node: NodeId,
     presence: presence::Presence,
     metrics: ServerMetrics,
+    /// Credentials, when required.
+    auth_gate: Option<auth_gate::AuthGate>,
 }
 
 fn spawn_loop<D>(
@@ -254,7 +277,8 @@ where
         Instant::now(),
         parts.presence,
         parts.metrics,
-    );
+    )
+    .with_auth(parts.auth_gate);
     std::thread::Builder::new()
         .name("lubdub-server".into())
         .spawn(move || event_loop.run())
