@@ -10,12 +10,12 @@ pub const MAX_CREDENTIAL_LEN: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     /// The file could not be read.
-    #[error("cannot read the credential file {path}: {source}")]
+    #[error("cannot read the credential file {path}: {error}")]
     Read {
         /// The file.
         path: std::path::PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Longer than HELLO can carry.
     #[error("the credential is {len} bytes, more than the protocol's {MAX_CREDENTIAL_LEN}")]
@@ -60,9 +60,9 @@ impl Credential {
     /// # Errors
     /// [`CredentialError`].
     pub fn from_file(path: &Path) -> Result<Self, CredentialError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CredentialError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| CredentialError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::from_text(&text)
     }

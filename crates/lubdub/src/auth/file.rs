@@ -22,12 +22,12 @@ pub enum LineError {
     #[error("expected name:$argon2id$..., found no ':'")]
     MissingSeparator,
     /// The name breaks the naming rules.
-    #[error("invalid name {name:?}: {source}")]
+    #[error("invalid name {name:?}: {rule}")]
     InvalidName {
         /// The name as written.
         name: String,
         /// The rule it breaks.
-        source: NameError,
+        rule: NameError,
     },
     /// The part after the name is not an argon2id PHC string.
     #[error("{0}")]
@@ -46,12 +46,12 @@ pub enum LineError {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthFileError {
     /// The file could not be read.
-    #[error("cannot read the auth file {path}: {source}")]
+    #[error("cannot read the auth file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A line is wrong.
     #[error("{path}, line {line}: {error}")]
@@ -85,9 +85,9 @@ fn parse_line(line: &str) -> Result<Option<(&str, &str)>, LineError> {
     let (name, hash) = trimmed
         .rsplit_once(':')
         .ok_or(LineError::MissingSeparator)?;
-    validate_name(name).map_err(|source| LineError::InvalidName {
+    validate_name(name).map_err(|rule| LineError::InvalidName {
         name: name.to_owned(),
-        source,
+        rule,
     })?;
     Ok(Some((name, hash)))
 }
@@ -129,9 +129,9 @@ impl AuthFile {
     /// # Errors
     /// [`AuthFileError`], naming the file and, for a wrong line, its number.
     pub fn load(path: &Path) -> Result<Self, AuthFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AuthFileError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| AuthFileError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text).map_err(|error| match error {
             AuthFileError::Line { line, error, .. } => AuthFileError::Line {

@@ -36,12 +36,12 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The file could not be read.
-    #[error("cannot read the token secret file {path}: {source}")]
+    #[error("cannot read the token secret file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The file holds too few bytes to be a safe HMAC key.
     #[error("the token secret file {path} holds {len} bytes; at least {MIN_SECRET_LEN} random bytes are needed (create one with `lubdub token --new-secret FILE`)")]
@@ -58,12 +58,12 @@ pub enum SecretError {
         path: PathBuf,
     },
     /// The file could not be written.
-    #[error("cannot create the token secret file {path}: {source}")]
+    #[error("cannot create the token secret file {path}: {error}")]
     Create {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -121,9 +121,9 @@ impl TokenSecret {
     /// # Errors
     /// [`SecretError::Read`] or [`SecretError::TooShort`].
     pub fn load(path: &Path) -> Result<Self, SecretError> {
-        let key = fs::read(path).map_err(|source| SecretError::Read {
+        let key = fs::read(path).map_err(|error| SecretError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::from_bytes(key, path)
     }
@@ -136,15 +136,15 @@ impl TokenSecret {
     /// [`SecretError::Exists`] or [`SecretError::Create`].
     pub fn create(path: &Path) -> Result<Self, SecretError> {
         let key: [u8; NEW_SECRET_LEN] = super::random_bytes();
-        let create_error = |source: io::Error| {
-            if source.kind() == io::ErrorKind::AlreadyExists {
+        let create_error = |error: io::Error| {
+            if error.kind() == io::ErrorKind::AlreadyExists {
                 SecretError::Exists {
                     path: path.to_owned(),
                 }
             } else {
                 SecretError::Create {
                     path: path.to_owned(),
-                    source,
+                    error,
                 }
             }
         };
