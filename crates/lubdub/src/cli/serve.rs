@@ -2,6 +2,7 @@
 //! a clean shutdown on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +74,19 @@ pub struct ServerArgs {
     /// (the system's retransmission limit, about 15 minutes).
     #[arg(long, default_value = "off", value_parser = parse_duration_or_off)]
     tcp_user_timeout: DurationOrOff,
+
+    // Credentials: with either flag, every HELLO must carry a credential
+    // for its name, else REJECT unauthorized.
+    /// Require credentials: a file of `name:$argon2id$...` lines, written
+    /// with `lubdub passwd`. A HELLO may carry the secret of its name's
+    /// line (verified off the event loop; successes are cached).
+    #[arg(long, value_name = "FILE")]
+    auth_file: Option<PathBuf>,
+    /// Require credentials: a HELLO may carry a token minted with
+    /// `lubdub token --secret-file FILE` (create FILE with
+    /// `lubdub token --new-secret FILE`). With --auth-file too, either works.
+    #[arg(long, value_name = "FILE")]
+    token_secret: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -91,6 +105,11 @@ impl ServerArgs {
             phi_acceptable_pause: self.phi_acceptable_pause,
             tcp_keepalive: self.tcp_keepalive.0,
             tcp_user_timeout: self.tcp_user_timeout.0,
+            auth: lubdub::auth::AuthConfig {
+                auth_file: self.auth_file.clone(),
+                token_secret_file: self.token_secret.clone(),
+                ..lubdub::auth::AuthConfig::default()
+            },
             ..ServerConfig::default()
         }
     }
@@ -134,7 +153,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
                 "lubdub server ready"
             ),
         }
-        info!("no credentials configured: names are first come, first served");
+        match config.auth.describe() {
+            Some(required) => info!("credentials required: every HELLO must carry {required}"),
+            None => info!("no credentials configured: names are first come, first served"),
+        }
         let control = handle.control();
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = tokio::spawn(lubdub::admin::serve(
