@@ -8,6 +8,8 @@
 //! - [`client`]: connect, send, receive and a stream of status changes, with
 //!   heartbeats and reconnection handled in the background.
 //! - [`admin`]: the HTTP API (`/sessions`, `/healthz`).
+//! - [`auth`]: credentials: signed tokens, the auth file of argon2id
+//!   hashes, and the verifier threads that keep argon2 off the event loop.
 //! - [`bench`]: load scenarios run against a server by `lubdub bench`, and
 //!   (feature `plot`, on by default) the SVG plot of their reports.
 //! - [`simulate`] (feature `simulate`, on by default): a deterministic
@@ -20,6 +22,7 @@
 //! [`lubdub_core`], re-exported here as [`core`].
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod server;

@@ -1,10 +1,13 @@
 //! `lubdub client`: seed 000's chat over the embeddable client. Lines from
 //! stdin are sent, messages go to stdout, status goes to stderr.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
+use lubdub::auth::Credential;
 use lubdub::client::{Client, ClientConfig, ClientEvent, Status};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -27,6 +30,32 @@ pub struct ClientArgs {
     /// noticed only through TCP errors, not by silence.
     #[arg(long)]
     one_way: bool,
+    /// File holding the credential for --name, when the server requires
+    /// one: a token from `lubdub token` or the secret `lubdub passwd`
+    /// printed. The environment variable LUBDUB_CREDENTIAL may carry it
+    /// instead. There is no flag taking the credential itself, on purpose:
+    /// command lines are visible to every user of the machine in `ps`.
+    #[arg(long, value_name = "FILE")]
+    credential_file: Option<PathBuf>,
+}
+
+/// Environment variable that may carry the credential instead of a file.
+const CREDENTIAL_VARIABLE: &str = "LUBDUB_CREDENTIAL";
+
+/// The credential from --credential-file or LUBDUB_CREDENTIAL (an empty
+/// variable counts as unset); none when neither is given.
+fn credential(args: &ClientArgs) -> anyhow::Result<Credential> {
+    let from_environment = std::env::var(CREDENTIAL_VARIABLE)
+        .ok()
+        .filter(|value| !value.is_empty());
+    match (&args.credential_file, from_environment) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "both --credential-file and {CREDENTIAL_VARIABLE} are set; give the credential once"
+        ),
+        (Some(path), None) => Ok(Credential::from_file(path)?),
+        (None, Some(text)) => Credential::from_text(&text).context(CREDENTIAL_VARIABLE),
+        (None, None) => Ok(Credential::default()),
+    }
 }
 
 /// What one stdin line asks for.
@@ -64,6 +93,7 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let mut config = ClientConfig::new(args.server.clone(), args.name.clone());
     config.interval = args.interval;
     config.one_way = args.one_way;
+    config.credential = credential(&args)?;
     let mut client = Client::connect(config).await?;
     eprintln!("ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `quit` to leave", args.name);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

@@ -3,10 +3,12 @@
 
 mod bench;
 mod chat;
+mod passwd;
 mod serve;
 mod sessions;
 #[cfg(feature = "simulate")]
 mod simulate;
+mod token;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -47,6 +49,13 @@ enum Command {
     /// a crash, for the counter and for phi at each threshold. Deterministic.
     #[cfg(feature = "simulate")]
     Simulate(simulate::SimulateArgs),
+    /// Mint a signed token granting a name (for servers run with
+    /// --token-secret), or create a token secret file.
+    Token(token::TokenArgs),
+    /// Add or replace a name's line in an auth file (for servers run with
+    /// --auth-file): generates a secret and prints it once, or reads one
+    /// from stdin; only its argon2id hash is stored.
+    Passwd(passwd::PasswdArgs),
 }
 
 /// Runs the parsed command line.
@@ -61,6 +70,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args),
         #[cfg(feature = "simulate")]
         Command::Simulate(args) => simulate::run(args),
+        Command::Token(args) => token::run(args),
+        Command::Passwd(args) => passwd::run(args),
     }
 }
 

@@ -2,6 +2,7 @@
 //! a clean shutdown on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +109,19 @@ pub struct ServerArgs {
     /// be delivered and its client to close before closing the rest.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+
+    // Credentials: with either flag, every HELLO must carry a credential
+    // for its name, else REJECT unauthorized.
+    /// Require credentials: a file of `name:$argon2id$...` lines, written
+    /// with `lubdub passwd`. A HELLO may carry the secret of its name's
+    /// line (verified off the event loop; successes are cached).
+    #[arg(long, value_name = "FILE")]
+    auth_file: Option<PathBuf>,
+    /// Require credentials: a HELLO may carry a token minted with
+    /// `lubdub token --secret-file FILE` (create FILE with
+    /// `lubdub token --new-secret FILE`). With --auth-file too, either works.
+    #[arg(long, value_name = "FILE")]
+    token_secret: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -133,6 +147,11 @@ impl ServerArgs {
             max_pings_per_interval: self.max_pings_per_interval,
             max_outbound_bytes: self.max_outbound,
             shutdown_timeout: self.shutdown_timeout,
+            auth: lubdub::auth::AuthConfig {
+                auth_file: self.auth_file.clone(),
+                token_secret_file: self.token_secret.clone(),
+                ..lubdub::auth::AuthConfig::default()
+            },
         }
     }
 }
@@ -186,7 +205,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             handshake_timeout = %humantime::format_duration(config.handshake_timeout),
             "limits (0 = none; see --help)"
         );
-        info!("no credentials configured: names are first come, first served");
+        match config.auth.describe() {
+            Some(required) => info!("credentials required: every HELLO must carry {required}"),
+            None => info!("no credentials configured: names are first come, first served"),
+        }
         let control = handle.control();
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = tokio::spawn(lubdub::admin::serve(

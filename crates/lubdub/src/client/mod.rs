@@ -49,6 +49,9 @@ pub struct ClientConfig {
     /// that a server whose host vanished while our data was unacknowledged
     /// is noticed even in one-way mode. On by default.
     pub tcp_liveness: bool,
+    /// Credential for the name (a token or an auth-file secret), for
+    /// servers that require one; empty by default. Never printed.
+    pub credential: crate::auth::Credential,
 }
 
 impl ClientConfig {
@@ -63,6 +66,7 @@ impl ClientConfig {
             backoff: Backoff::default(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             tcp_liveness: true,
+            credential: crate::auth::Credential::default(),
         }
     }
 }
@@ -216,7 +220,7 @@ async fn dial(config: &ClientConfig) -> Result<Established, ConnectError> {
             name: &config.name,
             interval: config.interval,
             one_way: config.one_way,
-            credential: &[],
+            credential: config.credential.as_bytes(),
             tcp_liveness: config.tcp_liveness,
         },
         config.connect_timeout,

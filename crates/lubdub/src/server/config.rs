@@ -9,6 +9,8 @@ use lubdub_core::detector::{PhiConfig, PhiConfigError, PhiDetector};
 use lubdub_core::protocol::handshake::IntervalPolicy;
 use lubdub_core::protocol::DEFAULT_MAX_FRAME_LEN;
 
+use crate::auth::AuthConfig;
+
 /// Which failure-detection policy judges sessions.
 #[derive(
     Debug,
@@ -87,6 +89,10 @@ pub struct ServerConfig {
     /// How long a shutdown waits for farewells to be delivered and peers to
     /// close before it closes what is left.
     pub shutdown_timeout: Duration,
+    // Credentials (`--auth-file`, `--token-secret`): kept in one field of
+    // their own, documented in `crate::auth::AuthConfig`.
+    /// Who may claim which name; by default nobody needs a credential.
+    pub auth: AuthConfig,
 }
 
 /// Descriptors kept back from `max_connections` by default: the listener,
@@ -122,6 +128,8 @@ impl Default for ServerConfig {
             max_messages_per_sec: 100,
             max_pings_per_interval: 4,
             shutdown_timeout: Duration::from_secs(5),
+            // Credentials: none required unless configured.
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -45,6 +45,9 @@ use super::presence::{DropReason, Presence, PresenceEvent, PresenceKind};
 use super::registry::{Claim, NodeId, Registry};
 use super::snapshot::{SessionInfo, SessionState};
 
+// Credentials: HELLO → auth gate → establish or refuse (see auth.rs).
+mod auth;
+
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
 const FIRST_CONNECTION: usize = 2;
@@ -243,6 +246,10 @@ fn millis_u32(duration: Duration) -> u32 {
 #[derive(Debug)]
 enum State<S> {
     AwaitingHello,
+    /// HELLO received, its credential being verified off the loop (the
+    /// HELLO is kept, its credential taken out); frames are handled as
+    /// before the handshake.
+    Verifying(Hello),
     Established(Session<S>),
     /// Farewell sent, write side shut; input is discarded until EOF or the linger timeout.
     Closing,
@@ -337,6 +344,8 @@ pub(crate) struct EventLoop<D: Detector> {
     /// than were read, so a session is read once more before it is declared
     /// dead.
     backlog: bool,
+    /// Credentials, when the server requires them (see `auth.rs`).
+    auth: Option<super::auth_gate::AuthGate>,
 }
 
 impl<D: Detector> EventLoop<D> {
@@ -383,6 +392,7 @@ impl<D: Detector> EventLoop<D> {
             real_now: origin,
             arrival: origin,
             backlog: false,
+            auth: None,
         }
     }
 
@@ -430,7 +440,11 @@ impl<D: Detector> EventLoop<D> {
                 ready += 1;
                 match event.token() {
                     LISTENER => self.accept(),
-                    WAKER => self.handle_commands(),
+                    WAKER => {
+                        self.handle_commands();
+                        // The verifier threads wake the loop this way too.
+                        self.finish_verifications();
+                    }
                     token => self.connection_ready(token.0 - FIRST_CONNECTION, event),
                 }
             }
@@ -656,7 +670,7 @@ impl<D: Detector> EventLoop<D> {
         };
         let admitted = match &mut slot.state {
             State::Closing => return false,
-            State::AwaitingHello => admit(Phase::AwaitingHello, frame),
+            State::AwaitingHello | State::Verifying(_) => admit(Phase::AwaitingHello, frame),
             State::Established(session) => {
                 // Any complete frame is proof of life, whatever it turns out to be.
                 let silence =
@@ -713,7 +727,7 @@ impl<D: Detector> EventLoop<D> {
                 }
                 true
             }
-            Ok(Inbound::Hello(hello)) => self.establish(index, hello),
+            Ok(Inbound::Hello(hello)) => self.authenticate(index, hello),
             Ok(Inbound::Message(message)) => self.relay(index, message),
             Ok(Inbound::Bye(bye)) => {
                 debug!(peer = %slot.conn.peer, code = %bye.reason.code, text = %bye.reason.text, "BYE from peer");
@@ -1024,7 +1038,7 @@ impl<D: Detector> EventLoop<D> {
                 self.remove(index);
                 return None;
             }
-            State::AwaitingHello => {
+            State::AwaitingHello | State::Verifying(_) => {
                 self.metrics.handshake_failed(reason);
                 debug!(%peer, reason = reason.label(), detail, "connection closed before HELLO");
             }
@@ -1121,9 +1135,14 @@ impl<D: Detector> EventLoop<D> {
                 continue;
             }
             match (key.kind, &slot.state) {
-                (TimerKind::Handshake, State::AwaitingHello) => {
+                (TimerKind::Handshake, State::AwaitingHello | State::Verifying(_)) => {
+                    let what = if matches!(slot.state, State::Verifying(_)) {
+                        "credential not verified"
+                    } else {
+                        "no HELLO"
+                    };
                     let text = format!(
-                        "no HELLO within the handshake timeout of {}",
+                        "{what} within the handshake timeout of {}",
                         humantime::format_duration(self.config.handshake_timeout)
                     );
                     self.refuse(index, ReasonCode::HandshakeTimeout, text);
@@ -1252,7 +1271,7 @@ impl<D: Detector> EventLoop<D> {
         let mut counts = StateCounts::default();
         for (_, slot) in &self.slots {
             match &slot.state {
-                State::AwaitingHello => counts.handshaking += 1,
+                State::AwaitingHello | State::Verifying(_) => counts.handshaking += 1,
                 State::Closing => counts.closing += 1,
                 State::Established(session) => {
                     match self.detector.liveness(&session.liveness, self.now) {
@@ -1353,7 +1372,7 @@ impl<D: Detector> EventLoop<D> {
                         retry_after_ms: millis_u32(retry_after),
                     })
                 }
-                Some(State::AwaitingHello) => {
+                Some(State::AwaitingHello | State::Verifying(_)) => {
                     Frame::reject(ReasonCode::Shutdown, "server shutting down")
                 }
                 Some(State::Closing) | None => continue,

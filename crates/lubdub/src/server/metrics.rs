@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::auth_gate::AuthMetrics;
 use super::presence::DropReason;
 
 /// Label of the drops counter.
@@ -59,6 +60,8 @@ pub struct ServerMetrics {
     connections_refused: Family<ReasonLabel, Counter>,
     handshakes_failed: Family<ReasonLabel, Counter>,
     frames_refused: Family<ReasonLabel, Counter>,
+    /// Credentials: failures, argon2 runs, cache hits.
+    auth: AuthMetrics,
 }
 
 impl Default for ServerMetrics {
@@ -127,6 +130,7 @@ impl ServerMetrics {
             "PINGs and MSGs refused because their session exceeded its rate, by reason",
             frames_refused.clone(),
         );
+        let auth = AuthMetrics::register(&mut registry);
         Self {
             registry: Arc::new(registry),
             connections_refused,
@@ -138,7 +142,13 @@ impl ServerMetrics {
             detection_delay,
             round_trip,
             sessions,
+            auth,
         }
+    }
+
+    /// The credential metrics, for the event loop's auth gate.
+    pub(crate) fn auth(&self) -> &AuthMetrics {
+        &self.auth
     }
 
     /// A frame arrived from an established session.

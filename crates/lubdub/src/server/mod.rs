@@ -5,9 +5,11 @@
 //! Layout: [`config`] (what the operator sets), `admission` (connection
 //! limits per source), [`registry`] (name →
 //! session, behind a trait), `event_loop` (accept, read, decode, judge,
-//! relay), `connection` (one socket's buffers), [`snapshot`] (the admin view).
+//! relay), `connection` (one socket's buffers), [`snapshot`] (the admin view),
+//! `auth_gate` (credentials: inline checks, verifier threads, the cache).
 
 mod admission;
+mod auth_gate;
 pub mod config;
 mod connection;
 mod event_loop;
@@ -56,6 +58,9 @@ pub enum StartError {
     /// The event loop could not be set up.
     #[error("cannot start the event loop: {0}")]
     Poll(io::Error),
+    /// The credentials (auth file, token secret) cannot be used.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 /// The server stopped before it could answer.
@@ -178,6 +183,8 @@ pub fn start_with_events(
     events: Option<PresenceSink>,
 ) -> Result<ServerHandle, StartError> {
     config.validate()?;
+    // Credentials are read before binding, so a wrong file stops the start.
+    let authenticator = crate::auth::Authenticator::load(&config.auth)?;
     let std_listener = bind(config.listen).map_err(|source| StartError::Bind {
         addr: config.listen,
         source,
@@ -199,8 +206,22 @@ pub fn start_with_events(
         node,
         presence: presence::Presence::new(events),
         metrics: ServerMetrics::new(),
+        auth_gate: None,
     };
     let metrics = parts.metrics.clone();
+    let auth_gate = authenticator
+        .map(|authenticator| {
+            auth_gate::AuthGate::new(
+                authenticator,
+                &config.auth,
+                config.handshake_timeout,
+                Arc::clone(&waker),
+                metrics.auth().clone(),
+            )
+        })
+        .transpose()
+        .map_err(crate::auth::AuthSetupError::Threads)?;
+    let parts = LoopParts { auth_gate, ..parts };
     // One loop type per policy: the detector's per-session state is stored
     // inline in each session, so the policy is a type parameter, not a
     // trait object.
@@ -237,6 +258,8 @@ struct LoopParts {
     node: NodeId,
     presence: presence::Presence,
     metrics: ServerMetrics,
+    /// Credentials, when required.
+    auth_gate: Option<auth_gate::AuthGate>,
 }
 
 fn spawn_loop<D>(
@@ -259,7 +282,8 @@ where
         Instant::now(),
         parts.presence,
         parts.metrics,
-    );
+    )
+    .with_auth(parts.auth_gate);
     std::thread::Builder::new()
         .name("lubdub-server".into())
         .spawn(move || event_loop.run())

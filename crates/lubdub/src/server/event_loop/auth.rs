@@ -1,0 +1,94 @@
+//! Credentials in the event loop: a HELLO goes through the auth gate
+//! before it may claim its name. Tokens and cached secrets are decided
+//! inline; other secrets are verified on a verifier thread while the
+//! connection waits in `State::Verifying`, and the verdict arrives through
+//! the `WAKER` token.
+//!
+//! A claimant is judged before `registry.claim`, so a refused one never
+//! disturbs the name's current holder; only a credential for the name can
+//! take it over.
+
+use std::time::{Instant, SystemTime};
+
+use lubdub_core::detector::Detector;
+use lubdub_core::protocol::{Hello, ReasonCode};
+
+use super::super::auth_gate::{Admission, AuthGate};
+use super::{EventLoop, State};
+
+impl<D: Detector> EventLoop<D> {
+    /// Requires credentials from now on (`None`: names are first come, first served).
+    pub(crate) fn with_auth(mut self, gate: Option<AuthGate>) -> Self {
+        self.auth = gate;
+        self
+    }
+
+    /// Handles an admitted HELLO: establishes the session when the
+    /// credential grants its name (or none is required), refuses it, or
+    /// starts verifying. Returns whether the connection is still open.
+    pub(super) fn authenticate(&mut self, index: usize, mut hello: Hello) -> bool {
+        let Some(gate) = self.auth.as_mut() else {
+            return self.establish(index, hello);
+        };
+        let Some(slot) = self.slots.get_mut(index) else {
+            return false;
+        };
+        if matches!(slot.state, State::Verifying(_)) {
+            let text = "HELLO again while the first HELLO's credential is being verified";
+            self.refuse(index, ReasonCode::DuplicateHello, text.to_owned());
+            return false;
+        }
+        // Only the gate sees the credential; the kept HELLO holds none.
+        let credential = std::mem::take(&mut hello.credential);
+        let admission = gate.admit(
+            index,
+            slot.generation,
+            &hello.name,
+            &credential,
+            SystemTime::now(),
+        );
+        match admission {
+            Admission::Granted => self.establish(index, hello),
+            Admission::Verifying => {
+                slot.state = State::Verifying(hello);
+                true
+            }
+            Admission::Denied(denial) => {
+                self.refuse(index, ReasonCode::Unauthorized, denial.to_string());
+                false
+            }
+            Admission::Busy => {
+                let text = "too many credentials are waiting to be verified; retry later";
+                self.refuse(index, ReasonCode::ServerFull, text.to_owned());
+                false
+            }
+        }
+    }
+
+    /// Establishes or refuses every connection whose verdict has arrived.
+    /// A verdict for a connection that closed meanwhile (its slot empty,
+    /// reused by another generation, or no longer verifying) is discarded.
+    pub(super) fn finish_verifications(&mut self) {
+        while let Some(verdict) = self.auth.as_mut().and_then(AuthGate::next_verdict) {
+            let index = verdict.index;
+            let Some(slot) = self.slots.get_mut(index) else {
+                continue;
+            };
+            if slot.generation != verdict.generation || !matches!(slot.state, State::Verifying(_)) {
+                continue;
+            }
+            let State::Verifying(hello) = std::mem::replace(&mut slot.state, State::AwaitingHello)
+            else {
+                unreachable!("checked just above");
+            };
+            match verdict.result {
+                Ok(()) => {
+                    // The session starts now, not when its HELLO was read.
+                    self.arrival = self.clock.listening(Instant::now());
+                    self.establish(index, hello);
+                }
+                Err(denial) => self.refuse(index, ReasonCode::Unauthorized, denial.to_string()),
+            }
+        }
+    }
+}
