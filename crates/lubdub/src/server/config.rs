@@ -68,6 +68,12 @@ pub struct ServerConfig {
     /// the kernel aborts the connection; `None` (the default) leaves the
     /// system's (about 15 minutes of retransmissions).
     pub tcp_user_timeout: Option<Duration>,
+
+    // TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`): kept apart from
+    // the fields above, and loaded by `server::tls` at start.
+    /// Serve TLS with this certificate and key; `None` (the default) serves
+    /// plain lubdub.
+    pub tls: Option<super::tls::TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +97,7 @@ impl Default for ServerConfig {
             // deadline, racing the BYE; see docs/DETECTION.md.
             tcp_keepalive: None,
             tcp_user_timeout: None,
+            tls: None,
         }
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Layout: [`config`] (what the operator sets), [`registry`] (name →
 //! session, behind a trait), `event_loop` (accept, read, decode, judge,
-//! relay), `connection` (one socket's buffers), [`snapshot`] (the admin view).
+//! relay), `connection` (one socket's buffers), [`snapshot`] (the admin view),
+//! [`tls`] (certificate files → `rustls::ServerConfig`), `tls_session` (one
+//! TLS connection's rustls state and IO).
 
 pub mod config;
 mod connection;
@@ -13,6 +15,8 @@ pub mod metrics;
 pub mod presence;
 pub mod registry;
 pub mod snapshot;
+pub mod tls;
+mod tls_session;
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,6 +33,7 @@ pub use metrics::{ServerMetrics, StateCounts};
 pub use presence::{DropReason, PresenceEvent, PresenceKind, PresenceSink};
 pub use registry::{InMemoryRegistry, Registry};
 pub use snapshot::{SessionInfo, SessionState};
+pub use tls::{TlsError, TlsFiles};
 
 use event_loop::{Command, EventLoop, LISTENER, WAKER};
 use registry::NodeId;
@@ -54,6 +59,9 @@ pub enum StartError {
     /// The event loop could not be set up.
     #[error("cannot start the event loop: {0}")]
     Poll(io::Error),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// The server stopped before it could answer.
@@ -173,6 +181,7 @@ pub fn start_with_events(
     events: Option<PresenceSink>,
 ) -> Result<ServerHandle, StartError> {
     config.validate()?;
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let std_listener = bind(config.listen).map_err(|source| StartError::Bind {
         addr: config.listen,
         source,
@@ -194,6 +203,7 @@ pub fn start_with_events(
         node,
         presence: presence::Presence::new(events),
         metrics: ServerMetrics::new(),
+        tls,
     };
     let metrics = parts.metrics.clone();
     // One loop type per policy: the detector's per-session state is stored
@@ -232,6 +242,7 @@ struct LoopParts {
     node: NodeId,
     presence: presence::Presence,
     metrics: ServerMetrics,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 fn spawn_loop<D>(
@@ -254,6 +265,7 @@ where
         Instant::now(),
         parts.presence,
         parts.metrics,
+        parts.tls,
     );
     std::thread::Builder::new()
         .name("lubdub-server".into())
