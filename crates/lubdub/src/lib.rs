@@ -7,6 +7,7 @@
 //!   the server's configuration.
 //! - [`client`]: connect, send, receive and a stream of status changes, with
 //!   heartbeats and reconnection handled in the background.
+//! - [`pem`]: the certificate and key files TLS reads (server and client).
 //! - [`admin`]: the HTTP API (`/sessions`, `/healthz`).
 //! - [`bench`]: load scenarios run against a server by `lubdub bench`, and
 //!   (feature `plot`, on by default) the SVG plot of their reports.
@@ -22,6 +23,7 @@
 pub mod admin;
 pub mod bench;
 pub mod client;
+pub mod pem;
 pub mod server;
 #[cfg(feature = "simulate")]
 pub mod simulate;

@@ -7,11 +7,10 @@
 //! file, no certificate in it, a key that does not match) stops the server
 //! with a message naming the file instead of failing each handshake later.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use crate::pem::{load_certificates, load_private_key, PemError};
 
 /// Answer to a plain lubdub client on a TLS-only server (REJECT `tls_required`).
 pub const TLS_REQUIRED_TEXT: &str = "this server requires TLS; connect with --tls / --tls-ca";
@@ -43,26 +42,9 @@ pub struct TlsFiles {
 /// Why the TLS settings cannot be used; each message names the file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A file could not be read.
-    #[error("cannot read the TLS {what} file {}: {source}", path.display())]
-    Read {
-        /// Which file: "certificate", "key" or "client CA".
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// A file holds no PEM item of the kind needed, or a broken one.
-    #[error("no {what} in {}: {detail}", path.display())]
-    Pem {
-        /// What was looked for, with its PEM marker.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// What the PEM parser said.
-        detail: String,
-    },
+    /// A file is missing, unreadable, or lacks what it should hold.
+    #[error(transparent)]
+    Pem(#[from] PemError),
     /// The private key is not the key of the certificate.
     #[error("the private key in {} does not match the certificate in {}", key.display(), cert.display())]
     KeyMismatch {
@@ -137,53 +119,6 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
     Ok(Arc::new(config))
 }
 
-/// Every certificate in a PEM file; at least one.
-///
-/// # Errors
-/// [`TlsError::Read`] or [`TlsError::Pem`] (none found, or a broken one).
-pub fn load_certificates(
-    path: &Path,
-    what: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path, what)?;
-    let no_certificate = |detail: String| TlsError::Pem {
-        what: "certificate (-----BEGIN CERTIFICATE-----)",
-        path: path.to_owned(),
-        detail,
-    };
-    let certificates = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| no_certificate(error.to_string()))?;
-    if certificates.is_empty() {
-        return Err(no_certificate("the file holds no certificate".into()));
-    }
-    Ok(certificates)
-}
-
-/// The first private key in a PEM file.
-///
-/// # Errors
-/// [`TlsError::Read`] or [`TlsError::Pem`] (none found, or a broken one).
-pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path, "key")?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|error| TlsError::Pem {
-        what: "private key (-----BEGIN PRIVATE KEY-----, RSA or EC)",
-        path: path.to_owned(),
-        detail: match error {
-            rustls_pki_types::pem::Error::NoItemsFound => "the file holds no private key".into(),
-            other => other.to_string(),
-        },
-    })
-}
-
-fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
-}
-
 /// Whether a connection's first byte opens a TLS handshake.
 pub(crate) fn is_tls_record_start(first: u8) -> bool {
     first == TLS_HANDSHAKE_RECORD
@@ -240,10 +175,10 @@ mod tests {
             server_config(&files("/nonexistent/lubdub.crt".into(), key)).expect_err("missing file");
         assert!(matches!(
             error,
-            TlsError::Read {
+            TlsError::Pem(PemError::Read {
                 what: "certificate",
                 ..
-            }
+            })
         ));
         assert!(
             error.to_string().contains("/nonexistent/lubdub.crt"),
@@ -259,7 +194,10 @@ mod tests {
         assert!(error.to_string().contains("no certificate"), "{error}");
         // A key file given as the certificate holds no certificate either.
         let error = server_config(&files(key.clone(), key)).expect_err("key as cert");
-        assert!(matches!(error, TlsError::Pem { .. }), "{error}");
+        assert!(
+            matches!(error, TlsError::Pem(PemError::Missing { .. })),
+            "{error}"
+        );
     }
 
     #[test]
