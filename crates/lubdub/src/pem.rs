@@ -11,14 +11,14 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 #[derive(Debug, thiserror::Error)]
 pub enum PemError {
     /// The file could not be read.
-    #[error("cannot read the TLS {what} file {}: {source}", path.display())]
+    #[error("cannot read the TLS {what} file {}: {cause}", path.display())]
     Read {
         /// Which file: "certificate", "key", "CA" or "client CA".
         what: &'static str,
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (not a `source`: the message already says it).
+        cause: std::io::Error,
     },
     /// The file holds no PEM item of the kind needed, or a broken one.
     #[error("no {what} in {}: {detail}", path.display())]
@@ -73,9 +73,9 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError>
 }
 
 fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, PemError> {
-    std::fs::read(path).map_err(|source| PemError::Read {
+    std::fs::read(path).map_err(|cause| PemError::Read {
         what,
         path: path.to_owned(),
-        source,
+        cause,
     })
 }

@@ -2,13 +2,14 @@
 //! a clean shutdown on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lubdub::server::{self, DetectorPolicy, InMemoryRegistry, ServerConfig};
+use lubdub::server::{self, DetectorPolicy, InMemoryRegistry, ServerConfig, TlsFiles};
 use tracing::info;
 
 use super::{parse_addr, parse_duration, parse_duration_or_off, DurationOrOff};
@@ -73,6 +74,20 @@ pub struct ServerArgs {
     /// (the system's retransmission limit, about 15 minutes).
     #[arg(long, default_value = "off", value_parser = parse_duration_or_off)]
     tcp_user_timeout: DurationOrOff,
+
+    // TLS: off unless --tls-cert and --tls-key are given (together).
+    /// Serve TLS with this certificate chain (PEM, leaf first); needs
+    /// --tls-key. Clients then connect with `lubdub client --tls` (or
+    /// --tls-ca FILE); a plain client is answered REJECT tls_required.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require every client to present a certificate signed by a CA in
+    /// this PEM file (mutual TLS); needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -91,8 +106,22 @@ impl ServerArgs {
             phi_acceptable_pause: self.phi_acceptable_pause,
             tcp_keepalive: self.tcp_keepalive.0,
             tcp_user_timeout: self.tcp_user_timeout.0,
+            tls: self.tls_files(),
             ..ServerConfig::default()
         }
+    }
+}
+
+impl ServerArgs {
+    /// The TLS files, when both --tls-cert and --tls-key are given (clap
+    /// refuses one without the other).
+    fn tls_files(&self) -> Option<TlsFiles> {
+        let (cert, key) = self.tls_cert.clone().zip(self.tls_key.clone())?;
+        Some(TlsFiles {
+            cert,
+            key,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 }
 
@@ -133,6 +162,14 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
                 dead_at_most_after = %ceiling,
                 "lubdub server ready"
             ),
+        }
+        match &config.tls {
+            Some(tls) => info!(
+                cert = %tls.cert.display(),
+                client_certificates = if tls.client_ca.is_some() { "required" } else { "not asked for" },
+                "TLS on: plain clients are answered REJECT tls_required"
+            ),
+            None => info!("TLS off (--tls-cert, --tls-key): clients connect in plain TCP"),
         }
         info!("no credentials configured: names are first come, first served");
         let control = handle.control();
