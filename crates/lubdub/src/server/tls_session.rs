@@ -107,7 +107,7 @@ impl TlsSession {
                 // The alert rustls queued tells the peer why; best effort,
                 // the connection closes either way.
                 let _ = self.write_tls(stream);
-                warn!(%peer, %error, "TLS error, closing the connection: {error}");
+                warn!(%peer, %error, "TLS error, closing the connection");
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("TLS: {error}"),
