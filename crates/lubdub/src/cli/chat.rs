@@ -1,11 +1,12 @@
 //! `lubdub client`: seed 000's chat over the embeddable client. Lines from
 //! stdin are sent, messages go to stdout, status goes to stderr.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use lubdub::client::{Client, ClientConfig, ClientEvent, Status};
+use lubdub::client::{Client, ClientConfig, ClientEvent, ClientTls, Status};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::parse_duration;
@@ -27,6 +28,43 @@ pub struct ClientArgs {
     /// noticed only through TCP errors, not by silence.
     #[arg(long)]
     one_way: bool,
+
+    // TLS: any of these flags turns it on.
+    /// Connect with TLS, trusting the system's root certificates (for a
+    /// server whose certificate a public or company CA signed).
+    #[arg(long)]
+    tls: bool,
+    /// Connect with TLS, trusting only the CA certificate(s) in this PEM
+    /// file (e.g. the server's self-signed certificate); implies --tls.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Name the server's certificate must be valid for; by default the host
+    /// part of --server. Implies --tls.
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// Client certificate (PEM) for a server started with --tls-client-ca;
+    /// needs --tls-key. Implies --tls.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert; needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// TLS settings when any TLS flag is given.
+    fn tls(&self) -> Option<ClientTls> {
+        let wanted = self.tls
+            || self.tls_ca.is_some()
+            || self.tls_server_name.is_some()
+            || self.tls_cert.is_some();
+        wanted.then(|| ClientTls {
+            ca: self.tls_ca.clone(),
+            server_name: self.tls_server_name.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        })
+    }
 }
 
 /// What one stdin line asks for.
@@ -64,6 +102,7 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let mut config = ClientConfig::new(args.server.clone(), args.name.clone());
     config.interval = args.interval;
     config.one_way = args.one_way;
+    config.tls = args.tls();
     let mut client = Client::connect(config).await?;
     eprintln!("ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `quit` to leave", args.name);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
