@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,11 +96,11 @@ fn tls_server_config(pki: &Pki, client_ca: bool) -> ServerConfig {
     }
 }
 
-fn tls_client_config(addr: SocketAddr, name: &str, ca: &PathBuf) -> ClientConfig {
+fn tls_client_config(addr: SocketAddr, name: &str, ca: &Path) -> ClientConfig {
     let mut config = ClientConfig::new(addr.to_string(), name);
     config.interval = Some(Duration::from_millis(100));
     config.tls = Some(ClientTls {
-        ca: Some(ca.clone()),
+        ca: Some(ca.to_owned()),
         ..ClientTls::default()
     });
     config
@@ -124,7 +124,7 @@ async fn next_matching(
 }
 
 /// A TLS connection that sends exactly what the test says, trusting `ca`.
-async fn raw_tls(addr: SocketAddr, ca: &PathBuf) -> TlsStream<TcpStream> {
+async fn raw_tls(addr: SocketAddr, ca: &Path) -> TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for certificate in lubdub::pem::load_certificates(ca, "CA").expect("CA loads") {
         roots.add(certificate).expect("CA is usable");
@@ -152,7 +152,7 @@ async fn send_frame(stream: &mut TlsStream<TcpStream>, frame: &Frame) {
 
 /// Completes HELLO over a raw TLS connection and reads the WELCOME. The
 /// interval is long (10 s): these sessions send nothing unless told to.
-async fn raw_tls_join(addr: SocketAddr, ca: &PathBuf, name: &str) -> TlsStream<TcpStream> {
+async fn raw_tls_join(addr: SocketAddr, ca: &Path, name: &str) -> TlsStream<TcpStream> {
     let mut stream = raw_tls(addr, ca).await;
     send_frame(&mut stream, &hello(name, 10_000, true)).await;
     let mut buffer = Vec::new();
