@@ -7,6 +7,7 @@
 //!   the server's configuration.
 //! - [`client`]: connect, send, receive and a stream of status changes, with
 //!   heartbeats and reconnection handled in the background.
+//! - [`pem`]: the certificate and key files TLS reads (server and client).
 //! - [`admin`]: the HTTP API (`/sessions`, `/healthz`).
 //! - [`auth`]: credentials: signed tokens, the auth file of argon2id
 //!   hashes, and the verifier threads that keep argon2 off the event loop.
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod pem;
 pub mod server;
 #[cfg(feature = "simulate")]
 pub mod simulate;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use lubdub::auth::Credential;
-use lubdub::client::{Client, ClientConfig, ClientEvent, Status};
+use lubdub::client::{Client, ClientConfig, ClientEvent, ClientTls, Status};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::parse_duration;
@@ -37,6 +37,27 @@ pub struct ClientArgs {
     /// command lines are visible to every user of the machine in `ps`.
     #[arg(long, value_name = "FILE")]
     credential_file: Option<PathBuf>,
+
+    // TLS: any of these flags turns it on.
+    /// Connect with TLS, trusting the system's root certificates (for a
+    /// server whose certificate a public or company CA signed).
+    #[arg(long)]
+    tls: bool,
+    /// Connect with TLS, trusting only the CA certificate(s) in this PEM
+    /// file (e.g. the server's self-signed certificate); implies --tls.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Name the server's certificate must be valid for; by default the host
+    /// part of --server. Implies --tls.
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// Client certificate (PEM) for a server started with --tls-client-ca;
+    /// needs --tls-key. Implies --tls.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert; needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Environment variable that may carry the credential instead of a file.
@@ -55,6 +76,22 @@ fn credential(args: &ClientArgs) -> anyhow::Result<Credential> {
         (Some(path), None) => Ok(Credential::from_file(path)?),
         (None, Some(text)) => Credential::from_text(&text).context(CREDENTIAL_VARIABLE),
         (None, None) => Ok(Credential::default()),
+    }
+}
+
+impl ClientArgs {
+    /// TLS settings when any TLS flag is given.
+    fn tls(&self) -> Option<ClientTls> {
+        let wanted = self.tls
+            || self.tls_ca.is_some()
+            || self.tls_server_name.is_some()
+            || self.tls_cert.is_some();
+        wanted.then(|| ClientTls {
+            ca: self.tls_ca.clone(),
+            server_name: self.tls_server_name.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        })
     }
 }
 
@@ -94,6 +131,7 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
     config.interval = args.interval;
     config.one_way = args.one_way;
     config.credential = credential(&args)?;
+    config.tls = args.tls();
     let mut client = Client::connect(config).await?;
     eprintln!("ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `quit` to leave", args.name);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lubdub::server::{self, DetectorPolicy, InMemoryRegistry, ServerConfig};
+use lubdub::server::{self, DetectorPolicy, InMemoryRegistry, ServerConfig, TlsFiles};
 use tracing::info;
 
 use super::{parse_addr, parse_duration, parse_duration_or_off, DurationOrOff};
@@ -122,6 +122,20 @@ pub struct ServerArgs {
     /// `lubdub token --new-secret FILE`). With --auth-file too, either works.
     #[arg(long, value_name = "FILE")]
     token_secret: Option<PathBuf>,
+
+    // TLS: off unless --tls-cert and --tls-key are given (together).
+    /// Serve TLS with this certificate chain (PEM, leaf first); needs
+    /// --tls-key. Clients then connect with `lubdub client --tls` (or
+    /// --tls-ca FILE); a plain client is answered REJECT tls_required.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require every client to present a certificate signed by a CA in
+    /// this PEM file (mutual TLS); needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -152,7 +166,21 @@ impl ServerArgs {
                 token_secret_file: self.token_secret.clone(),
                 ..lubdub::auth::AuthConfig::default()
             },
+            tls: self.tls_files(),
         }
+    }
+}
+
+impl ServerArgs {
+    /// The TLS files, when both --tls-cert and --tls-key are given (clap
+    /// refuses one without the other).
+    fn tls_files(&self) -> Option<TlsFiles> {
+        let (cert, key) = self.tls_cert.clone().zip(self.tls_key.clone())?;
+        Some(TlsFiles {
+            cert,
+            key,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 }
 
@@ -205,6 +233,14 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             handshake_timeout = %humantime::format_duration(config.handshake_timeout),
             "limits (0 = none; see --help)"
         );
+        match &config.tls {
+            Some(tls) => info!(
+                cert = %tls.cert.display(),
+                client_certificates = if tls.client_ca.is_some() { "required" } else { "not asked for" },
+                "TLS on: plain clients are answered REJECT tls_required"
+            ),
+            None => info!("TLS off (--tls-cert, --tls-key): clients connect in plain TCP"),
+        }
         match config.auth.describe() {
             Some(required) => info!("credentials required: every HELLO must carry {required}"),
             None => info!("no credentials configured: names are first come, first served"),

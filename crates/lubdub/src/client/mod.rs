@@ -9,10 +9,14 @@
 //! when to PING and when the server is dead. Messages and status changes
 //! reach the application as [`ClientEvent`]s.
 //!
-//! Layout: [`transport`] (dial, handshake, frames over tokio), [`backoff`]
-//! (reconnect delays), this module (the session task and the public API).
+//! Layout: [`transport`] (dial, handshake, frames over tokio), [`stream`]
+//! (plain or TLS bytes under the frames), [`tls`] (trust, names, client
+//! certificates, and what TLS errors mean), [`backoff`] (reconnect delays),
+//! this module (the session task and the public API).
 
 pub mod backoff;
+pub mod stream;
+pub mod tls;
 pub mod transport;
 
 use std::time::{Duration, Instant};
@@ -23,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use backoff::Backoff;
+pub use tls::{ClientTls, TlsConnector};
 pub use transport::ConnectError;
 use transport::{Established, HelloParams};
 
@@ -52,6 +57,8 @@ pub struct ClientConfig {
     /// Credential for the name (a token or an auth-file secret), for
     /// servers that require one; empty by default. Never printed.
     pub credential: crate::auth::Credential,
+    /// Speak TLS; `None` (the default) speaks plain TCP.
+    pub tls: Option<ClientTls>,
 }
 
 impl ClientConfig {
@@ -67,6 +74,7 @@ impl ClientConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             tcp_liveness: true,
             credential: crate::auth::Credential::default(),
+            tls: None,
         }
     }
 }
@@ -153,14 +161,21 @@ impl Client {
     /// # Errors
     /// [`ConnectError`] when the first attempt fails; nothing keeps running then.
     pub async fn connect(config: ClientConfig) -> Result<Client, ConnectError> {
-        let established = dial(&config).await?;
+        // Built once: the files are read and checked before the first dial,
+        // and reconnects reuse the configuration.
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| tls.connector(&config.server))
+            .transpose()?;
+        let established = dial(&config, tls.as_ref()).await?;
         let welcome = established.welcome;
         let (outgoing, outgoing_rx) = mpsc::channel(256);
         // Unbounded: the session task must never wait for the application,
         // or its heartbeats would stop while a message sits unread. Events
         // queue until the application reads them.
         let (events_tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(config, established, outgoing_rx, events_tx));
+        let task = tokio::spawn(run(config, tls, established, outgoing_rx, events_tx));
         Ok(Client {
             outgoing,
             events,
@@ -213,7 +228,10 @@ impl Client {
     }
 }
 
-async fn dial(config: &ClientConfig) -> Result<Established, ConnectError> {
+async fn dial(
+    config: &ClientConfig,
+    tls: Option<&TlsConnector>,
+) -> Result<Established, ConnectError> {
     transport::connect(
         &config.server,
         &HelloParams {
@@ -225,6 +243,7 @@ async fn dial(config: &ClientConfig) -> Result<Established, ConnectError> {
         },
         config.connect_timeout,
         config.max_frame_len,
+        tls,
     )
     .await
 }
@@ -244,6 +263,7 @@ enum SessionEnd {
 
 async fn run(
     config: ClientConfig,
+    tls: Option<TlsConnector>,
     first: Established,
     mut outgoing: mpsc::Receiver<Outgoing>,
     events: mpsc::UnboundedSender<ClientEvent>,
@@ -271,7 +291,7 @@ async fn run(
                     });
                     return;
                 }
-                match dial(&config).await {
+                match dial(&config, tls.as_ref()).await {
                     Ok(established) => established,
                     Err(error) if error.is_retryable() => {
                         emit(Status::ServerLost {

@@ -93,6 +93,11 @@ pub struct ServerConfig {
     // their own, documented in `crate::auth::AuthConfig`.
     /// Who may claim which name; by default nobody needs a credential.
     pub auth: AuthConfig,
+    // TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`): kept apart from
+    // the fields above, and loaded by `server::tls` at start.
+    /// Serve TLS with this certificate and key; `None` (the default) serves
+    /// plain lubdub.
+    pub tls: Option<super::tls::TlsFiles>,
 }
 
 /// Descriptors kept back from `max_connections` by default: the listener,
@@ -130,6 +135,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(5),
             // Credentials: none required unless configured.
             auth: AuthConfig::default(),
+            tls: None,
         }
     }
 }

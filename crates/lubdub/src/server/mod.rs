@@ -6,7 +6,9 @@
 //! limits per source), [`registry`] (name →
 //! session, behind a trait), `event_loop` (accept, read, decode, judge,
 //! relay), `connection` (one socket's buffers), [`snapshot`] (the admin view),
-//! `auth_gate` (credentials: inline checks, verifier threads, the cache).
+//! `auth_gate` (credentials: inline checks, verifier threads, the cache),
+//! [`tls`] (certificate files → `rustls::ServerConfig`), `tls_session` (one
+//! TLS connection's rustls state and IO).
 
 mod admission;
 mod auth_gate;
@@ -17,6 +19,8 @@ pub mod metrics;
 pub mod presence;
 pub mod registry;
 pub mod snapshot;
+pub mod tls;
+mod tls_session;
 
 use std::io;
 use std::net::SocketAddr;
@@ -33,6 +37,7 @@ pub use metrics::{ServerMetrics, StateCounts};
 pub use presence::{DropReason, PresenceEvent, PresenceKind, PresenceSink};
 pub use registry::{InMemoryRegistry, Registry};
 pub use snapshot::{SessionInfo, SessionState};
+pub use tls::{TlsError, TlsFiles};
 
 use event_loop::{Command, EventLoop, LISTENER, WAKER};
 use registry::NodeId;
@@ -61,6 +66,9 @@ pub enum StartError {
     /// The credentials (auth file, token secret) cannot be used.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// The server stopped before it could answer.
@@ -185,6 +193,7 @@ pub fn start_with_events(
     config.validate()?;
     // Credentials are read before binding, so a wrong file stops the start.
     let authenticator = crate::auth::Authenticator::load(&config.auth)?;
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let std_listener = bind(config.listen).map_err(|source| StartError::Bind {
         addr: config.listen,
         source,
@@ -207,6 +216,7 @@ pub fn start_with_events(
         presence: presence::Presence::new(events),
         metrics: ServerMetrics::new(),
         auth_gate: None,
+        tls,
     };
     let metrics = parts.metrics.clone();
     let auth_gate = authenticator
@@ -260,6 +270,7 @@ struct LoopParts {
     metrics: ServerMetrics,
     /// Credentials, when required.
     auth_gate: Option<auth_gate::AuthGate>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 fn spawn_loop<D>(
@@ -282,6 +293,7 @@ where
         Instant::now(),
         parts.presence,
         parts.metrics,
+        parts.tls,
     )
     .with_auth(parts.auth_gate);
     std::thread::Builder::new()
