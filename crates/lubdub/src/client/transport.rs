@@ -14,7 +14,7 @@ use lubdub_core::protocol::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::stream::{ReadHalf, Stream, WriteHalf};
+use super::stream::{self, ReadHalf, Stream, WriteHalf};
 use super::tls::TlsConnector;
 
 /// Why a connection attempt failed.
@@ -265,7 +265,7 @@ pub async fn connect(
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr()?;
     let mut stream = match tls {
-        None => Stream::Plain(stream),
+        None => Stream::Left(stream),
         Some(tls) => {
             let handshake = tokio::time::timeout(timeout, tls.handshake(server, stream))
                 .await
@@ -273,7 +273,7 @@ pub async fn connect(
                     addr: server.to_owned(),
                     detail: format!("no TLS handshake answer within {timeout:?}"),
                 })??;
-            Stream::Tls(Box::new(handshake))
+            Stream::Right(Box::new(handshake))
         }
     };
     // TLS errors surface on the first write or read too (a refused
@@ -325,7 +325,7 @@ pub async fn connect(
                 let interval = Duration::from_millis(u64::from(welcome.granted_interval_ms));
                 let deadline = interval * u32::from(welcome.max_missed);
                 if let Err(error) = crate::tcp_options::apply(
-                    socket2::SockRef::from(stream.tcp()),
+                    socket2::SockRef::from(stream::tcp(&stream)),
                     Some(interval),
                     Some(deadline),
                 ) {
@@ -333,7 +333,7 @@ pub async fn connect(
                     tracing::debug!(%error, "could not set TCP keepalive or user timeout");
                 }
             }
-            let (read_half, write_half) = stream.split();
+            let (read_half, write_half) = stream::split(stream);
             Ok(Established {
                 welcome,
                 peer,
