@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use common::process::{field, lubdub, Proc};
+use common::process::{lubdub, start_server_saying, Proc};
 use common::{fast_config, RawConn, TestServer};
 use lubdub::auth::{password, AuthConfig, TokenSecret};
 use lubdub::client::{Client, ClientConfig, ConnectError};
@@ -370,25 +370,6 @@ async fn a_server_with_a_broken_auth_file_does_not_start() {
     );
 }
 
-/// Starts `lubdub server` with credentials; returns it and its address.
-fn start_server_with(extra: &[&str]) -> (Proc, String) {
-    let mut server = Proc::spawn(
-        lubdub()
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-            ])
-            .args(extra),
-    );
-    let ready = server.expect_stderr("lubdub server ready");
-    let listen = field(&ready, "listen").to_owned();
-    server.expect_stderr("credentials required");
-    (server, listen)
-}
-
 fn run_ok(args: &[&str]) -> String {
     let output = lubdub().args(args).output().expect("runs");
     assert!(
@@ -422,7 +403,10 @@ fn the_binary_mints_secrets_and_tokens_and_the_server_checks_them() {
     let bob_secret = run_ok(&["passwd", "--file", auth, "--name", "bob"]);
     std::fs::write(scratch.path("bob.secret"), &bob_secret).expect("written");
 
-    let (mut server, listen) = start_server_with(&["--token-secret", secret, "--auth-file", auth]);
+    let (mut server, listen, _admin) = start_server_saying(
+        &["--token-secret", secret, "--auth-file", auth],
+        "credentials required",
+    );
     let alice_file = scratch.path("alice.token");
     let mut alice = common::process::client(
         &listen,

@@ -125,6 +125,12 @@ pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 /// Starts `lubdub server` on ephemeral ports; returns it with its two addresses.
 pub fn start_server(extra: &[&str]) -> (Proc, String, String) {
+    start_server_saying(extra, "first come, first served")
+}
+
+/// Like [`start_server`], and waits for a start-up line containing
+/// `credentials_line` (which tells whether credentials are required).
+pub fn start_server_saying(extra: &[&str], credentials_line: &str) -> (Proc, String, String) {
     let mut server = Proc::spawn(
         lubdub()
             .args([
@@ -139,7 +145,7 @@ pub fn start_server(extra: &[&str]) -> (Proc, String, String) {
     let ready = server.expect_stderr("lubdub server ready");
     let listen = field(&ready, "listen").to_owned();
     let admin = field(&ready, "admin").to_owned();
-    server.expect_stderr("first come, first served");
+    server.expect_stderr(credentials_line);
     (server, listen, admin)
 }
 
