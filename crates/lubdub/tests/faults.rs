@@ -407,6 +407,9 @@ const BYSTANDER_PING_EVERY: Duration = Duration::from_millis(600);
 struct BystanderLog {
     pings: u32,
     slowest_pong: Duration,
+    /// Longest time between two of its own PINGs: if the test's runtime
+    /// was too busy to run the bystander, that is the test's fault.
+    longest_gap: Duration,
 }
 
 /// The bystander's connection and its log, once its PING schedule ended.
@@ -435,7 +438,9 @@ impl Bystander {
             let mut log = BystanderLog {
                 pings: 0,
                 slowest_pong: Duration::ZERO,
+                longest_gap: Duration::ZERO,
             };
+            let mut last_ping = Instant::now();
             let interval = Duration::from_millis(u64::from(BYSTANDER_INTERVAL_MS));
             let answered = |outstanding: &mut VecDeque<(u32, Instant)>,
                             log: &mut BystanderLog,
@@ -461,6 +466,8 @@ impl Bystander {
                             }
                         }
                         log.pings += 1;
+                        log.longest_gap = log.longest_gap.max(last_ping.elapsed());
+                        last_ping = Instant::now();
                         writer.send(&ping(log.pings)).await.map_err(|error| format!("bystander: PING not sent: {error}"))?;
                         outstanding.push_back((log.pings, Instant::now()));
                     }
@@ -493,8 +500,14 @@ impl Bystander {
             .expect("the bystander task ends")
             .unwrap_or_else(|error| panic!("{error}"));
         println!(
-            "bystander: {} PINGs, every one answered, slowest PONG after {:?}",
-            log.pings, log.slowest_pong
+            "bystander: {} PINGs, every one answered, slowest PONG after {:?}, \
+             longest gap between its PINGs {:?}",
+            log.pings, log.slowest_pong, log.longest_gap
+        );
+        assert!(
+            log.longest_gap < Duration::from_millis(u64::from(BYSTANDER_INTERVAL_MS)) * 3 / 4,
+            "the test itself kept the bystander from sending for {:?}",
+            log.longest_gap
         );
         let (witness, _) = join(addr, "witness", 10_000)
             .await
@@ -753,11 +766,21 @@ const GARBAGE_BYTES: usize = 10 * 1024 * 1024;
 /// server must decide on what it has, not wait for the rest.
 const GARBAGE_BEFORE_VERDICT: usize = 1024 * 1024;
 
-/// Joins, sends 1 MiB of seeded random bytes, waits for the BYE, then sends
+/// 10 MB of seeded random bytes, made off the test's runtime (it takes
+/// seconds in a debug build, which would keep the bystander from its PINGs).
+async fn ten_megabytes_of_garbage(seed: u64) -> Vec<u8> {
+    tokio::task::spawn_blocking(move || {
+        let mut garbage = vec![0u8; GARBAGE_BYTES];
+        StdRng::seed_from_u64(seed).fill_bytes(&mut garbage);
+        garbage
+    })
+    .await
+    .expect("join")
+}
+
+/// Joins, sends the first MiB of `garbage`, waits for the BYE, then sends
 /// the other 9 MiB of the 10 into the closing connection.
-async fn garbage_round(addr: SocketAddr, name: &str, seed: u64) -> ReasonCode {
-    let mut garbage = vec![0u8; GARBAGE_BYTES];
-    StdRng::seed_from_u64(seed).fill_bytes(&mut garbage);
+async fn garbage_round(addr: SocketAddr, name: &str, garbage: &[u8]) -> ReasonCode {
     let (wire, _) = join(addr, name, 10_000).await.expect("joins");
     let (mut reader, mut writer) = split(wire);
     writer
@@ -802,18 +825,20 @@ async fn garbage_round(addr: SocketAddr, name: &str, seed: u64) -> ReasonCode {
 /// that disturbs other sessions; a drop not counted.
 #[tokio::test]
 async fn ten_megabytes_of_garbage_after_hello_get_bye_and_a_close() {
+    let warm_up_garbage = ten_megabytes_of_garbage(0x6a7b_a6e0).await;
+    let garbage = ten_megabytes_of_garbage(0x6a7b_a6e1).await;
     let mut server = ProcServer::start(&[]);
     let bystander = Bystander::join(server.addr).await;
     server.wait_for("the bystander joined", |c| c.only(1)).await;
     let start = server.memory();
 
-    garbage_round(server.addr, "garbage-warm-up", 0x6a7b_a6e0).await;
+    garbage_round(server.addr, "garbage-warm-up", &warm_up_garbage).await;
     server
         .wait_for("the warm-up connection gone", |c| c.only(1))
         .await;
     let baseline = server.memory();
 
-    let code = garbage_round(server.addr, "garbage", 0x6a7b_a6e1).await;
+    let code = garbage_round(server.addr, "garbage", &garbage).await;
     let during = server.memory();
     let line = server.expect_log("dropped name=garbage ").await;
     assert!(line.contains(&format!("reason={}", code.label())), "{line}");
