@@ -511,7 +511,11 @@ impl<D: Detector> EventLoop<D> {
     }
 
     fn register(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
-        let now = self.now;
+        // Read the clock again, as for frames: `self.now` is the start of
+        // this turn, and a connection accepted late in a busy turn (or one
+        // that arrived during it) would lose the turn's length from its
+        // handshake timeout.
+        let now = self.clock.listening(Instant::now());
         let tls = match self.tls.as_ref().map(TlsSession::accept).transpose() {
             Ok(tls) => tls,
             Err(error) => {
@@ -1108,7 +1112,7 @@ impl<D: Detector> EventLoop<D> {
         }
         if self.write_farewell(index, frame) {
             self.wheel.insert(
-                self.now + LINGER,
+                self.clock.listening(Instant::now()) + LINGER,
                 TimerKey {
                     index: index as u32,
                     generation,
