@@ -176,9 +176,9 @@ fn session_seeds(vectors: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
     let reads: Vec<(u32, Vec<u8>)> = bytes.iter().map(|&byte| (1_000, vec![byte])).collect();
     seeds.push(("byte_by_byte".into(), session_seed(defaults, &reads)));
 
-    // A tiny interval and limits at their edges.
+    // The shortest interval and limits at their edges.
     let edges = SessionConfig {
-        min_interval_us: 1,
+        min_interval_ms: 1,
         default_interval_ms: 0,
         max_interval_ms: 1,
         pings_per_interval: 3,
@@ -197,6 +197,17 @@ fn session_seeds(vectors: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
         (1_000, pings(4, 1)),
     ];
     seeds.push(("edge_limits".into(), session_seed(edges, &reads)));
+    // More PINGs per interval than the interval has microseconds: a spacing
+    // under 1 µs (session_machine's first crash: it used to mean unlimited).
+    let sub_microsecond = SessionConfig {
+        pings_per_interval: 2_000,
+        ..edges
+    };
+    let reads = vec![(0, [hello(1), pings(1, 4)].concat()), (1, pings(5, 4))];
+    seeds.push((
+        "sub_microsecond_ping_spacing".into(),
+        session_seed(sub_microsecond, &reads),
+    ));
 
     // HELLO then each protocol vector: every kind, valid or not, on an
     // established session; and each vector as the first frame.

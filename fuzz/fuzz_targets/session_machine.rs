@@ -25,7 +25,7 @@ use lubdub_core::protocol::handshake::validate_name;
 use lubdub_core::protocol::{Frame, ReasonCode};
 use lubdub_core::rate::Gcra;
 use lubdub_core::session::{Inbound, Phase};
-use lubdub_fuzz::connection::{Connection, Ending, Fed, Inbox, Outcome};
+use lubdub_fuzz::connection::{session_interval, Connection, Ending, Fed, Inbox, Outcome};
 use lubdub_fuzz::inputs::SessionInput;
 
 const NANOS_PER_MICRO: u128 = 1_000;
@@ -188,7 +188,7 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
             let Frame::Hello(hello) = &outcomes[0].frame else {
                 unreachable!("admitted as HELLO");
             };
-            config.policy().grant(hello.requested_interval_ms)
+            session_interval(config.policy().grant(hello.requested_interval_ms))
         }
     };
     let interval_ns = interval.as_nanos();

@@ -3,8 +3,9 @@
 //! `Conduct::admit` after it.
 //!
 //! This mirrors `EventLoop::process_bytes` and `handle_frame` in
-//! `crates/lubdub/src/server/event_loop.rs` (as of commit a4e32bb, with the
-//! `Conduct` step the server is being given). It is a copy, not a shared
+//! `crates/lubdub/src/server/event_loop.rs` (as on main at f986b2e, which
+//! gives `Conduct` the session's interval in whole milliseconds and the
+//! read's arrival in µs). It is a copy, not a shared
 //! type: keep the two in step until the composition moves into the core
 //! (docs/FUZZING.md, "Sharing the composition").
 
@@ -144,7 +145,7 @@ impl Connection {
         }
     }
 
-    /// The interval granted by the HELLO, once established.
+    /// The interval `Conduct` is given, once established.
     pub fn granted_interval(&self) -> Option<Duration> {
         match self.state {
             State::Established { interval, .. } => Some(interval),
@@ -185,7 +186,7 @@ impl Connection {
             match &verdict {
                 Ok(Inbound::Hello(hello)) => {
                     *state = State::Established {
-                        interval: policy.grant(hello.requested_interval_ms),
+                        interval: session_interval(policy.grant(hello.requested_interval_ms)),
                         conduct: Conduct::new(),
                     };
                 }
@@ -205,4 +206,13 @@ impl Connection {
             self.state = State::Closing(Ending::Decode(error));
         }
     }
+}
+
+/// The granted interval as the server's session keeps it and hands it to
+/// `Conduct`: whole milliseconds, saturating at `u32::MAX`
+/// (`Session::interval_ms`, `millis_u32` in the event loop).
+pub fn session_interval(granted: Duration) -> Duration {
+    Duration::from_millis(u64::from(
+        u32::try_from(granted.as_millis()).unwrap_or(u32::MAX),
+    ))
 }

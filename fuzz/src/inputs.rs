@@ -86,15 +86,18 @@ impl<'a> Arbitrary<'a> for DecoderInput<'a> {
 }
 
 /// The server configuration a `session_machine` run uses. Layout, 19 bytes:
-/// `max_frame_extra: u16`, `min_interval_us: u32`, `default_interval_ms:
+/// `max_frame_extra: u16`, `min_interval_ms: u32`, `default_interval_ms:
 /// u16`, `max_interval_ms: u32`, `pings_per_interval: u16`, `ping_burst:
 /// u8`, `ping_strikes: u8`, `messages_per_second: u16`, `message_burst: u8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
     /// Maximum frame length is `MIN_MAX_FRAME_LEN + max_frame_extra`.
     pub max_frame_extra: u16,
-    /// Shortest interval granted, µs (raised to 1: the server refuses 0).
-    pub min_interval_us: u32,
+    /// Shortest interval granted, ms (raised to 1: the server refuses 0).
+    /// Whole milliseconds, because the server's session keeps its interval
+    /// in whole milliseconds (`Session::interval_ms`) and hands that to
+    /// `Conduct`; a sub-millisecond grant would reach it as zero.
+    pub min_interval_ms: u32,
     /// Interval granted to a HELLO asking for 0, ms (raised to the minimum).
     pub default_interval_ms: u16,
     /// Longest interval granted, ms (raised to the default).
@@ -123,7 +126,7 @@ impl SessionConfig {
     /// The interval policy, made valid the way `ServerConfig::validate`
     /// requires: `0 < min <= default <= max`.
     pub fn policy(&self) -> IntervalPolicy {
-        let min = Duration::from_micros(u64::from(self.min_interval_us.max(1)));
+        let min = Duration::from_millis(u64::from(self.min_interval_ms.max(1)));
         let default = Duration::from_millis(u64::from(self.default_interval_ms)).max(min);
         let max = Duration::from_millis(u64::from(self.max_interval_ms)).max(default);
         IntervalPolicy { default, min, max }
@@ -145,7 +148,7 @@ impl SessionConfig {
     fn parse(u: &mut Unstructured<'_>) -> Result<Self> {
         Ok(Self {
             max_frame_extra: u16_le(u)?,
-            min_interval_us: u32_le(u)?,
+            min_interval_ms: u32_le(u)?,
             default_interval_ms: u16_le(u)?,
             max_interval_ms: u32_le(u)?,
             pings_per_interval: u16_le(u)?,
@@ -158,7 +161,7 @@ impl SessionConfig {
 
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.max_frame_extra.to_le_bytes());
-        out.extend_from_slice(&self.min_interval_us.to_le_bytes());
+        out.extend_from_slice(&self.min_interval_ms.to_le_bytes());
         out.extend_from_slice(&self.default_interval_ms.to_le_bytes());
         out.extend_from_slice(&self.max_interval_ms.to_le_bytes());
         out.extend_from_slice(&self.pings_per_interval.to_le_bytes());
@@ -174,7 +177,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             max_frame_extra: DEFAULT_MAX_FRAME_EXTRA,
-            min_interval_us: 100_000,
+            min_interval_ms: 100,
             default_interval_ms: 3_000,
             max_interval_ms: 600_000,
             pings_per_interval: 4,
