@@ -529,6 +529,36 @@ mod tests {
         );
     }
 
+    /// Regression, from the `session_machine` fuzz target's first crash
+    /// (minimized: interval 1 µs, 3 PINGs per interval, burst 0, 3 PINGs at
+    /// once, all answered): more PINGs per interval than the interval has
+    /// microseconds made the PING rate unlimited.
+    #[test]
+    fn a_sub_microsecond_ping_spacing_still_limits() {
+        for (interval, pings_per_interval) in [
+            (Duration::from_micros(1), 3),
+            (Duration::from_millis(1), 2_000),
+        ] {
+            let limits = ConductLimits {
+                pings_per_interval,
+                ping_burst: 0,
+                ping_strikes: 1,
+                ..ConductLimits::default()
+            };
+            let mut conduct = Conduct::new();
+            assert!(matches!(
+                conduct.admit(ping(1), 0, interval, &limits),
+                Ok(Inbound::Ping { .. })
+            ));
+            let second = conduct.admit(ping(2), 0, interval, &limits);
+            assert_eq!(
+                second.map_err(|violation| violation.code),
+                Err(ReasonCode::TooManyPings),
+                "{interval:?} / {pings_per_interval}"
+            );
+        }
+    }
+
     #[test]
     fn conduct_keeps_the_frame_rules() {
         let mut conduct = Conduct::new();
