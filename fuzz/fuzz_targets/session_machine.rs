@@ -170,6 +170,11 @@ fn check_handshake(outcomes: &[Outcome]) {
 /// certain strikes (the flood must end once they reach the limit), greedy
 /// strikes at `spacing - 2 ms` apart are every possible strike (the session
 /// must not end before they reach it).
+///
+/// A flood is forgiven only as `Conduct` documents it: "a flow with no debt
+/// left [that] kept to the rate since its last refusal", so the certain
+/// strikes and the one-warning-per-flood rule restart only when the
+/// admitted PING also comes at least one spacing after the last refusal.
 fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInput<'_>) {
     let Some(established_at) = outcomes
         .first()
@@ -202,6 +207,8 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
     let mut certain = Strikes::default();
     let mut possible = Strikes::default();
     let mut refused_in_run = 0u32;
+    let mut last_refusal_us: Option<u64> = None;
+    let mut warnings_in_flood = 0u32;
     let mut pings_admitted = 0u128;
     let mut messages_admitted = 0u128;
     let mut messages_refused_in_a_row = 0u32;
@@ -214,13 +221,19 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
             let admitted = matches!(outcome.verdict, Ok(Inbound::Ping { .. }));
             assert_eq!(allowed, admitted, "strikes changed the rate: {outcome:?}");
             if admitted && rested {
-                certain = Strikes::default();
                 possible = Strikes::default();
                 refused_in_run = 0;
+                let kept_to_the_rate = last_refusal_us
+                    .is_none_or(|refused_us| now_us - refused_us >= ping_rate.spacing_us);
+                if kept_to_the_rate {
+                    certain = Strikes::default();
+                    warnings_in_flood = 0;
+                }
             } else if !admitted {
                 certain.refused(now_us, certain_gap_us);
                 possible.refused(now_us, possible_gap_us);
                 refused_in_run += 1;
+                last_refusal_us = Some(now_us);
             }
         }
         match &outcome.verdict {
@@ -254,6 +267,12 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
                     notice.is_some(),
                     refused_in_run == 1,
                     "one warning per run, with its first refusal"
+                );
+                warnings_in_flood += u32::from(notice.is_some());
+                assert!(
+                    warnings_in_flood <= 1,
+                    "{warnings_in_flood} warnings in one flood (never {} µs without a refusal)",
+                    ping_rate.spacing_us
                 );
             }
             Err(violation) if violation.code == ReasonCode::TooManyPings => {
