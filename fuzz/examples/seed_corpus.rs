@@ -151,6 +151,19 @@ fn session_seeds(vectors: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
     reads.push((0, pings(17, 8)));
     seeds.push(("ping_flood_forgiven".into(), session_seed(defaults, &reads)));
 
+    // A flood spread over time with a PING burst of 1 (session_machine's
+    // second crash: it was forgiven at every answered PING, never ended).
+    let burst_of_one = SessionConfig {
+        ping_burst: 1,
+        ..defaults
+    };
+    let mut reads = vec![(second, hello(1_000))];
+    reads.extend((1..=40).map(|seq| (25_000, pings(seq, 1))));
+    seeds.push((
+        "ping_flood_burst_of_one".into(),
+        session_seed(burst_of_one, &reads),
+    ));
+
     // HELLO and a burst of MSGs beyond a small rate, then more after a pause.
     let tight = SessionConfig {
         messages_per_second: 10,

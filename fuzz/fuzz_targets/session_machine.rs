@@ -174,7 +174,10 @@ fn check_handshake(outcomes: &[Outcome]) {
 /// A flood is forgiven only as `Conduct` documents it: "a flow with no debt
 /// left [that] kept to the rate since its last refusal", so the certain
 /// strikes and the one-warning-per-flood rule restart only when the
-/// admitted PING also comes at least one spacing after the last refusal.
+/// admitted PING also comes at least one spacing after the last refusal,
+/// whatever rule `Conduct` uses to get there (the run of the exact notice
+/// check follows that rule: at rest, no refusal since the last answered
+/// PING).
 fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInput<'_>) {
     let Some(established_at) = outcomes
         .first()
@@ -208,6 +211,7 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
     let mut possible = Strikes::default();
     let mut refused_in_run = 0u32;
     let mut last_refusal_us: Option<u64> = None;
+    let mut refused_since_answered = false;
     let mut warnings_in_flood = 0u32;
     let mut pings_admitted = 0u128;
     let mut messages_admitted = 0u128;
@@ -216,10 +220,13 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
         let now_us = outcome.now_us;
         let elapsed_us = u128::from(now_us - established_at);
         if matches!(outcome.frame, Frame::Ping { .. }) {
-            let rested = flow.is_idle(now_us);
+            // Conduct's rule: at rest, and no refusal since the last
+            // answered PING.
+            let rested = flow.is_idle(now_us) && !refused_since_answered;
             let allowed = flow.allow(now_us, ping_rate);
             let admitted = matches!(outcome.verdict, Ok(Inbound::Ping { .. }));
             assert_eq!(allowed, admitted, "strikes changed the rate: {outcome:?}");
+            refused_since_answered = !admitted;
             if admitted && rested {
                 possible = Strikes::default();
                 refused_in_run = 0;
