@@ -38,10 +38,17 @@ impl Rate {
         }
     }
 
-    /// One event per `spacing` with bursts of `burst`.
+    /// One event per `spacing` with bursts of `burst`; a zero spacing is
+    /// unlimited.
+    ///
+    /// The spacing is rounded *up* to whole microseconds, so that the limit
+    /// is never more lenient than asked. Rounded down (`as_micros`), any
+    /// spacing under 1 µs became 0, which means unlimited: a session granted
+    /// 1 ms with more than 1,000 PINGs allowed per interval could send PINGs
+    /// without any limit (found by the `session_machine` fuzz target).
     pub fn every(spacing: Duration, burst: u32) -> Rate {
         Rate {
-            spacing_us: u64::try_from(spacing.as_micros()).unwrap_or(u64::MAX),
+            spacing_us: u64::try_from(spacing.as_nanos().div_ceil(1_000)).unwrap_or(u64::MAX),
             burst: burst.max(1),
         }
     }
@@ -130,6 +137,27 @@ mod tests {
         assert!(!flow.is_idle(1_000));
         assert!(flow.is_idle(51_000));
         assert!((0..5).all(|_| flow.allow(51_000, rate)));
+    }
+
+    #[test]
+    fn a_spacing_is_rounded_up_never_down_to_unlimited() {
+        // Regression (fuzz, session_machine): 1 ms / 2,000 PINGs per
+        // interval is 500 ns, which `as_micros` turned into 0: unlimited.
+        let rate = Rate::every(Duration::from_millis(1) / 2_000, 1);
+        assert_eq!(rate.spacing_us, 1);
+        assert!(!rate.is_unlimited());
+        let mut flow = Gcra::new();
+        assert!(flow.allow(0, rate));
+        assert!(!flow.allow(0, rate), "a second event at once is refused");
+        assert_eq!(
+            Rate::every(Duration::from_nanos(250_250), 1).spacing_us,
+            251
+        );
+        assert_eq!(
+            Rate::every(Duration::from_millis(750), 1).spacing_us,
+            750_000
+        );
+        assert!(Rate::every(Duration::ZERO, 1).is_unlimited());
     }
 
     #[test]

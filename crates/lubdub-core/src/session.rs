@@ -154,6 +154,12 @@ pub struct Conduct {
     /// `u64` would make every session 8 bytes larger).
     last_strike_ms: u32,
     ping_strikes: u8,
+    /// A PING was refused since the last one answered. With a burst of 1
+    /// the flow is back at rest at every PING the rate allows (refused ones
+    /// add no debt), so rest alone would forgive a flood at each answered
+    /// PING; this keeps it from being forgiven until the client keeps to
+    /// the rate. Fits in the padding: `Conduct` stays 24 bytes.
+    ping_refused: bool,
     messages_refused: bool,
 }
 
@@ -181,14 +187,22 @@ impl Conduct {
             Inbound::Ping { .. } => {
                 let rate = limits.ping_rate(interval);
                 // A flow with no debt left kept to the rate since its last
-                // refusal: it is forgiven, as gRPC forgets strikes.
-                let rested = self.pings.is_idle(now_us);
+                // refusal: it is forgiven, as gRPC forgets strikes. At rest
+                // with no refusal since the previous answered PING, which
+                // came at least one spacing earlier, so the last refusal is
+                // over a spacing ago. Rest alone is not enough: with a burst
+                // of 1 every allowed PING finds the flow at rest, and a
+                // flood was forgiven (and warned again) at each of them,
+                // never ending (found by the session_machine fuzz target).
+                let rested = self.pings.is_idle(now_us) && !self.ping_refused;
                 if self.pings.allow(now_us, rate) {
+                    self.ping_refused = false;
                     if rested {
                         self.ping_strikes = 0;
                     }
                     return Ok(inbound);
                 }
+                self.ping_refused = true;
                 let allowed = Duration::from_micros(rate.spacing_us);
                 let now_ms = (now_us / 1000) as u32;
                 let spacing_ms = u32::try_from(rate.spacing_us / 1000).unwrap_or(u32::MAX);
@@ -527,6 +541,82 @@ mod tests {
             ),
             "a new run of refusals gets a new notice"
         );
+    }
+
+    /// Regression, from the `session_machine` fuzz target's first crash
+    /// (minimized: interval 1 µs, 3 PINGs per interval, burst 0, 3 PINGs at
+    /// once, all answered): more PINGs per interval than the interval has
+    /// microseconds made the PING rate unlimited.
+    #[test]
+    fn a_sub_microsecond_ping_spacing_still_limits() {
+        for (interval, pings_per_interval) in [
+            (Duration::from_micros(1), 3),
+            (Duration::from_millis(1), 2_000),
+        ] {
+            let limits = ConductLimits {
+                pings_per_interval,
+                ping_burst: 0,
+                ping_strikes: 1,
+                ..ConductLimits::default()
+            };
+            let mut conduct = Conduct::new();
+            assert!(matches!(
+                conduct.admit(ping(1), 0, interval, &limits),
+                Ok(Inbound::Ping { .. })
+            ));
+            let second = conduct.admit(ping(2), 0, interval, &limits);
+            assert_eq!(
+                second.map_err(|violation| violation.code),
+                Err(ReasonCode::TooManyPings),
+                "{interval:?} / {pings_per_interval}"
+            );
+        }
+    }
+
+    /// Regression, from the `session_machine` fuzz target's second crash
+    /// (minimized): with a PING burst of 1, a PING answered 0.5 s after a
+    /// refusal (spacing 1.722 s) cleared the strikes, so the flood was
+    /// warned again and again and never ended.
+    #[test]
+    fn a_flood_at_a_burst_of_one_is_not_forgiven_at_each_answered_ping() {
+        let interval = Duration::from_millis(6_888);
+        let limits = ConductLimits {
+            pings_per_interval: 4,
+            ping_burst: 0,
+            ping_strikes: 42,
+            ..ConductLimits::default()
+        };
+        let mut conduct = Conduct::new();
+        let mut notices = 0;
+        for (at, count) in [(SECOND, 6), (2_500_000, 1), (3 * SECOND, 1), (3_500_000, 1)] {
+            for seq in 0..count {
+                if let Ok(Inbound::Refused {
+                    notice: Some(_), ..
+                }) = conduct.admit(ping(seq), at, interval, &limits)
+                {
+                    notices += 1;
+                }
+            }
+        }
+        assert_eq!(notices, 1, "one warning for one flood");
+
+        // Ten PINGs per spacing, spread out: the flood ends after its three
+        // strikes, one per spacing, instead of going on with a warning per
+        // spacing.
+        let interval = Duration::from_secs(1);
+        let limits = ConductLimits {
+            ping_burst: 1,
+            ..ConductLimits::default()
+        };
+        let mut conduct = Conduct::new();
+        let ended = (0..400u64).find_map(|n| {
+            let at = SECOND + n * 25_000;
+            conduct
+                .admit(ping(n as u32), at, interval, &limits)
+                .err()
+                .map(|violation| (at, violation.code))
+        });
+        assert_eq!(ended, Some((SECOND + 525_000, ReasonCode::TooManyPings)));
     }
 
     #[test]

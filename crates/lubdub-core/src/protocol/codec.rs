@@ -520,5 +520,171 @@ mod properties {
                 prop_assert!(used <= bytes.len());
             }
         }
+
+        #[test]
+        fn decoding_ignores_what_follows_the_frame(
+            frame in frame(),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let bytes = encode_to_vec(&frame).expect("generated frames fit their fields");
+            let used = bytes.len();
+            let mut stream = bytes;
+            stream.extend_from_slice(&tail);
+            prop_assert_eq!(decode(&stream, DEFAULT_MAX_FRAME_LEN), Ok(Some((frame, used))));
+        }
+
+        #[test]
+        fn a_frame_fits_exactly_its_own_length_as_maximum(frame in frame()) {
+            let bytes = encode_to_vec(&frame).expect("generated frames fit their fields");
+            let len = bytes.len() - LENGTH_PREFIX_LEN;
+            prop_assert_eq!(decode(&bytes, len), Ok(Some((frame, bytes.len()))));
+            prop_assert_eq!(
+                decode(&bytes, len - 1),
+                Err(DecodeError::FrameTooLarge { len, max: len - 1 })
+            );
+        }
+
+        #[test]
+        fn a_stream_fed_in_any_reads_decodes_as_whole(
+            frames in proptest::collection::vec(frame(), 1..8),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let mut stream = Vec::new();
+            for frame in &frames {
+                encode(frame, &mut stream).expect("generated frames fit their fields");
+            }
+            let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut reads = Vec::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                reads.push(&stream[start..cut]);
+                start = cut;
+            }
+            prop_assert_eq!(&feed(&reads), &frames);
+            let byte_by_byte: Vec<&[u8]> = stream.chunks(1).collect();
+            prop_assert_eq!(&feed(&byte_by_byte), &frames);
+        }
+
+        #[test]
+        fn over_long_prefixes_are_refused_before_the_payload(
+            max in 512usize..=2 * DEFAULT_MAX_FRAME_LEN,
+            excess in 1u32..,
+            payload in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let len = u32::try_from(max).expect("max fits a u32").saturating_add(excess);
+            prop_assume!(len as usize > max);
+            let mut bytes = len.to_be_bytes().to_vec();
+            bytes.extend_from_slice(&payload);
+            for available in LENGTH_PREFIX_LEN..=bytes.len() {
+                prop_assert_eq!(
+                    decode(&bytes[..available], max),
+                    Err(DecodeError::FrameTooLarge { len: len as usize, max })
+                );
+            }
+        }
+
+        #[test]
+        fn a_zero_prefix_is_an_empty_frame_whatever_follows(
+            payload in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let mut bytes = vec![0; LENGTH_PREFIX_LEN];
+            bytes.extend_from_slice(&payload);
+            prop_assert_eq!(decode(&bytes, DEFAULT_MAX_FRAME_LEN), Err(DecodeError::EmptyFrame));
+        }
+
+        #[test]
+        fn the_stack_built_heartbeats_match_the_encoder(seq in any::<u32>(), rtt_us in any::<u32>()) {
+            prop_assert_eq!(
+                Ok(ping_bytes(seq, rtt_us).to_vec()),
+                encode_to_vec(&Frame::Ping { seq, rtt_us })
+            );
+            prop_assert_eq!(Ok(pong_bytes(seq).to_vec()), encode_to_vec(&Frame::Pong { seq }));
+        }
+
+        /// Decoding is canonical: whatever a corrupted frame decodes to
+        /// encodes back to exactly the bytes it came from.
+        #[test]
+        fn corrupted_frames_fail_or_decode_canonically(
+            frame in frame(),
+            at in any::<prop::sample::Index>(),
+            xor in 1u8..,
+        ) {
+            let mut bytes = encode_to_vec(&frame).expect("generated frames fit their fields");
+            let at = at.index(bytes.len());
+            bytes[at] ^= xor;
+            if let Ok(Some((decoded, used))) = decode(&bytes, DEFAULT_MAX_FRAME_LEN) {
+                prop_assert!(used <= bytes.len());
+                prop_assert_eq!(encode_to_vec(&decoded), Ok(bytes[..used].to_vec()));
+            }
+        }
+    }
+
+    /// Frames from `reads` fed the way the server feeds a connection: keep a
+    /// partial frame, append each read, decode from the front until
+    /// `Ok(None)`, keep the rest.
+    fn feed(reads: &[&[u8]]) -> Vec<Frame> {
+        let mut partial = Vec::new();
+        let mut frames = Vec::new();
+        for read in reads {
+            partial.extend_from_slice(read);
+            let mut offset = 0;
+            while let Some((frame, used)) =
+                decode(&partial[offset..], DEFAULT_MAX_FRAME_LEN).expect("valid frames")
+            {
+                frames.push(frame);
+                offset += used;
+            }
+            partial.drain(..offset);
+        }
+        assert!(partial.is_empty(), "{} bytes left over", partial.len());
+        frames
+    }
+
+    /// One frame of every kind round-trips with its exact length: the
+    /// strategy above picks kinds at random, this names each one.
+    #[test]
+    fn every_kind_round_trips() {
+        let reason = || Reason::new(ReasonCode::Unknown(999), "why");
+        let frames = [
+            Frame::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                flags: flags::ACKS_WANTED,
+                requested_interval_ms: 1,
+                name: "n".repeat(255),
+                credential: vec![7; MAX_CREDENTIAL_LEN],
+            }),
+            Frame::Welcome(Welcome {
+                session_id: u64::MAX,
+                epoch: 1,
+                granted_interval_ms: u32::MAX,
+                max_missed: u16::MAX,
+            }),
+            Frame::Reject(reason()),
+            Frame::Ping {
+                seq: u32::MAX,
+                rtt_us: 1,
+            },
+            Frame::Pong { seq: 0 },
+            Frame::Msg(Message {
+                from: "f".repeat(255),
+                to: String::new(),
+                body: vec![0; 1000],
+            }),
+            Frame::Bye(Bye {
+                reason: reason(),
+                retry_after_ms: u32::MAX,
+            }),
+            Frame::Notice(Reason::new(ReasonCode::TooManyPings, "é".repeat(1000))),
+        ];
+        for (kind, frame) in (1u8..).zip(frames) {
+            assert_eq!(frame.kind() as u8, kind);
+            let bytes = encode_to_vec(&frame).expect("fits its fields");
+            assert_eq!(bytes[LENGTH_PREFIX_LEN], kind);
+            assert_eq!(
+                decode(&bytes, DEFAULT_MAX_FRAME_LEN),
+                Ok(Some((frame, bytes.len())))
+            );
+        }
     }
 }
