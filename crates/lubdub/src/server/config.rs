@@ -144,7 +144,7 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
     /// `min_interval` is zero or above `max_interval`, or `interval` is outside them.
-    #[error("intervals must satisfy 0 < min-interval ({min:?}) <= interval ({default:?}) <= max-interval ({max:?})")]
+    #[error("intervals must satisfy 1ms <= min-interval ({min:?}) <= interval ({default:?}) <= max-interval ({max:?}); the protocol grants whole milliseconds")]
     IntervalRange {
         /// Configured minimum.
         min: Duration,
@@ -187,7 +187,9 @@ impl ServerConfig {
     /// # Errors
     /// The first inconsistency found, as a [`ConfigError`].
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.min_interval.is_zero()
+        // Intervals travel in whole milliseconds: a grant under 1 ms would
+        // become 0, and with it every limit scaled to the interval.
+        if self.min_interval < Duration::from_millis(1)
             || self.min_interval > self.interval
             || self.interval > self.max_interval
         {
@@ -291,5 +293,33 @@ impl ServerConfig {
             min: self.min_interval,
             max: self.max_interval,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sub_millisecond_minimum_interval_is_refused() {
+        let config = ServerConfig {
+            min_interval: Duration::from_micros(500),
+            ..ServerConfig::default()
+        };
+        let error = config.validate().expect_err("whole milliseconds only");
+        assert!(error.to_string().contains("1ms <= min-interval"), "{error}");
+    }
+
+    #[test]
+    fn the_outbound_queue_must_hold_one_largest_frame() {
+        let config = ServerConfig {
+            max_outbound_bytes: 1024,
+            ..ServerConfig::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::OutboundQueue { .. })
+        ));
+        assert_eq!(ServerConfig::default().validate(), Ok(()));
     }
 }
