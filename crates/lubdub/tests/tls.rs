@@ -311,6 +311,31 @@ async fn a_server_certificate_from_another_ca_is_not_trusted() {
     assert!(!error.is_retryable());
 }
 
+/// A TLS client refused at accept (a connection limit) gets the close
+/// alone, which it may retry: a plain REJECT would read as "the server does
+/// not speak TLS", a final error. Catches a plain REJECT written on a TLS
+/// server's refused connections.
+#[tokio::test]
+async fn a_tls_client_over_a_connection_limit_is_refused_retryably() {
+    let pki = pki("limit");
+    let server = TestServer::start(ServerConfig {
+        max_connections: Some(1),
+        ..tls_server_config(&pki, false)
+    })
+    .await;
+    let _first = Client::connect(tls_client_config(server.addr, "first", &pki.ca))
+        .await
+        .expect("the first connects");
+    let error = Client::connect(tls_client_config(server.addr, "second", &pki.ca))
+        .await
+        .expect_err("over the limit");
+    assert!(
+        !matches!(error, ConnectError::NotTls { .. }),
+        "not mistaken for a plain server: {error:?}"
+    );
+    assert!(error.is_retryable(), "{error:?}");
+}
+
 #[tokio::test]
 async fn a_tls_consumer_that_never_reads_is_dropped_and_others_go_on() {
     let pki = pki("slow-consumer");

@@ -189,18 +189,20 @@ fn schedule_check(
     }
 }
 
-/// Answers a connection refused at accept with REJECT `server_full` and
-/// closes it. The socket is fresh, so the REJECT fits its send buffer; the
+/// Answers a connection refused at accept with REJECT `server_full` (when
+/// `text` is given: plain servers) and closes it. The socket is fresh, so the REJECT fits its send buffer; the
 /// input already there is read first, so that the close sends FIN, not a
 /// reset that could destroy the REJECT before the peer reads it. Not
 /// registered and not lingering: under a flood of refused connects, each
 /// costs one accept, one write and one close.
-fn refuse_at_accept(mut stream: mio::net::TcpStream, text: &str) {
+fn refuse_at_accept(mut stream: mio::net::TcpStream, text: Option<&str>) {
     use std::io::{Read, Write};
     let mut encoded = Vec::new();
-    if codec::encode(&Frame::reject(ReasonCode::ServerFull, text), &mut encoded).is_ok() {
-        // The peer may already be gone; nothing else to do for it then.
-        let _ = stream.write(&encoded);
+    if let Some(text) = text {
+        if codec::encode(&Frame::reject(ReasonCode::ServerFull, text), &mut encoded).is_ok() {
+            // The peer may already be gone; nothing else to do for it then.
+            let _ = stream.write(&encoded);
+        }
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut discard = [0u8; 1024];
@@ -500,7 +502,11 @@ impl<D: Detector> EventLoop<D> {
                 Err(refusal) => {
                     self.metrics.connection_refused(refusal.label());
                     debug!(%peer, limit = refusal.label(), "connection refused");
-                    refuse_at_accept(stream, &refusal.text());
+                    // A TLS client cannot read a plain REJECT (it would
+                    // report a server that does not speak TLS): it gets
+                    // the close alone, which it retries with backoff.
+                    let text = self.tls.is_none().then(|| refusal.text());
+                    refuse_at_accept(stream, text.as_deref());
                 }
             }
         }
