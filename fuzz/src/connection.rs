@@ -1,18 +1,15 @@
 //! The server's per-connection composition of the core, without sockets:
-//! partial-frame buffering, `decode`, `admit` before the handshake and
-//! `Conduct::admit` after it.
-//!
-//! This mirrors `EventLoop::process_bytes` and `handle_frame` in
-//! `crates/lubdub/src/server/event_loop.rs` (as on main at f986b2e, which
-//! gives `Conduct` the session's interval in whole milliseconds and the
-//! read's arrival in µs). It is a copy, not a shared
-//! type: keep the two in step until the composition moves into the core
-//! (docs/FUZZING.md, "Sharing the composition").
+//! the server's own framing (`lubdub_core::protocol::inbox::feed`, which
+//! `EventLoop::process_bytes` calls), then `admit` before the handshake and
+//! `Conduct::admit` after it, as `EventLoop::handle_frame` chooses between
+//! them (`crates/lubdub/src/server/event_loop.rs`). That choice, and the
+//! interval in whole milliseconds, are mirrored here: keep them in step.
 
 use std::time::Duration;
 
 use lubdub_core::protocol::handshake::IntervalPolicy;
-use lubdub_core::protocol::{codec, DecodeError, Frame};
+use lubdub_core::protocol::inbox;
+use lubdub_core::protocol::{DecodeError, Frame};
 use lubdub_core::session::{admit, Conduct, ConductLimits, Inbound, Phase, Violation};
 
 /// A connection's partial inbound frame, fed the way the server feeds it.
@@ -49,36 +46,14 @@ impl Inbox {
     }
 
     /// Appends `fresh` to the partial frame, decodes frames from the front
-    /// until `Ok(None)` and keeps the rest, as `process_bytes` does
-    /// (including its two paths: fresh bytes alone, or appended to a partial
-    /// frame). `on_frame` returns whether the connection is still open.
-    pub fn feed(&mut self, fresh: &[u8], mut on_frame: impl FnMut(Frame) -> bool) -> Fed {
-        let mut pending = std::mem::take(&mut self.partial);
-        let from_pending = !pending.is_empty();
-        if from_pending {
-            pending.extend_from_slice(fresh);
+    /// until `Ok(None)` and keeps the rest: the core's `inbox::feed`, as the
+    /// server calls it. `on_frame` returns whether the connection is still open.
+    pub fn feed(&mut self, fresh: &[u8], on_frame: impl FnMut(Frame) -> bool) -> Fed {
+        match inbox::feed(&mut self.partial, fresh, self.max_frame_len, on_frame) {
+            inbox::Fed::Waiting => Fed::Waiting,
+            inbox::Fed::Stopped => Fed::Stopped,
+            inbox::Fed::Failed { error, .. } => Fed::Failed(error),
         }
-        let bytes: &[u8] = if from_pending { &pending } else { fresh };
-        let mut offset = 0;
-        while offset < bytes.len() {
-            match codec::decode(&bytes[offset..], self.max_frame_len) {
-                Ok(Some((frame, used))) => {
-                    offset += used;
-                    if !on_frame(frame) {
-                        return Fed::Stopped;
-                    }
-                }
-                Ok(None) => break,
-                Err(error) => return Fed::Failed(error),
-            }
-        }
-        if from_pending {
-            pending.drain(..offset);
-            self.partial = pending;
-        } else {
-            self.partial = fresh[offset..].to_vec();
-        }
-        Fed::Waiting
     }
 }
 

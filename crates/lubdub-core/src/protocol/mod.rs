@@ -2,13 +2,15 @@
 //! handshake rules both sides apply.
 //!
 //! Layout: [`frame`] holds the frames as data, [`codec`] turns them into
-//! bytes and back, [`reason`] lists every reason code, and [`handshake`]
-//! validates names and negotiates the heartbeat interval. The normative
+//! bytes and back, [`inbox`] feeds a connection's reads to the codec,
+//! [`reason`] lists every reason code, and [`handshake`] validates names
+//! and negotiates the heartbeat interval. The normative
 //! description, with test vectors, is `docs/PROTOCOL.md`.
 
 pub mod codec;
 pub mod frame;
 pub mod handshake;
+pub mod inbox;
 pub mod reason;
 
 pub use codec::{

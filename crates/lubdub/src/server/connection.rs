@@ -107,17 +107,6 @@ impl Connection {
         }
     }
 
-    /// Keeps `rest`, the unconsumed tail of what was read, until more bytes arrive.
-    pub fn keep_partial(&mut self, rest: &[u8]) {
-        if rest.is_empty() {
-            self.set_inbox(Vec::new());
-        } else {
-            let buffers = self.buffers.get_or_insert_with(Box::default);
-            buffers.inbox.clear();
-            buffers.inbox.extend_from_slice(rest);
-        }
-    }
-
     /// Takes the partial inbound frame out (empty when there is none).
     pub fn take_inbox(&mut self) -> Vec<u8> {
         self.buffers

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use lubdub_core::detector::{CheckOutcome, Detector, Liveness, Transition};
 use lubdub_core::protocol::codec::{self, pong_bytes};
+use lubdub_core::protocol::inbox::{self, Fed};
 use lubdub_core::protocol::{Frame, Hello, Message, ReasonCode, Welcome};
 use lubdub_core::session::{admit, Conduct, ConductLimits, Inbound, Phase};
 use lubdub_core::stall::ListeningClock;
@@ -656,50 +657,31 @@ impl<D: Detector> EventLoop<D> {
             return true;
         }
         let awaiting_hello = matches!(slot.state, State::AwaitingHello);
-        // Appending to the partial frame and later dropping the consumed
-        // prefix keeps a peer that sends one byte at a time linear in cost.
-        let mut pending = slot.conn.take_inbox();
-        let from_pending = !pending.is_empty();
-        if from_pending {
-            pending.extend_from_slice(fresh);
-        }
-        let bytes: &[u8] = if from_pending { &pending } else { fresh };
-        let mut offset = 0;
-        while offset < bytes.len() {
-            match codec::decode(&bytes[offset..], self.config.max_frame_len) {
-                Ok(Some((frame, used))) => {
-                    offset += used;
-                    if !self.handle_frame(index, frame) {
-                        return false;
-                    }
-                }
-                Ok(None) => break,
-                // Said plainly, rather than as the length prefix too large
-                // that `16 03` makes.
-                Err(_)
-                    if awaiting_hello
-                        && offset == 0
-                        && self.tls.is_none()
-                        && looks_like_client_hello(bytes) =>
-                {
-                    self.refuse(index, ReasonCode::MalformedFrame, TLS_ON_PLAIN_TEXT.into());
-                    return false;
-                }
-                Err(error) => {
-                    self.refuse(index, error.reason_code(), error.to_string());
-                    return false;
-                }
+        let mut partial = slot.conn.take_inbox();
+        // Said plainly, rather than as the length prefix too large that
+        // `16 03` makes.
+        let tls_on_plain = awaiting_hello
+            && self.tls.is_none()
+            && looks_like_client_hello(if partial.is_empty() { fresh } else { &partial });
+        let max_frame_len = self.config.max_frame_len;
+        match inbox::feed(&mut partial, fresh, max_frame_len, |frame| {
+            self.handle_frame(index, frame)
+        }) {
+            Fed::Waiting => {}
+            Fed::Stopped => return false,
+            Fed::Failed { first: true, .. } if tls_on_plain => {
+                self.refuse(index, ReasonCode::MalformedFrame, TLS_ON_PLAIN_TEXT.into());
+                return false;
+            }
+            Fed::Failed { error, .. } => {
+                self.refuse(index, error.reason_code(), error.to_string());
+                return false;
             }
         }
         let Some(slot) = self.slots.get_mut(index) else {
             return false;
         };
-        if from_pending {
-            pending.drain(..offset);
-            slot.conn.set_inbox(pending);
-        } else {
-            slot.conn.keep_partial(&fresh[offset..]);
-        }
+        slot.conn.set_inbox(partial);
         true
     }
 

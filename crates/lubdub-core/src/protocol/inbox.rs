@@ -1,0 +1,137 @@
+//! Feeding one connection's bytes to the decoder, the way the server reads:
+//! whole frames are decoded from the front of what arrived, and the tail of
+//! an incomplete frame is kept until the next read.
+//!
+//! Shared by the server's event loop and the `session_machine` fuzz target,
+//! so that the fuzzer drives the server's own framing, not a copy.
+
+use super::codec::{self, DecodeError};
+use super::frame::Frame;
+
+/// What feeding bytes ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fed {
+    /// Every whole frame was handed on; an incomplete one is kept.
+    Waiting,
+    /// The frame handler ended the connection; the rest is not decoded.
+    Stopped,
+    /// The bytes do not decode; the connection must end with this error's
+    /// reason code. `first` tells whether the bad frame starts at the first
+    /// byte fed (the start of the stream, before any frame of it decoded).
+    Failed {
+        /// Why the bytes do not decode.
+        error: DecodeError,
+        /// The bad frame starts at the first byte of `partial` + `fresh`.
+        first: bool,
+    },
+}
+
+/// Decodes every whole frame in `partial` followed by `fresh` (each at most
+/// `max_frame_len`), handing each to `on_frame`, which returns whether the
+/// connection goes on. On [`Fed::Waiting`], `partial` holds the bytes of
+/// the incomplete frame, if any; otherwise its content is unspecified.
+///
+/// With nothing partial, frames are decoded straight from `fresh` and only
+/// an incomplete tail is copied. With a partial frame, `fresh` is appended
+/// and the consumed prefix dropped once, so that a peer sending one byte at
+/// a time costs time linear in what it sends.
+pub fn feed(
+    partial: &mut Vec<u8>,
+    fresh: &[u8],
+    max_frame_len: usize,
+    mut on_frame: impl FnMut(Frame) -> bool,
+) -> Fed {
+    let from_partial = !partial.is_empty();
+    if from_partial {
+        partial.extend_from_slice(fresh);
+    }
+    let bytes: &[u8] = if from_partial { partial } else { fresh };
+    let mut offset = 0;
+    while offset < bytes.len() {
+        match codec::decode(&bytes[offset..], max_frame_len) {
+            Ok(Some((frame, used))) => {
+                offset += used;
+                if !on_frame(frame) {
+                    return Fed::Stopped;
+                }
+            }
+            Ok(None) => break,
+            Err(error) => {
+                return Fed::Failed {
+                    error,
+                    first: offset == 0,
+                }
+            }
+        }
+    }
+    if from_partial {
+        partial.drain(..offset);
+    } else {
+        partial.extend_from_slice(&fresh[offset..]);
+    }
+    Fed::Waiting
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::codec::encode_to_vec;
+
+    fn ping(seq: u32) -> Vec<u8> {
+        encode_to_vec(&Frame::Ping { seq, rtt_us: 0 }).expect("encodable")
+    }
+
+    #[test]
+    fn frames_split_anywhere_come_out_whole_and_in_order() {
+        let stream: Vec<u8> = (0..5).flat_map(ping).collect();
+        for chunk in 1..stream.len() {
+            let mut partial = Vec::new();
+            let mut seen = Vec::new();
+            for piece in stream.chunks(chunk) {
+                let fed = feed(&mut partial, piece, 1024, |frame| {
+                    seen.push(frame);
+                    true
+                });
+                assert_eq!(fed, Fed::Waiting);
+            }
+            let expected: Vec<Frame> = (0..5).map(|seq| Frame::Ping { seq, rtt_us: 0 }).collect();
+            assert_eq!(seen, expected, "chunks of {chunk}");
+            assert!(partial.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_incomplete_tail_is_kept_and_a_stop_ends_decoding() {
+        let mut bytes = ping(1);
+        bytes.extend_from_slice(&ping(2)[..3]);
+        let mut partial = Vec::new();
+        assert_eq!(feed(&mut partial, &bytes, 1024, |_| true), Fed::Waiting);
+        assert_eq!(partial.len(), 3);
+        let stream: Vec<u8> = (0..3).flat_map(ping).collect();
+        let mut handed = 0;
+        let fed = feed(&mut Vec::new(), &stream, 1024, |_| {
+            handed += 1;
+            false
+        });
+        assert_eq!((fed, handed), (Fed::Stopped, 1));
+    }
+
+    #[test]
+    fn a_bad_frame_is_reported_with_where_it_starts() {
+        let mut partial = Vec::new();
+        let fed = feed(&mut partial, &[0x16, 0x03, 0x01, 0x02, 0x00], 1024, |_| {
+            true
+        });
+        assert!(matches!(fed, Fed::Failed { first: true, .. }), "{fed:?}");
+        let mut bytes = ping(1);
+        bytes.extend_from_slice(&[0, 0, 0, 0]);
+        let fed = feed(&mut Vec::new(), &bytes, 1024, |_| true);
+        assert_eq!(
+            fed,
+            Fed::Failed {
+                error: DecodeError::EmptyFrame,
+                first: false
+            }
+        );
+    }
+}
