@@ -6,6 +6,7 @@
 //! server uses slab index and generation, and discards results for
 //! connections that closed meanwhile).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -18,8 +19,9 @@ use super::{Denial, PasswordCheck};
 pub enum Outcome {
     /// The hash was checked (one argon2 run).
     Verified(Result<(), Denial>),
-    /// The job waited past its deadline and was not run: whoever asked has
-    /// given up (its handshake timed out).
+    /// The job was not run: it waited past its deadline (whoever asked has
+    /// given up: its handshake timed out), it was cancelled (its connection
+    /// closed), or the pool is shutting down.
     Abandoned,
 }
 
@@ -32,10 +34,25 @@ struct Job<T> {
     tag: T,
     check: PasswordCheck,
     give_up_at: Instant,
+    cancelled: Arc<AtomicBool>,
+}
+
+/// Cancels a queued job: it is then skipped, not run, when its turn comes.
+#[derive(Debug, Clone)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Whoever asked no longer wants the answer.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A fixed set of threads that run [`PasswordCheck`]s.
 pub struct VerifierPool<T> {
+    /// Set when the pool is dropped: queued jobs are skipped, so that a
+    /// shutdown does not wait for a full queue of argon2 runs.
+    stopping: Arc<AtomicBool>,
     jobs: Option<SyncSender<Job<T>>>,
     results: Receiver<(T, Outcome)>,
     threads: Vec<JoinHandle<()>>,
@@ -61,8 +78,10 @@ impl<T: Send + 'static> VerifierPool<T> {
         let (result_sender, results) = mpsc::channel();
         // One receiver for all threads: whichever is free takes the next job.
         let job_receiver = Arc::new(Mutex::new(job_receiver));
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for number in 0..threads.max(1) {
+            let stopping = Arc::clone(&stopping);
             let job_receiver = Arc::clone(&job_receiver);
             let result_sender = result_sender.clone();
             let notify = Arc::clone(&notify);
@@ -77,7 +96,10 @@ impl<T: Send + 'static> VerifierPool<T> {
                     let Ok(job) = next else {
                         return; // the pool was dropped
                     };
-                    let outcome = if Instant::now() >= job.give_up_at {
+                    let skip = stopping.load(Ordering::Relaxed)
+                        || job.cancelled.load(Ordering::Relaxed)
+                        || Instant::now() >= job.give_up_at;
+                    let outcome = if skip {
                         Outcome::Abandoned
                     } else {
                         Outcome::Verified(job.check.run())
@@ -90,13 +112,15 @@ impl<T: Send + 'static> VerifierPool<T> {
             handles.push(handle);
         }
         Ok(Self {
+            stopping,
             jobs: Some(jobs),
             results,
             threads: handles,
         })
     }
 
-    /// Queues a check; it is skipped if still queued at `give_up_at`.
+    /// Queues a check; it is skipped if still queued at `give_up_at`, or
+    /// once the returned [`Cancel`] is used.
     ///
     /// # Errors
     /// [`QueueFull`]; nothing was queued.
@@ -105,14 +129,16 @@ impl<T: Send + 'static> VerifierPool<T> {
         tag: T,
         check: PasswordCheck,
         give_up_at: Instant,
-    ) -> Result<(), QueueFull> {
+    ) -> Result<Cancel, QueueFull> {
+        let cancelled = Arc::new(AtomicBool::new(false));
         let job = Job {
             tag,
             check,
             give_up_at,
+            cancelled: Arc::clone(&cancelled),
         };
         match self.jobs.as_ref().map(|jobs| jobs.try_send(job)) {
-            Some(Ok(())) => Ok(()),
+            Some(Ok(())) => Ok(Cancel(cancelled)),
             Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => {
                 Err(QueueFull)
             }
@@ -127,7 +153,9 @@ impl<T: Send + 'static> VerifierPool<T> {
 
 impl<T> Drop for VerifierPool<T> {
     fn drop(&mut self) {
-        // Closing the queue ends each thread after its current job.
+        // Closing the queue ends each thread once the queue is empty; the
+        // jobs still in it are skipped, not run.
+        self.stopping.store(true, Ordering::Relaxed);
         self.jobs = None;
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -202,5 +230,36 @@ mod tests {
         pool.submit((), check("alice", "x", "y"), Instant::now())
             .expect("queued");
         assert_eq!(wait_for(&pool), ((), Outcome::Abandoned));
+    }
+
+    #[test]
+    fn a_cancelled_job_is_not_run() {
+        // The first job's notification blocks the only thread until the
+        // second job is queued and cancelled: no race with the cancel.
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let pool = VerifierPool::new(
+            1,
+            8,
+            Arc::new(move || {
+                let _ = released.lock().map(|receiver| receiver.recv());
+            }),
+        )
+        .expect("threads start");
+        let later = Instant::now() + Duration::from_secs(60);
+        pool.submit(1, check("alice", "x", "y"), later)
+            .expect("queued");
+        let second = pool
+            .submit(2, check("alice", "x", "y"), later)
+            .expect("queued");
+        second.cancel();
+        release.send(()).expect("the thread waits");
+        release.send(()).expect("the thread waits");
+        let results = [wait_for(&pool), wait_for(&pool)];
+        assert!(
+            matches!(results[0], (1, Outcome::Verified(_))),
+            "{results:?}"
+        );
+        assert_eq!(results[1], (2, Outcome::Abandoned));
     }
 }

@@ -76,16 +76,17 @@ impl Refusal {
     }
 }
 
-/// A source as the limits count it.
+/// A source as the limits count it: an IPv4 address or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Source {
+pub(crate) enum Source {
     V4(u32),
     /// The upper 64 bits of the address.
     V6(u64),
 }
 
 impl Source {
-    fn of(ip: IpAddr) -> Source {
+    /// The source `ip` counts against.
+    pub(crate) fn of(ip: IpAddr) -> Source {
         match ip.to_canonical() {
             IpAddr::V4(v4) => Source::V4(u32::from(v4)),
             IpAddr::V6(v6) => Source::V6((u128::from(v6) >> 64) as u64),

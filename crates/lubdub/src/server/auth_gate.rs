@@ -7,6 +7,8 @@
 //! `lubdub-auth` thread → `Waker` → [`AuthGate::next_verdict`] → the loop
 //! establishes or refuses, if the connection is still the one that asked.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,7 +18,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use crate::auth::verifier::{Outcome, VerifierPool};
+use super::admission::Source;
+use crate::auth::verifier::{Cancel, Outcome, VerifierPool};
 use crate::auth::{AuthConfig, Authenticator, Decision, Denial, Fingerprint, VerifiedCache};
 
 /// Label of the auth failures counter.
@@ -93,9 +96,15 @@ pub(crate) struct Verdict {
 struct Waiting {
     index: usize,
     generation: u32,
+    source: Source,
     fingerprint: Fingerprint,
     cacheable: bool,
 }
+
+/// Verifications one source may have queued at once. Without a share per
+/// source, one host (within its connection limits) could keep the whole
+/// queue full of secrets that never verify and lock everyone else out.
+const MAX_QUEUED_PER_SOURCE: u32 = 8;
 
 /// Credentials for one event loop.
 #[derive(Debug)]
@@ -107,6 +116,10 @@ pub(crate) struct AuthGate {
     /// A secret still queued this long after its HELLO is not checked:
     /// the handshake timeout has closed its connection.
     give_up_after: Duration,
+    /// Queued verifications by connection, to cancel when it closes.
+    queued: HashMap<(usize, u32), Cancel>,
+    /// Queued verifications by source, against [`MAX_QUEUED_PER_SOURCE`].
+    queued_per_source: HashMap<Source, u32>,
 }
 
 impl AuthGate {
@@ -131,6 +144,8 @@ impl AuthGate {
             pool: VerifierPool::new(config.verifier_threads, config.verifier_queue, notify)?,
             metrics,
             give_up_after: handshake_timeout,
+            queued: HashMap::new(),
+            queued_per_source: HashMap::new(),
         })
     }
 
@@ -141,6 +156,7 @@ impl AuthGate {
         &mut self,
         index: usize,
         generation: u32,
+        peer: IpAddr,
         name: &str,
         credential: &[u8],
         now: SystemTime,
@@ -158,9 +174,15 @@ impl AuthGate {
             self.metrics.cache_hits.inc();
             return Admission::Granted;
         }
+        let source = Source::of(peer);
+        let queued_here = self.queued_per_source.entry(source).or_default();
+        if *queued_here >= MAX_QUEUED_PER_SOURCE {
+            return Admission::Busy;
+        }
         let waiting = Waiting {
             index,
             generation,
+            source,
             fingerprint,
             cacheable: check.is_known(),
         };
@@ -168,8 +190,21 @@ impl AuthGate {
             .pool
             .submit(waiting, check, Instant::now() + self.give_up_after)
         {
-            Ok(()) => Admission::Verifying,
+            Ok(cancel) => {
+                *queued_here += 1;
+                self.queued.insert((index, generation), cancel);
+                Admission::Verifying
+            }
             Err(_) => Admission::Busy,
+        }
+    }
+
+    /// Connection `index` of `generation` closed while its secret was
+    /// queued: the secret is not checked, and its source's share is freed
+    /// when the skipped job comes back.
+    pub(crate) fn cancel(&mut self, index: usize, generation: u32) {
+        if let Some(cancel) = self.queued.remove(&(index, generation)) {
+            cancel.cancel();
         }
     }
 
@@ -178,8 +213,15 @@ impl AuthGate {
     pub(crate) fn next_verdict(&mut self) -> Option<Verdict> {
         loop {
             let (waiting, outcome) = self.pool.try_result()?;
+            self.queued.remove(&(waiting.index, waiting.generation));
+            if let Some(count) = self.queued_per_source.get_mut(&waiting.source) {
+                *count -= 1;
+                if *count == 0 {
+                    self.queued_per_source.remove(&waiting.source);
+                }
+            }
             let Outcome::Verified(result) = outcome else {
-                continue; // abandoned: its connection timed out long ago
+                continue; // abandoned: its connection closed or timed out
             };
             self.metrics.verifications.inc();
             match &result {

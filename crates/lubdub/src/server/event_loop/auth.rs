@@ -43,6 +43,7 @@ impl<D: Detector> EventLoop<D> {
         let admission = gate.admit(
             index,
             slot.generation,
+            slot.conn.peer.ip(),
             &hello.name,
             &credential,
             SystemTime::now(),
@@ -58,7 +59,8 @@ impl<D: Detector> EventLoop<D> {
                 false
             }
             Admission::Busy => {
-                let text = "too many credentials are waiting to be verified; retry later";
+                let text = "too many credentials (from this address, or in all) are waiting \
+                            to be verified; retry later";
                 self.refuse(index, ReasonCode::ServerFull, text.to_owned());
                 false
             }
