@@ -70,9 +70,11 @@ pub enum AuthFileError {
 pub struct AuthFile {
     /// Shared with verifier threads without copying the string.
     hashes: HashMap<Box<str>, Arc<str>>,
-    /// Parameters of the first hash: what a secret for an unknown name is
-    /// checked against, so unknown names cost as much as known ones.
-    first_params: Option<Params>,
+    /// Parameters of the costliest hash in the file: what a secret for an
+    /// unknown name is checked against, so that an unknown name costs at
+    /// least as much as any known one and timing does not tell them apart
+    /// (lines hashed before a change of parameters keep their old ones).
+    costliest_params: Option<Params>,
 }
 
 /// One meaningful line: name and hash, or `None` for comments and blanks.
@@ -118,7 +120,14 @@ impl AuthFile {
                 }));
             }
             first_lines.insert(name, number);
-            file.first_params.get_or_insert(params);
+            let cost = |params: &Params| u64::from(params.m_cost()) * u64::from(params.t_cost());
+            if file
+                .costliest_params
+                .as_ref()
+                .map_or(true, |costliest| cost(&params) > cost(costliest))
+            {
+                file.costliest_params = Some(params);
+            }
             file.hashes.insert(name.into(), hash.into());
         }
         Ok(file)
@@ -158,9 +167,9 @@ impl AuthFile {
         self.hashes.is_empty()
     }
 
-    /// Parameters of the first hash, if any.
-    pub fn first_params(&self) -> Option<Params> {
-        self.first_params.clone()
+    /// Parameters of the costliest hash, if any.
+    pub fn costliest_params(&self) -> Option<Params> {
+        self.costliest_params.clone()
     }
 }
 
@@ -237,7 +246,7 @@ mod tests {
         assert_eq!(file.len(), 2);
         assert_eq!(file.hash_of("alice").map(|h| &**h), Some(hash.as_str()));
         assert!(file.hash_of("carol").is_none());
-        assert_eq!(file.first_params().map(|p| p.m_cost()), Some(256));
+        assert_eq!(file.costliest_params().map(|p| p.m_cost()), Some(256));
         assert!(AuthFile::parse("").expect("empty is fine").is_empty());
     }
 

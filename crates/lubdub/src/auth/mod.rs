@@ -165,7 +165,8 @@ impl std::fmt::Debug for PasswordCheck {
 
 impl PasswordCheck {
     /// Runs argon2: milliseconds of CPU. Unknown names are checked against
-    /// a decoy hash with the file's parameters, so they take as long and
+    /// a decoy hash with the file's costliest parameters, so they take at
+    /// least as long as any known name and
     /// fail with the same text as a wrong secret.
     ///
     /// # Errors
@@ -230,7 +231,9 @@ impl Authenticator {
     ) -> Result<Self, password::HashError> {
         let decoy = match &passwords {
             Some(file) => {
-                let params = file.first_params().unwrap_or_else(password::default_params);
+                let params = file
+                    .costliest_params()
+                    .unwrap_or_else(password::default_params);
                 password::hash(password::generate_secret().as_bytes(), params)?
             }
             None => String::new(),
