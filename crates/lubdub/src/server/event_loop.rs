@@ -527,6 +527,7 @@ impl<D: Detector> EventLoop<D> {
             Ok(tls) => tls,
             Err(error) => {
                 warn!(%peer, %error, "could not start a TLS session");
+                self.admission.closed(peer.ip());
                 return;
             }
         };
@@ -1061,7 +1062,11 @@ impl<D: Detector> EventLoop<D> {
                 self.remove(index);
                 return None;
             }
-            State::AwaitingHello | State::Verifying(_) => {
+            previous @ (State::AwaitingHello | State::Verifying(_)) => {
+                if let (State::Verifying(_), Some(gate)) = (&previous, self.auth.as_mut()) {
+                    // Its secret need not be checked any more.
+                    gate.cancel(index, generation);
+                }
                 self.metrics.handshake_failed(reason);
                 debug!(%peer, reason = reason.label(), detail, "connection closed before HELLO");
             }
