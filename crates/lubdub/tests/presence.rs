@@ -318,12 +318,13 @@ async fn every_drop_carries_how_long_the_session_had_been_silent() {
     );
 }
 
-/// Fencing: after a takeover, whatever the old connection still does (a
-/// message sent after its BYE, its close) is checked against the new
-/// holder's epoch and cannot touch the new session. Would catch a relay
-/// from a connection already ended, or an old connection's close that
-/// removes or replaces the new holder (the registry's epoch fence itself is
-/// unit-tested in `registry.rs`).
+/// Fencing: after a takeover, what the old connection still does (a
+/// message sent after its BYE, then its close) cannot touch the new
+/// session. Would catch a relay from a connection already ended, and a new
+/// holder listed with anything but its own epoch and id afterwards. (The
+/// old connection's drop is reported at the takeover, so its close reaches
+/// no `release`; the registry's epoch fence on `release` is unit-tested in
+/// `registry.rs`.)
 #[tokio::test]
 async fn late_actions_of_a_taken_over_connection_never_touch_its_successor() {
     let mut server = TestServer::start(fast_config()).await;

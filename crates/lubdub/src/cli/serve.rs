@@ -76,7 +76,8 @@ pub struct ServerArgs {
     #[arg(long, default_value = "off", value_parser = parse_duration_or_off)]
     tcp_user_timeout: DurationOrOff,
     /// Most connections open at once (handshaking, established and
-    /// closing); more are answered REJECT server_full. Default: the
+    /// closing); more are answered REJECT server_full (a TLS server closes
+    /// them without it, which TLS clients could not read). Default: the
     /// process's open-file limit minus 64 kept for the server's own files.
     #[arg(long, help_heading = "Limits")]
     max_connections: Option<usize>,
