@@ -29,7 +29,8 @@ pub enum Fed {
 /// Decodes every whole frame in `partial` followed by `fresh` (each at most
 /// `max_frame_len`), handing each to `on_frame`, which returns whether the
 /// connection goes on. On [`Fed::Waiting`], `partial` holds the bytes of
-/// the incomplete frame, if any; otherwise its content is unspecified.
+/// the incomplete frame, if any; on [`Fed::Stopped`] and [`Fed::Failed`] it
+/// is left empty, whichever way the bytes came (the connection ends).
 ///
 /// With nothing partial, frames are decoded straight from `fresh` and only
 /// an incomplete tail is copied. With a partial frame, `fresh` is appended
@@ -52,15 +53,17 @@ pub fn feed(
             Ok(Some((frame, used))) => {
                 offset += used;
                 if !on_frame(frame) {
+                    partial.clear();
                     return Fed::Stopped;
                 }
             }
             Ok(None) => break,
             Err(error) => {
+                partial.clear();
                 return Fed::Failed {
                     error,
                     first: offset == 0,
-                }
+                };
             }
         }
     }
@@ -114,6 +117,25 @@ mod tests {
             false
         });
         assert_eq!((fed, handed), (Fed::Stopped, 1));
+    }
+
+    #[test]
+    fn an_ended_feed_leaves_nothing_partial_whichever_way_the_bytes_came() {
+        // Found by the frame_decoder fuzz target: after an error, the
+        // partial frame held the bytes or not depending on how they were split.
+        let bad = [0u8, 0, 0, 0];
+        let mut whole = Vec::new();
+        assert!(matches!(
+            feed(&mut whole, &bad, 1024, |_| true),
+            Fed::Failed { .. }
+        ));
+        let mut split = Vec::new();
+        assert_eq!(feed(&mut split, &bad[..2], 1024, |_| true), Fed::Waiting);
+        assert!(matches!(
+            feed(&mut split, &bad[2..], 1024, |_| true),
+            Fed::Failed { .. }
+        ));
+        assert_eq!((whole.len(), split.len()), (0, 0));
     }
 
     #[test]
