@@ -26,3 +26,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo test --workspace --locked "$@"
+# The fuzz crate is a workspace of its own (docs/FUZZING.md). It builds on
+# stable too: building its targets and testing its input formats keeps them
+# compiling with the core. Running the fuzzers needs nightly and cargo-fuzz,
+# and is not part of the suite.
+cargo build --manifest-path fuzz/Cargo.toml --locked --all-targets
+cargo test --manifest-path fuzz/Cargo.toml --locked
