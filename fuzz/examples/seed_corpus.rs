@@ -43,29 +43,9 @@ fn main() {
     write(&dir.join("session_machine"), &session_seeds(&vectors));
 }
 
-/// `(name, bytes)` for every vector between the markers of PROTOCOL.md, as
-/// the core's own vector test reads them (that parser is test-only).
+/// `(name, bytes)` for every vector of PROTOCOL.md, read by the core's parser.
 fn vectors() -> Vec<(String, Vec<u8>)> {
-    let start = PROTOCOL_MD
-        .find("<!-- vectors:begin -->")
-        .expect("PROTOCOL.md has a vectors:begin marker");
-    let end = PROTOCOL_MD
-        .find("<!-- vectors:end -->")
-        .expect("PROTOCOL.md has a vectors:end marker");
-    PROTOCOL_MD[start..end]
-        .lines()
-        .filter(|line| !line.is_empty() && !line.starts_with("<!--") && !line.starts_with("```"))
-        .map(|line| {
-            let mut words = line.split_whitespace();
-            let name = words.next().expect("a name").to_owned();
-            let hex: String = words.collect();
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits"))
-                .collect();
-            (name, bytes)
-        })
-        .collect()
+    lubdub_core::protocol::test_vectors::parse(PROTOCOL_MD)
 }
 
 fn decoder_seed(bytes: &[u8], split: usize) -> Vec<u8> {

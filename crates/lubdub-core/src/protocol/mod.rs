@@ -3,8 +3,9 @@
 //!
 //! Layout: [`frame`] holds the frames as data, [`codec`] turns them into
 //! bytes and back, [`inbox`] feeds a connection's reads to the codec,
-//! [`reason`] lists every reason code, and [`handshake`] validates names
-//! and negotiates the heartbeat interval. The normative
+//! [`reason`] lists every reason code, [`handshake`] validates names
+//! and negotiates the heartbeat interval, and [`test_vectors`] reads the
+//! vectors of `docs/PROTOCOL.md`. The normative
 //! description, with test vectors, is `docs/PROTOCOL.md`.
 
 pub mod codec;
@@ -12,6 +13,7 @@ pub mod frame;
 pub mod handshake;
 pub mod inbox;
 pub mod reason;
+pub mod test_vectors;
 
 pub use codec::{
     check, decode, encode, encode_to_vec, max_msg_body, DecodeError, EncodeError,

@@ -9,26 +9,7 @@ const MAX: usize = 65_536;
 
 /// `(name, bytes)` for every vector between the markers of PROTOCOL.md.
 pub(crate) fn vectors() -> Vec<(String, Vec<u8>)> {
-    let start = PROTOCOL_MD
-        .find("<!-- vectors:begin -->")
-        .expect("PROTOCOL.md has a vectors:begin marker");
-    let end = PROTOCOL_MD
-        .find("<!-- vectors:end -->")
-        .expect("PROTOCOL.md has a vectors:end marker");
-    PROTOCOL_MD[start..end]
-        .lines()
-        .filter(|line| !line.is_empty() && !line.starts_with("<!--") && !line.starts_with("```"))
-        .map(|line| {
-            let mut words = line.split_whitespace();
-            let name = words.next().expect("a name").to_owned();
-            let hex: String = words.collect();
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits"))
-                .collect();
-            (name, bytes)
-        })
-        .collect()
+    super::test_vectors::parse(PROTOCOL_MD)
 }
 
 fn expected_frame(name: &str) -> Frame {
