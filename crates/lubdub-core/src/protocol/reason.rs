@@ -56,6 +56,16 @@ pub enum ReasonCode {
     RateLimited,
     /// The server requires TLS and the peer spoke plain TCP.
     TlsRequired,
+    /// The server is too busy to do this now (credentials waiting to be
+    /// verified, the loop's fan-out budget, the server-wide outbound memory
+    /// cap); retry later. The text says which and when.
+    ServerBusy,
+    /// A MSG was not delivered: the recipient's queue already holds as many
+    /// undelivered messages as the server keeps for it (NOTICE only).
+    RecipientBusy,
+    /// The claimed name looks like (is confusable with) a name that is
+    /// online; the text names it.
+    ConfusableName,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -84,6 +94,9 @@ impl ReasonCode {
             Self::TooManyPings => 17,
             Self::RateLimited => 18,
             Self::TlsRequired => 19,
+            Self::ServerBusy => 20,
+            Self::RecipientBusy => 21,
+            Self::ConfusableName => 22,
             Self::Unknown(code) => code,
         }
     }
@@ -111,6 +124,9 @@ impl ReasonCode {
             17 => Self::TooManyPings,
             18 => Self::RateLimited,
             19 => Self::TlsRequired,
+            20 => Self::ServerBusy,
+            21 => Self::RecipientBusy,
+            22 => Self::ConfusableName,
             other => Self::Unknown(other),
         }
     }
@@ -138,6 +154,9 @@ impl ReasonCode {
             Self::TooManyPings => "too_many_pings",
             Self::RateLimited => "rate_limited",
             Self::TlsRequired => "tls_required",
+            Self::ServerBusy => "server_busy",
+            Self::RecipientBusy => "recipient_busy",
+            Self::ConfusableName => "confusable_name",
             Self::Unknown(_) => "unknown",
         }
     }
@@ -158,7 +177,7 @@ mod tests {
 
     #[test]
     fn every_code_round_trips_through_its_number() {
-        for number in 0..=20u16 {
+        for number in 0..=23u16 {
             assert_eq!(ReasonCode::from_u16(number).to_u16(), number);
         }
         assert_eq!(ReasonCode::from_u16(999), ReasonCode::Unknown(999));

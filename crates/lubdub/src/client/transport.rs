@@ -115,6 +115,7 @@ impl ConnectError {
             ConnectError::Rejected(reason) => matches!(
                 reason.code,
                 ReasonCode::ServerFull
+                    | ReasonCode::ServerBusy
                     | ReasonCode::Shutdown
                     | ReasonCode::HandshakeTimeout
                     | ReasonCode::Unknown(_)
