@@ -165,6 +165,13 @@ impl Connection {
                         conduct: Conduct::new(),
                     };
                 }
+                // The server tells the sender's `Conduct` when a MSG was
+                // delivered; here every admitted MSG is.
+                Ok(Inbound::Message(_)) => {
+                    if let State::Established { conduct, .. } = state {
+                        conduct.message_delivered(now_us);
+                    }
+                }
                 Ok(Inbound::Bye(_)) => *state = State::Closing(Ending::Bye),
                 Err(violation) => *state = State::Closing(Ending::Violation(violation.clone())),
                 Ok(_) => {}

@@ -8,6 +8,8 @@
 //! - [`protocol`]: frames, the two-phase codec, reason codes, handshake rules.
 //! - [`session`]: which frame the server accepts at which phase, and how often.
 //! - [`rate`]: rate limits in one `u64` per flow (GCRA).
+//! - [`budget`]: fan-out work budgets (deliveries and bytes, not frames).
+//! - [`drain`]: whether an outbound queue drains (the slow-consumer rule).
 //! - [`detector`]: the [`Detector`](detector::Detector) trait and its policies.
 //! - [`wheel`]: one timing wheel holding every session's next deadline.
 //! - [`client`]: the client's heartbeat schedule and server-death detection.
@@ -16,8 +18,10 @@
 
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod client;
 pub mod detector;
+pub mod drain;
 pub mod protocol;
 pub mod rate;
 pub mod session;

@@ -121,7 +121,18 @@ pub struct ConductLimits {
     pub ping_strikes: u8,
     /// MSGs a session may send.
     pub messages: Rate,
+    /// Strikes for MSGs that were not delivered (over the message rate or a
+    /// fan-out budget) that end the session with BYE `rate_limited`. One
+    /// strike counts per [`REFUSAL_STRIKE_SPACING`] while refusals go on,
+    /// so a sender that keeps over its limits for this many seconds is
+    /// disconnected; 0 never disconnects.
+    pub refusal_strikes: u8,
 }
+
+/// While a sender's MSGs keep being refused, one strike per this much time.
+/// A burst refused at once (a paste) is one strike; a flood that goes on is
+/// one more a second.
+pub const REFUSAL_STRIKE_SPACING: Duration = Duration::from_secs(1);
 
 impl Default for ConductLimits {
     fn default() -> Self {
@@ -130,6 +141,7 @@ impl Default for ConductLimits {
             ping_burst: 21,
             ping_strikes: 3,
             messages: Rate::per_second(100, 100),
+            refusal_strikes: 5,
         }
     }
 }
@@ -161,6 +173,11 @@ pub struct Conduct {
     /// the rate. Fits in the padding: `Conduct` stays 24 bytes.
     ping_refused: bool,
     messages_refused: bool,
+    /// Strikes for MSGs not delivered; shares `last_strike_ms` with the
+    /// PING strikes (a session flooding both counts each kind at most
+    /// half as fast, still bounded), and the last byte of padding, so
+    /// `Conduct` stays 24 bytes.
+    message_strikes: u8,
 }
 
 impl Conduct {
@@ -239,24 +256,71 @@ impl Conduct {
             }
             Inbound::Message(_) => {
                 if self.messages.allow(now_us, limits.messages) {
-                    self.messages_refused = false;
                     return Ok(inbound);
                 }
-                let first = !std::mem::replace(&mut self.messages_refused, true);
                 let rate = limits.messages;
-                Ok(Inbound::Refused {
-                    code: ReasonCode::RateLimited,
-                    notice: first.then(|| {
-                        format!(
-                            "message not delivered: at most {} messages a second \
-                             (bursts of {}); later ones are dropped until the rate falls",
-                            1_000_000 / rate.spacing_us.max(1),
-                            rate.burst
-                        )
-                    }),
+                self.refuse_message(now_us, limits, ReasonCode::RateLimited, || {
+                    format!(
+                        "message not delivered: at most {} messages a second \
+                         (bursts of {}); later ones are dropped until the rate falls",
+                        1_000_000 / rate.spacing_us.max(1),
+                        rate.burst
+                    )
                 })
             }
             other => Ok(other),
+        }
+    }
+}
+
+impl Conduct {
+    /// A MSG of this session was not delivered at `now_us`: over its
+    /// message rate (from [`admit`](Self::admit)), or over a fan-out budget
+    /// the server keeps (`code` `rate_limited` or `server_busy`). Counts a
+    /// strike per [`REFUSAL_STRIKE_SPACING`] while refusals go on; the
+    /// first refusal of a run carries `notice()` as a NOTICE's text.
+    ///
+    /// # Errors
+    /// BYE `rate_limited` once `limits.refusal_strikes` strikes are counted.
+    pub fn refuse_message(
+        &mut self,
+        now_us: u64,
+        limits: &ConductLimits,
+        code: ReasonCode,
+        notice: impl FnOnce() -> String,
+    ) -> Result<Inbound, Violation> {
+        let first = !std::mem::replace(&mut self.messages_refused, true);
+        let now_ms = (now_us / 1000) as u32;
+        let spacing_ms = REFUSAL_STRIKE_SPACING.as_millis() as u32;
+        if self.message_strikes == 0 || now_ms.wrapping_sub(self.last_strike_ms) >= spacing_ms {
+            self.last_strike_ms = now_ms;
+            self.message_strikes = self.message_strikes.saturating_add(1);
+            if limits.refusal_strikes > 0 && self.message_strikes >= limits.refusal_strikes {
+                return Err(Violation {
+                    code: ReasonCode::RateLimited,
+                    text: format!(
+                        "messages kept being refused for {} s ({code}): the session is \
+                         closed; send within the limits the NOTICEs named",
+                        self.message_strikes
+                    ),
+                });
+            }
+        }
+        Ok(Inbound::Refused {
+            code,
+            notice: first.then(notice),
+        })
+    }
+
+    /// A MSG of this session was delivered at `now_us`. The next refusal
+    /// warns again, and a sender with no strike for two strike spacings
+    /// (so at least one spacing without a refusal) is forgiven.
+    pub fn message_delivered(&mut self, now_us: u64) {
+        self.messages_refused = false;
+        let now_ms = (now_us / 1000) as u32;
+        let forgive_ms = 2 * REFUSAL_STRIKE_SPACING.as_millis() as u32;
+        if self.message_strikes > 0 && now_ms.wrapping_sub(self.last_strike_ms) >= forgive_ms {
+            self.message_strikes = 0;
         }
     }
 }
@@ -531,6 +595,7 @@ mod tests {
             conduct.admit(msg(), SECOND + 100_000, interval, &limits),
             Ok(Inbound::Message(_))
         ));
+        conduct.message_delivered(SECOND + 100_000);
         assert!(
             matches!(
                 conduct.admit(msg(), SECOND + 100_000, interval, &limits),
@@ -617,6 +682,85 @@ mod tests {
                 .map(|violation| (at, violation.code))
         });
         assert_eq!(ended, Some((SECOND + 525_000, ReasonCode::TooManyPings)));
+    }
+
+    /// Attack 4 of issue 12: a session streaming MSGs that are all refused
+    /// was never disconnected. Fails on the code before the change (no
+    /// strikes for refused messages).
+    #[test]
+    fn a_sender_that_keeps_sending_refused_messages_is_ended_after_its_strikes() {
+        let limits = ConductLimits {
+            messages: Rate::per_second(10, 10),
+            ..ConductLimits::default()
+        };
+        let interval = Duration::from_secs(3);
+        let mut conduct = Conduct::new();
+        // 1,000 MSGs a second; the rate lets 10 a second through.
+        let ended = (0..20_000u64).find_map(|n| {
+            let at = SECOND + n * 1_000;
+            match conduct.admit(msg(), at, interval, &limits) {
+                Ok(Inbound::Message(_)) => {
+                    conduct.message_delivered(at);
+                    None
+                }
+                Ok(_) => None,
+                Err(violation) => Some((at, violation)),
+            }
+        });
+        let (at, violation) = ended.expect("the flood is ended");
+        assert_eq!(violation.code, ReasonCode::RateLimited);
+        // Strikes at 1.01 s, 2.01, 3.01, 4.01 and 5.01: ended at the fifth.
+        assert_eq!(at, SECOND + 10_000 + 4 * SECOND, "{}", violation.text);
+    }
+
+    #[test]
+    fn a_paste_over_the_rate_is_one_strike_and_is_forgiven() {
+        let limits = ConductLimits {
+            messages: Rate::per_second(10, 10),
+            refusal_strikes: 2,
+            ..ConductLimits::default()
+        };
+        let interval = Duration::from_secs(3);
+        let mut conduct = Conduct::new();
+        for round in 0..5u64 {
+            // 30 lines at once every 3 s: 10 delivered, 20 refused.
+            let at = SECOND + round * 3 * SECOND;
+            for _ in 0..30 {
+                match conduct.admit(msg(), at, interval, &limits) {
+                    Ok(Inbound::Message(_)) => conduct.message_delivered(at),
+                    Ok(_) => {}
+                    Err(violation) => panic!("round {round}: {violation:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn budget_refusals_count_as_strikes_too() {
+        let limits = ConductLimits {
+            refusal_strikes: 3,
+            ..ConductLimits::default()
+        };
+        let mut conduct = Conduct::new();
+        let busy = |conduct: &mut Conduct, at| {
+            conduct.refuse_message(at, &limits, ReasonCode::ServerBusy, || "busy".to_owned())
+        };
+        assert_eq!(
+            busy(&mut conduct, SECOND),
+            Ok(Inbound::Refused {
+                code: ReasonCode::ServerBusy,
+                notice: Some("busy".to_owned())
+            })
+        );
+        assert_eq!(
+            busy(&mut conduct, SECOND + 500_000),
+            Ok(Inbound::Refused {
+                code: ReasonCode::ServerBusy,
+                notice: None
+            })
+        );
+        assert!(busy(&mut conduct, 2 * SECOND).is_ok());
+        assert!(busy(&mut conduct, 3 * SECOND).is_err());
     }
 
     #[test]
