@@ -312,9 +312,14 @@ async fn a_healthy_client_is_never_suspected() {
 
 #[tokio::test]
 async fn a_client_whose_application_does_not_read_keeps_heartbeating() {
-    // The flood below is 3,000 messages at once: no rate limit here.
+    // The flood below is 3,000 messages at once: no rate limit or fan-out
+    // budget here.
     let mut server = TestServer::start(lubdub::server::ServerConfig {
         max_messages_per_sec: 0,
+        max_deliveries_per_sec: 0,
+        max_fanout_bytes_per_sec: 0,
+        max_deliveries_per_sec_total: 0,
+        max_fanout_bytes_per_sec_total: 0,
         ..fast_config()
     })
     .await;

@@ -866,10 +866,12 @@ async fn ten_megabytes_of_garbage_after_hello_get_bye_and_a_close() {
 const SLOW_OUTBOUND: usize = 256 * 1024;
 const SLOW_CONSUMERS: usize = 4;
 const SLOW_MESSAGE_BODY: usize = 32 * 1024;
-/// Sent by one sender before the test gives up: each slow consumer is
-/// dropped after about 5.5 MB (its queue plus what the kernel buffers of
-/// its connection hold on loopback), so about 11 MB per sender; six times that.
-const SLOW_SEND_LIMIT: usize = 64 * 1024 * 1024;
+/// Sent by one sender before the test gives up. A slow consumer's queue
+/// takes messages up to half of `--max-outbound` (the rest are refused
+/// with NOTICE `recipient_busy`), and it is dropped at the first delivery
+/// attempted after `--slow-consumer-timeout` (1 s here): a second of
+/// sending at loopback speed, mostly refused; far below this.
+const SLOW_SEND_LIMIT: usize = 4 * 1024 * 1024 * 1024;
 
 /// One sender: MSGs round-robin to every slow consumer not yet gone, until
 /// NOTICE `no_such_session` has named each of them. Returns the bytes sent.
@@ -902,6 +904,9 @@ async fn flood_slow_consumers(
                         return Ok(reader);
                     }
                 }
+                // Its queue holds its share of messages: this one was not
+                // queued, and the sender is told.
+                Ok(Some(Frame::Notice(reason))) if reason.code == ReasonCode::RecipientBusy => {}
                 other => return Err(format!("a sender got {other:?}")),
             }
         }
@@ -936,7 +941,7 @@ async fn flood_slow_consumers(
         &mut reader,
         &mut writer,
         1,
-        |frame| matches!(frame, Frame::Notice(reason) if reason.code == ReasonCode::NoSuchSession),
+        |frame| matches!(frame, Frame::Notice(reason) if matches!(reason.code, ReasonCode::NoSuchSession | ReasonCode::RecipientBusy)),
     )
     .await
     .map_err(|error| format!("{name}: {error}"))?;
@@ -985,23 +990,33 @@ async fn slow_consumer_round(server: &mut ProcServer, round: &str) -> Vec<String
         "{round}: {sent} bytes of messages sent before {SLOW_CONSUMERS} slow consumers were dropped"
     );
     assert!(
-        sent > SLOW_CONSUMERS * SLOW_OUTBOUND,
-        "dropped before their queues could hold {SLOW_OUTBOUND} bytes each: {sent} sent in all"
+        sent > SLOW_CONSUMERS * SLOW_OUTBOUND / 2,
+        "dropped before their queues could hold their share of {SLOW_OUTBOUND} bytes each: \
+         {sent} sent in all"
     );
-    for name in &names {
-        let line = server.expect_log(&format!("dropped name={name} ")).await;
+    // Dropped in any order: each at the first delivery tried after its
+    // timeout.
+    let mut pending: HashSet<&String> = names.iter().collect();
+    while !pending.is_empty() {
+        let line = server
+            .expect_log(&format!("dropped name=slow-{round}-"))
+            .await;
         assert!(line.contains("reason=slow_consumer"), "{line}");
+        pending.retain(|name| !line.contains(&format!("dropped name={name} ")));
     }
     drop(slow);
     names
 }
 
 /// A client that never reads while others send it messages is dropped as a
-/// slow consumer (no BYE) once its queue exceeds `--max-outbound`; the
-/// senders and the bystander go on, and the server's memory comes back.
+/// slow consumer (no BYE) once what it was sent has waited
+/// `--slow-consumer-timeout`; meanwhile its queue takes messages up to its
+/// share (half of `--max-outbound`) and the senders are told NOTICE
+/// `recipient_busy` for the rest. The senders and the bystander go on, and
+/// the server's memory comes back.
 ///
-/// Catches: an unbounded outbound queue (the senders' cap of 64 MiB or the
-/// memory check trips); a slow consumer that blocks the loop or the senders
+/// Catches: an unbounded outbound queue (the senders' cap or the memory
+/// check trips); a slow consumer that blocks the loop or the senders
 /// (PINGs late, senders dropped); a drop not reported or counted; queues
 /// not freed after the drop.
 #[tokio::test]
@@ -1010,8 +1025,18 @@ async fn a_client_that_never_reads_is_dropped_as_a_slow_consumer() {
     let mut server = ProcServer::start(&[
         "--max-outbound",
         &outbound,
+        "--slow-consumer-timeout",
+        "1s",
         // The senders are not limited: the queue fills at loopback speed.
         "--max-messages-per-sec",
+        "0",
+        "--max-deliveries-per-sec",
+        "0",
+        "--max-fanout-bytes-per-sec",
+        "0",
+        "--max-deliveries-per-sec-total",
+        "0",
+        "--max-fanout-bytes-per-sec-total",
         "0",
     ]);
     let bystander = Bystander::join(server.addr).await;

@@ -336,14 +336,25 @@ async fn a_tls_client_over_a_connection_limit_is_refused_retryably() {
     assert!(error.is_retryable(), "{error:?}");
 }
 
+/// Messages the flood below sends at most: far more than fit in a second.
+const FLOOD_LIMIT: usize = 1_000_000;
+
 #[tokio::test]
 async fn a_tls_consumer_that_never_reads_is_dropped_and_others_go_on() {
     let pki = pki("slow-consumer");
     let mut server = TestServer::start(ServerConfig {
         // The smallest queue allowed: one frame of the largest size.
         max_outbound_bytes: 128 * 1024,
-        // The flood below is the point; the rate limit would blunt it.
+        // The flood below is the point; the rate limit and the fan-out
+        // budgets would blunt it.
         max_messages_per_sec: 0,
+        max_deliveries_per_sec: 0,
+        max_fanout_bytes_per_sec: 0,
+        max_deliveries_per_sec_total: 0,
+        max_fanout_bytes_per_sec_total: 0,
+        // The sink's queue stops at its share of messages (the flooder is
+        // told recipient_busy); it is dropped once they waited this long.
+        slow_consumer_timeout: std::time::Duration::from_secs(1),
         ..tls_server_config(&pki, false)
     })
     .await;
@@ -362,9 +373,10 @@ async fn a_tls_consumer_that_never_reads_is_dropped_and_others_go_on() {
         let sent = Arc::clone(&sent);
         tokio::spawn(async move {
             let body = vec![b'x'; 60_000];
-            // 60 MB at most: far beyond what the kernel's buffers and the
-            // 64 KiB queue can hold for a reader that never reads.
-            for _ in 0..1000 {
+            // Until the sink is dropped: its queue takes its share, the rest
+            // is refused (recipient_busy), and the sink is dropped once what
+            // it was sent has waited the slow-consumer timeout.
+            for _ in 0..FLOOD_LIMIT {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
@@ -389,7 +401,7 @@ async fn a_tls_consumer_that_never_reads_is_dropped_and_others_go_on() {
     stop.store(true, Ordering::Relaxed);
     let mut flooder = flood.await.expect("flooder task");
     assert!(
-        sent.load(Ordering::Relaxed) < 1000,
+        sent.load(Ordering::Relaxed) < FLOOD_LIMIT,
         "dropped only after the flood ended: {dropped:?}"
     );
     // The others are unaffected: the watcher is alive and still gets mail.

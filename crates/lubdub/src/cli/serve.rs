@@ -101,11 +101,47 @@ pub struct ServerArgs {
     /// flood that goes on ends the session with BYE too_many_pings.
     #[arg(long, default_value_t = 4, help_heading = "Limits")]
     max_pings_per_interval: u32,
-    /// Unsent bytes queued for one session; a client that does not read
-    /// while messages for it pile up is dropped (slow consumer) when its
-    /// queue would exceed this.
+    /// Unsent bytes queued for one session. Messages from others may fill
+    /// half of it; beyond that they are not queued and their senders get
+    /// NOTICE recipient_busy, so a client that reads is never dropped for
+    /// what others send it. A client whose queue would exceed the whole is
+    /// dropped (slow consumer).
     #[arg(long, default_value_t = 1024 * 1024, help_heading = "Limits")]
     max_outbound: usize,
+    /// How long queued bytes may wait: a client whose queue did not drain
+    /// what it held this long ago (it does not read, or reads a trickle)
+    /// is dropped as a slow consumer, however small the queue.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Limits")]
+    slow_consumer_timeout: Duration,
+    /// Unsent bytes queued for all sessions together. At the cap, messages
+    /// are refused (NOTICE server_busy) and the largest queues that are not
+    /// draining are dropped as slow consumers. Default: 1/16 of the
+    /// machine's memory, between 64 MiB and 4 GiB.
+    #[arg(long, value_name = "BYTES", help_heading = "Limits")]
+    max_outbound_total: Option<usize>,
+    /// Deliveries a second one session may cause (a direct MSG is one, a
+    /// broadcast one per recipient), with a second's worth at once; a
+    /// broadcast larger than that goes out when the sender is at rest and
+    /// it then waits. Beyond: NOTICE rate_limited. 0 for no limit.
+    #[arg(long, default_value_t = 2_000, help_heading = "Limits")]
+    max_deliveries_per_sec: u32,
+    /// Bytes a second one session may have delivered (a broadcast counts
+    /// its size once per recipient). 0 for no limit.
+    #[arg(long, default_value_t = 2 * 1024 * 1024, help_heading = "Limits")]
+    max_fanout_bytes_per_sec: u64,
+    /// Deliveries a second of all sessions together, so that relaying can
+    /// never take the loop from heartbeats and verdicts. Beyond: NOTICE
+    /// server_busy. 0 for no limit.
+    #[arg(long, default_value_t = 50_000, help_heading = "Limits")]
+    max_deliveries_per_sec_total: u32,
+    /// Bytes a second delivered by all sessions together. 0 for no limit.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, help_heading = "Limits")]
+    max_fanout_bytes_per_sec_total: u64,
+    /// Seconds in a row a session may go on sending MSGs that are refused
+    /// (over its rates or budgets) before it is closed with BYE
+    /// rate_limited. 0 never closes.
+    #[arg(long, default_value_t = 5, help_heading = "Limits")]
+    max_refused_seconds: u8,
     /// On SIGTERM or Ctrl-C, how long to wait for every session's BYE to
     /// be delivered and its client to close before closing the rest.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -161,6 +197,13 @@ impl ServerArgs {
             max_messages_per_sec: self.max_messages_per_sec,
             max_pings_per_interval: self.max_pings_per_interval,
             max_outbound_bytes: self.max_outbound,
+            slow_consumer_timeout: self.slow_consumer_timeout,
+            max_outbound_total: self.max_outbound_total,
+            max_deliveries_per_sec: self.max_deliveries_per_sec,
+            max_fanout_bytes_per_sec: self.max_fanout_bytes_per_sec,
+            max_deliveries_per_sec_total: self.max_deliveries_per_sec_total,
+            max_fanout_bytes_per_sec_total: self.max_fanout_bytes_per_sec_total,
+            max_refused_seconds: self.max_refused_seconds,
             shutdown_timeout: self.shutdown_timeout,
             auth: lubdub::auth::AuthConfig {
                 auth_file: self.auth_file.clone(),
@@ -230,6 +273,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             max_messages_per_sec = config.max_messages_per_sec,
             max_pings_per_interval = config.max_pings_per_interval,
             max_outbound_bytes = config.max_outbound_bytes,
+            max_outbound_total = config.outbound_total_cap(),
+            slow_consumer_timeout = %humantime::format_duration(config.slow_consumer_timeout),
+            max_deliveries_per_sec = config.max_deliveries_per_sec,
+            max_fanout_bytes_per_sec = config.max_fanout_bytes_per_sec,
+            max_deliveries_per_sec_total = config.max_deliveries_per_sec_total,
+            max_fanout_bytes_per_sec_total = config.max_fanout_bytes_per_sec_total,
             max_frame = config.max_frame_len,
             handshake_timeout = %humantime::format_duration(config.handshake_timeout),
             "limits (0 = none; see --help)"

@@ -52,8 +52,20 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Largest frame accepted, kind byte and payload, in bytes.
     pub max_frame_len: usize,
-    /// Unsent bytes queued for one session before it is dropped as a slow consumer.
+    /// Unsent bytes queued for one session before it is dropped as a slow
+    /// consumer. Messages from other sessions may fill only half of it:
+    /// beyond that they are not queued and their senders are told
+    /// (NOTICE `recipient_busy`), so a flood never fills a reader's queue.
     pub max_outbound_bytes: usize,
+    /// How long bytes may wait in a session's queue: a session whose queue
+    /// did not drain what it held this long ago (it does not read, or
+    /// reads a trickle) is dropped as a slow consumer, whatever the size.
+    pub slow_consumer_timeout: Duration,
+    /// Unsent bytes queued for all sessions together; `None` takes 1/16 of
+    /// the machine's memory (between 64 MiB and 4 GiB). At the cap new
+    /// fan-out is refused (NOTICE `server_busy`) and the largest queues that
+    /// are not draining are dropped as slow consumers.
+    pub max_outbound_total: Option<usize>,
     /// Failure-detection policy.
     pub detector: DetectorPolicy,
     /// Phi at which a session is dead (phi policy only); suspect from half of it.
@@ -83,6 +95,22 @@ pub struct ServerConfig {
     pub accept_rate_per_ip: u32,
     /// MSGs per second per session, with bursts of as many; 0 is unlimited.
     pub max_messages_per_sec: u32,
+    /// Deliveries (a MSG written to one recipient: a broadcast is one per
+    /// recipient) per second per session, with a second's worth at once;
+    /// 0 is unlimited.
+    pub max_deliveries_per_sec: u32,
+    /// Bytes delivered to recipients per second per session (a broadcast
+    /// counts its size once per recipient); 0 is unlimited.
+    pub max_fanout_bytes_per_sec: u64,
+    /// Deliveries per second of all sessions together, so that fan-out can
+    /// never take the loop from heartbeats and verdicts; 0 is unlimited.
+    pub max_deliveries_per_sec_total: u32,
+    /// Bytes delivered per second by all sessions together; 0 is unlimited.
+    pub max_fanout_bytes_per_sec_total: u64,
+    /// Seconds in a row a session may go on sending MSGs that are refused
+    /// (over its rates or budgets) before it is closed with BYE
+    /// `rate_limited`; 0 never closes.
+    pub max_refused_seconds: u8,
     /// PINGs per granted interval a session may send at the steady rate;
     /// 0 is unlimited.
     pub max_pings_per_interval: u32,
@@ -115,6 +143,8 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(5),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_outbound_bytes: 1024 * 1024,
+            slow_consumer_timeout: Duration::from_secs(10),
+            max_outbound_total: None,
             detector: DetectorPolicy::Counter,
             phi_threshold: PhiConfig::default().threshold,
             phi_min_std_dev: PhiConfig::default().min_std_dev,
@@ -131,6 +161,13 @@ impl Default for ServerConfig {
             max_connections_per_ip: 1_000,
             accept_rate_per_ip: 200,
             max_messages_per_sec: 100,
+            // Fan-out budgets: how they were chosen is in BENCHMARKS.md
+            // (issue 12) and SECURITY.md.
+            max_deliveries_per_sec: 2_000,
+            max_fanout_bytes_per_sec: 2 * 1024 * 1024,
+            max_deliveries_per_sec_total: 50_000,
+            max_fanout_bytes_per_sec_total: 64 * 1024 * 1024,
+            max_refused_seconds: 5,
             max_pings_per_interval: 4,
             shutdown_timeout: Duration::from_secs(5),
             // Credentials: none required unless configured.
@@ -179,6 +216,17 @@ pub enum ConfigError {
     /// A connection cap of zero.
     #[error("max-connections must be at least 1")]
     MaxConnections,
+    /// A slow-consumer timeout of zero.
+    #[error("slow-consumer-timeout must be positive")]
+    SlowConsumerTimeout,
+    /// A server-wide outbound cap below one session's queue.
+    #[error("max-outbound-total ({total} bytes) must be at least max-outbound ({queue} bytes)")]
+    OutboundTotal {
+        /// Configured server-wide cap.
+        total: usize,
+        /// Configured per-session queue.
+        queue: usize,
+    },
 }
 
 impl ServerConfig {
@@ -229,6 +277,18 @@ impl ServerConfig {
         if self.max_connections == Some(0) {
             return Err(ConfigError::MaxConnections);
         }
+        if self.slow_consumer_timeout.is_zero() {
+            return Err(ConfigError::SlowConsumerTimeout);
+        }
+        if let Some(total) = self
+            .max_outbound_total
+            .filter(|total| *total < self.max_outbound_bytes)
+        {
+            return Err(ConfigError::OutboundTotal {
+                total,
+                queue: self.max_outbound_bytes,
+            });
+        }
         PhiDetector::new(self.phi_config())?;
         Ok(())
     }
@@ -249,6 +309,41 @@ impl ServerConfig {
         })
     }
 
+    /// The server-wide cap on queued outbound bytes: as configured, or 1/16
+    /// of the machine's memory between 64 MiB and 4 GiB (1 GiB when the
+    /// memory cannot be read).
+    pub fn outbound_total_cap(&self) -> usize {
+        self.max_outbound_total.unwrap_or_else(|| {
+            const MIB: u64 = 1024 * 1024;
+            let total = machine_memory().map_or(1024 * MIB, |memory| {
+                (memory / 16).clamp(64 * MIB, 4096 * MIB)
+            });
+            usize::try_from(total)
+                .unwrap_or(usize::MAX)
+                .max(self.max_outbound_bytes)
+        })
+    }
+
+    /// One session's fan-out budget.
+    pub fn sender_fanout_limits(&self) -> lubdub_core::budget::FanoutLimits {
+        lubdub_core::budget::FanoutLimits {
+            deliveries_per_sec: self.max_deliveries_per_sec,
+            bytes_per_sec: self.max_fanout_bytes_per_sec,
+            burst: Duration::from_secs(1),
+        }
+    }
+
+    /// The whole loop's fan-out budget.
+    pub fn loop_fanout_limits(&self) -> lubdub_core::budget::FanoutLimits {
+        lubdub_core::budget::FanoutLimits {
+            deliveries_per_sec: self.max_deliveries_per_sec_total,
+            bytes_per_sec: self.max_fanout_bytes_per_sec_total,
+            // A tenth of a second: a burst of all senders together is
+            // written in one stretch of the loop.
+            burst: Duration::from_millis(100),
+        }
+    }
+
     /// What an established session may send, as the core's rules take it:
     /// the PING burst is one deadline's worth, since PINGs held up by a pause
     /// within the deadline arrive together (see `ConductLimits::ping_burst`).
@@ -264,6 +359,7 @@ impl ServerConfig {
                 self.max_messages_per_sec,
                 self.max_messages_per_sec,
             ),
+            refusal_strikes: self.max_refused_seconds,
         }
     }
 
@@ -296,6 +392,14 @@ impl ServerConfig {
     }
 }
 
+/// Physical memory in bytes, from `/proc/meminfo`.
+fn machine_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +425,23 @@ mod tests {
             Err(ConfigError::OutboundQueue { .. })
         ));
         assert_eq!(ServerConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_outbound_cap_defaults_to_a_sixteenth_of_memory() {
+        let cap = ServerConfig::default().outbound_total_cap();
+        assert!((64 << 20..=4096 << 20).contains(&cap), "{cap}");
+        if let Some(memory) = machine_memory() {
+            let expected = (memory / 16).clamp(64 << 20, 4096 << 20);
+            assert_eq!(cap as u64, expected);
+        }
+        let too_small = ServerConfig {
+            max_outbound_total: Some(1000),
+            ..ServerConfig::default()
+        };
+        assert!(matches!(
+            too_small.validate(),
+            Err(ConfigError::OutboundTotal { .. })
+        ));
     }
 }

@@ -13,9 +13,20 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
+use lubdub_core::drain::DrainWatch;
 use mio::net::TcpStream;
 
 use super::tls_session::TlsSession;
+
+/// The instant and patience the outbound queue's [`DrainWatch`] is kept
+/// by: ms since the loop's origin, and how long queued bytes may wait.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueClock {
+    /// Now, ms since the loop's origin.
+    pub now_ms: u64,
+    /// How long queued bytes may wait (the slow-consumer timeout), ms.
+    pub patience_ms: u64,
+}
 
 /// What a read from the socket produced.
 #[derive(Debug)]
@@ -48,6 +59,8 @@ struct Buffers {
     inbox: Vec<u8>,
     /// Bytes accepted for sending that the socket did not take yet.
     outbox: Vec<u8>,
+    /// Whether the queue drains (plain and TLS connections alike).
+    watch: DrainWatch,
 }
 
 /// An accepted connection's IO state.
@@ -65,6 +78,14 @@ pub struct Connection {
     write_shut: bool,
     /// The last frame is queued: the write side is shut once it is out.
     farewell_written: bool,
+    /// Reading was cut short by the per-turn read cap: the socket is in the
+    /// loop's list of reads to finish, once (see `event_loop::fair_reads`).
+    pub read_pending: bool,
+    /// With `read_pending`: read on to the end of the stream.
+    pub read_to_eof: bool,
+    /// A wheel entry watches the queue's drain checkpoint: one at a time,
+    /// however often the queue empties and fills.
+    pub drain_timer_armed: bool,
     /// rustls state of a TLS connection; `None` on plain ones.
     tls: Option<Box<TlsSession>>,
 }
@@ -78,6 +99,9 @@ impl Connection {
             buffers: None,
             write_shut: false,
             farewell_written: false,
+            read_pending: false,
+            read_to_eof: false,
+            drain_timer_armed: false,
             tls,
         }
     }
@@ -141,11 +165,63 @@ impl Connection {
             .map_or(0, |buffers| buffers.outbox.len())
     }
 
-    fn drop_empty_buffers(&mut self) {
-        if self
-            .buffers
+    /// Bytes accepted for sending that the socket has not taken yet (on
+    /// TLS connections an estimate within a record's overhead).
+    pub fn queued_len(&self) -> usize {
+        match &self.tls {
+            Some(tls) => tls.queued_estimate(),
+            None => self.outbox_len(),
+        }
+    }
+
+    /// Whether bytes queued longer than the patience ago are still waiting.
+    pub fn is_stuck(&self, now_ms: u64) -> bool {
+        self.buffers
             .as_ref()
-            .is_some_and(|buffers| buffers.inbox.is_empty() && buffers.outbox.is_empty())
+            .is_some_and(|buffers| buffers.watch.is_stuck(now_ms))
+    }
+
+    /// When the queue's current checkpoint falls due (ms since the loop's
+    /// origin), if it holds bytes.
+    pub fn drain_due_ms(&self) -> Option<u64> {
+        self.buffers
+            .as_ref()
+            .and_then(|buffers| buffers.watch.due_ms())
+    }
+
+    /// How long no byte has left a non-empty queue, ms.
+    pub fn idle_ms(&self, now_ms: u64) -> u64 {
+        self.buffers
+            .as_ref()
+            .map_or(0, |buffers| buffers.watch.idle_ms(now_ms))
+    }
+
+    /// Updates the drain watch after `written` bytes left the queue and
+    /// something may have been queued.
+    fn watch(&mut self, clock: QueueClock, written: usize) {
+        let queued = self.queued_len();
+        if queued == 0 && self.buffers.is_none() {
+            return;
+        }
+        let buffers = self.buffers.get_or_insert_with(Box::default);
+        buffers
+            .watch
+            .written(clock.now_ms, written, queued, clock.patience_ms);
+        buffers
+            .watch
+            .queued(clock.now_ms, queued, clock.patience_ms);
+        if queued == 0 {
+            buffers.watch = DrainWatch::new();
+        }
+        self.drop_empty_buffers();
+    }
+
+    fn drop_empty_buffers(&mut self) {
+        if self.queued_len() == 0
+            && self
+                .buffers
+                .as_ref()
+                .is_some_and(|buffers| buffers.inbox.is_empty() && buffers.outbox.is_empty())
         {
             self.buffers = None;
         }
@@ -156,7 +232,18 @@ impl Connection {
     ///
     /// # Errors
     /// Socket errors other than `WouldBlock` and `Interrupted`.
-    pub fn send(&mut self, bytes: &[u8], max_queued: usize) -> io::Result<SendOutcome> {
+    pub fn send(
+        &mut self,
+        bytes: &[u8],
+        max_queued: usize,
+        clock: QueueClock,
+    ) -> io::Result<SendOutcome> {
+        let outcome = self.send_unwatched(bytes, max_queued);
+        self.watch(clock, 0);
+        outcome
+    }
+
+    fn send_unwatched(&mut self, bytes: &[u8], max_queued: usize) -> io::Result<SendOutcome> {
         if let Some(tls) = &mut self.tls {
             return tls.send(&mut self.stream, bytes, max_queued);
         }
@@ -183,7 +270,15 @@ impl Connection {
     ///
     /// # Errors
     /// Socket errors other than `WouldBlock` and `Interrupted`.
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub fn flush(&mut self, clock: QueueClock) -> io::Result<()> {
+        let before = self.queued_len();
+        let flushed = self.flush_unwatched();
+        let written = before.saturating_sub(self.queued_len());
+        self.watch(clock, written);
+        flushed
+    }
+
+    fn flush_unwatched(&mut self) -> io::Result<()> {
         if let Some(tls) = &mut self.tls {
             return tls.flush(&mut self.stream);
         }
@@ -264,14 +359,14 @@ mod tests {
 
     #[test]
     fn an_idle_plain_connection_stays_small() {
-        // Socket, peer address, buffer box, TLS box and two flags: every
+        // Socket, peer address, buffer box, TLS box and five flags: every
         // byte here is paid by every idle session (target: 0.5 KiB in all),
         // so nothing else may creep in. (mio's socket is 4 bytes in
         // release builds, 16 in debug ones.)
         let parts = std::mem::size_of::<TcpStream>()
             + std::mem::size_of::<SocketAddr>()
             + 2 * std::mem::size_of::<usize>()
-            + 2;
+            + 5;
         assert!(std::mem::size_of::<Connection>() <= parts.next_multiple_of(8));
     }
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use lubdub_core::detector::{CheckOutcome, Detector, Liveness, Transition};
 use lubdub_core::protocol::codec::{self, pong_bytes};
 use lubdub_core::protocol::inbox::{self, Fed};
-use lubdub_core::protocol::{Frame, Hello, Message, ReasonCode, Welcome};
+use lubdub_core::protocol::{Frame, Hello, ReasonCode, Welcome};
 use lubdub_core::session::{admit, Conduct, ConductLimits, Inbound, Phase};
 use lubdub_core::stall::ListeningClock;
 use lubdub_core::wheel::DeadlineWheel;
@@ -50,6 +50,8 @@ use super::tls_session::TlsSession;
 
 // Credentials: HELLO → auth gate → establish or refuse (see auth.rs).
 mod auth;
+// MSG fan-out under budgets, fair delivery and the outbound memory cap.
+mod relay;
 
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
@@ -109,6 +111,8 @@ enum TimerKind {
     Handshake,
     Liveness,
     Linger,
+    /// An outbound queue's drain checkpoint (see `relay.rs`).
+    Drain,
 }
 
 /// A wheel entry: the slab index plus the generation of the connection it was
@@ -222,7 +226,8 @@ fn whole_millis(duration: Duration) -> Duration {
 #[derive(Debug)]
 struct Session<S> {
     name: Box<str>,
-    session_id: u64,
+    // No session id: it is the slot's index and generation
+    // ([`session_id`]), and 8 bytes here are paid by every session.
     epoch: u64,
     /// When the session was established, ms since the Unix epoch.
     connected_at_ms: u64,
@@ -234,6 +239,8 @@ struct Session<S> {
     last_change: StateChange,
     /// Its PING and MSG rates so far.
     conduct: Conduct,
+    /// Its fan-out work so far (deliveries and bytes, see `relay.rs`).
+    fanout: lubdub_core::budget::FanoutBudget,
     liveness: S,
 }
 
@@ -271,13 +278,14 @@ struct Slot<S> {
 fn session_event<S>(
     at: Instant,
     session: &Session<S>,
+    session_id: u64,
     peer: SocketAddr,
     kind: PresenceKind,
 ) -> PresenceEvent {
     PresenceEvent {
         at,
         name: session.name.to_string(),
-        session_id: session.session_id,
+        session_id,
         peer,
         kind,
     }
@@ -326,8 +334,18 @@ pub(crate) struct EventLoop<D: Detector> {
     encode_buf: Vec<u8>,
     due: Vec<TimerKey>,
     /// Sockets whose reading was cut short by [`MAX_FULL_READS_PER_TURN`]:
-    /// slab index, generation, and whether to read to the end of stream.
-    unfinished_reads: Vec<(usize, u32, bool)>,
+    /// slab index and generation, each at most once (its connection's
+    /// `read_pending`), read after the next turn's events. Listed twice, a
+    /// socket got a share per entry, and a flooder gained an entry a turn.
+    unfinished_reads: Vec<(usize, u32)>,
+    /// Bytes queued for sending over all connections, against
+    /// `outbound_cap` (see `relay.rs`).
+    outbound_total: usize,
+    outbound_cap: usize,
+    /// The whole loop's fan-out budget, shared by every sender.
+    loop_fanout: lubdub_core::budget::FanoutBudget,
+    /// When the largest stuck queues were last looked for (at the cap).
+    last_shed: Instant,
     /// BYEs of sessions already declared dead, waiting to be written,
     /// oldest first; see [`FAREWELLS_PER_TURN`].
     farewells: VecDeque<(usize, u32, Frame)>,
@@ -371,6 +389,7 @@ impl<D: Detector> EventLoop<D> {
         metrics: ServerMetrics,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Self {
+        let outbound_cap = config.outbound_total_cap();
         Self {
             poll,
             listener: Some(listener),
@@ -393,6 +412,10 @@ impl<D: Detector> EventLoop<D> {
             encode_buf: Vec::new(),
             due: Vec::new(),
             unfinished_reads: Vec::new(),
+            outbound_total: 0,
+            outbound_cap,
+            loop_fanout: lubdub_core::budget::FanoutBudget::new(),
+            last_shed: origin,
             farewells: VecDeque::new(),
             presence,
             metrics,
@@ -445,6 +468,10 @@ impl<D: Detector> EventLoop<D> {
             let wake = self.clock.woke(self.real_now, thread_cpu_time);
             self.now = wake.listening;
             report_stall(wake.stalled);
+            // Reads cut short last turn are finished after this turn's
+            // events; a socket among them is not read for its new events
+            // too, so that it gets one share of a turn, not two.
+            let carried_reads = std::mem::take(&mut self.unfinished_reads);
             let mut ready = 0;
             for event in events.iter() {
                 ready += 1;
@@ -458,9 +485,13 @@ impl<D: Detector> EventLoop<D> {
                     token => self.connection_ready(token.0 - FIRST_CONNECTION, event),
                 }
             }
-            // Sockets cut short last turn are read after this turn's events.
-            for (index, generation, until_eof) in std::mem::take(&mut self.unfinished_reads) {
-                if self.slots.get(index).map(|slot| slot.generation) == Some(generation) {
+            for (index, generation) in carried_reads {
+                let Some(slot) = self.slots.get_mut(index) else {
+                    continue;
+                };
+                if slot.generation == generation && slot.conn.read_pending {
+                    slot.conn.read_pending = false;
+                    let until_eof = slot.conn.read_to_eof;
                     self.read(index, until_eof);
                 }
             }
@@ -573,13 +604,21 @@ impl<D: Detector> EventLoop<D> {
 
     fn connection_ready(&mut self, index: usize, event: &Event) {
         if event.is_writable() {
+            let clock = self.queue_clock();
             let Some(slot) = self.slots.get_mut(index) else {
                 return;
             };
-            if let Err(error) = slot.conn.flush() {
+            let before = slot.conn.queued_len();
+            let flushed = slot.conn.flush(clock);
+            let after = slot.conn.queued_len();
+            self.account(before, after);
+            if let Err(error) = flushed {
                 self.fail(index, &error);
                 return;
             }
+            let Some(slot) = self.slots.get_mut(index) else {
+                return;
+            };
             // Not merely `Closing`: a session declared dead may still wait
             // for its BYE in the farewell queue, and a FIN now would lose it.
             if slot.conn.farewell_written() && slot.conn.is_flushed() {
@@ -590,6 +629,13 @@ impl<D: Detector> EventLoop<D> {
             // When the peer's FIN came with the data, it raises no new edge:
             // read on to the end of the stream to see it.
             let until_eof = event.is_read_closed() || event.is_error();
+            if let Some(slot) = self.slots.get_mut(index) {
+                if slot.conn.read_pending {
+                    // Listed to be read after this turn's events already.
+                    slot.conn.read_to_eof |= until_eof;
+                    return;
+                }
+            }
             self.read(index, until_eof);
         }
     }
@@ -599,7 +645,15 @@ impl<D: Detector> EventLoop<D> {
         let mut full_reads = 0;
         while let Some(slot) = self.slots.get_mut(index) {
             let generation = slot.generation;
-            match slot.conn.read_into(&mut scratch) {
+            // TLS reads may write (handshake records, alerts, queued data).
+            let queued_before = slot.conn.queued_len();
+            let outcome = slot.conn.read_into(&mut scratch);
+            let queued_after = slot.conn.queued_len();
+            self.account(queued_before, queued_after);
+            let Some(slot) = self.slots.get_mut(index) else {
+                break;
+            };
+            match outcome {
                 Ok(ReadOutcome::Data(n)) => {
                     let read_at = Instant::now();
                     self.arrival = self.clock.listening(read_at);
@@ -616,7 +670,13 @@ impl<D: Detector> EventLoop<D> {
                         // the loop here for ever; its socket is read again
                         // next turn (no new edge will announce it), after
                         // everyone else's and after the verdicts.
-                        self.unfinished_reads.push((index, generation, until_eof));
+                        if let Some(slot) = self.slots.get_mut(index) {
+                            if !slot.conn.read_pending {
+                                slot.conn.read_pending = true;
+                                slot.conn.read_to_eof = until_eof;
+                                self.unfinished_reads.push((index, generation));
+                            }
+                        }
                         break;
                     }
                 }
@@ -722,6 +782,7 @@ impl<D: Detector> EventLoop<D> {
                         session_event(
                             self.real_now,
                             session,
+                            session_id(index, slot.generation),
                             slot.conn.peer,
                             PresenceKind::Recovered,
                         ),
@@ -763,10 +824,7 @@ impl<D: Detector> EventLoop<D> {
                 match notice {
                     Some(text) => {
                         warn!(peer = %slot.conn.peer, %code, "{text}");
-                        self.send_frame(
-                            index,
-                            &Frame::Notice(lubdub_core::protocol::Reason::new(code, text)),
-                        )
+                        self.notify(index, code, text)
                     }
                     None => true,
                 }
@@ -815,7 +873,6 @@ impl<D: Detector> EventLoop<D> {
         let generation = slot.generation;
         slot.state = State::Established(Session {
             name: hello.name.as_str().into(),
-            session_id,
             epoch: claimed.epoch,
             acks_wanted: hello.acks_wanted(),
             rtt_us: 0,
@@ -827,6 +884,7 @@ impl<D: Detector> EventLoop<D> {
             interval_ms: millis_u32(interval),
             last_change: StateChange::Joined,
             conduct: Conduct::new(),
+            fanout: lubdub_core::budget::FanoutBudget::new(),
             liveness,
         });
         let welcome = Frame::Welcome(Welcome {
@@ -866,8 +924,7 @@ impl<D: Detector> EventLoop<D> {
     fn take_over(&mut self, old_session_id: u64, new_peer: SocketAddr) {
         let (old_index, old_generation) = split_session_id(old_session_id);
         let holds_it = self.slots.get(old_index).is_some_and(|slot| {
-            slot.generation == old_generation
-                && matches!(&slot.state, State::Established(session) if session.session_id == old_session_id)
+            slot.generation == old_generation && matches!(&slot.state, State::Established(_))
         });
         if holds_it {
             let bye = Frame::bye(
@@ -876,74 +933,6 @@ impl<D: Detector> EventLoop<D> {
             );
             self.end(old_index, DropReason::TakenOver, Some(&bye), None);
         }
-    }
-
-    fn relay(&mut self, index: usize, message: Message) -> bool {
-        let max_body = codec::max_msg_body(self.config.max_frame_len);
-        if message.body.len() > max_body {
-            // Relayed, it would carry the sender's name and could exceed what
-            // recipients accept; refuse it here so that no recipient is hurt.
-            let text = format!(
-                "message body of {} bytes exceeds the maximum of {max_body}; not delivered",
-                message.body.len()
-            );
-            return self.send_frame(
-                index,
-                &Frame::Notice(lubdub_core::protocol::Reason::new(
-                    ReasonCode::FrameTooLarge,
-                    text,
-                )),
-            );
-        }
-        let Some(State::Established(session)) = self.slots.get(index).map(|slot| &slot.state)
-        else {
-            return false;
-        };
-        let outbound = Frame::Msg(Message {
-            from: session.name.to_string(),
-            to: message.to,
-            body: message.body,
-        });
-        let mut encoded = std::mem::take(&mut self.encode_buf);
-        encoded.clear();
-        if let Err(error) = codec::encode(&outbound, &mut encoded) {
-            self.encode_buf = encoded;
-            self.refuse(index, ReasonCode::MalformedFrame, error.to_string());
-            return false;
-        }
-        let Frame::Msg(outbound) = outbound else {
-            unreachable!("built as a MSG above");
-        };
-        let still_open = if outbound.to.is_empty() {
-            let recipients: Vec<usize> = self
-                .slots
-                .iter()
-                .filter(|(other, slot)| {
-                    *other != index && matches!(slot.state, State::Established(_))
-                })
-                .map(|(other, _)| other)
-                .collect();
-            for recipient in recipients {
-                self.send(recipient, &encoded);
-            }
-            true
-        } else {
-            match self.local_session(&outbound.to) {
-                Some(recipient) => {
-                    self.send(recipient, &encoded);
-                    self.slots.contains(index)
-                }
-                None => self.send_frame(
-                    index,
-                    &Frame::Notice(lubdub_core::protocol::Reason::new(
-                        ReasonCode::NoSuchSession,
-                        format!("no session named {}", outbound.to),
-                    )),
-                ),
-            }
-        };
-        self.encode_buf = encoded;
-        still_open
     }
 
     /// The slab index of the established local session holding `name`.
@@ -975,10 +964,19 @@ impl<D: Detector> EventLoop<D> {
     /// Sends bytes, dropping the connection when its queue is full or the
     /// socket fails. Returns whether the connection is still open.
     fn send(&mut self, index: usize, bytes: &[u8]) -> bool {
+        let clock = self.queue_clock();
         let Some(slot) = self.slots.get_mut(index) else {
             return false;
         };
-        match slot.conn.send(bytes, self.config.max_outbound_bytes) {
+        let before = slot.conn.queued_len();
+        let sent = slot.conn.send(bytes, self.config.max_outbound_bytes, clock);
+        let after = slot.conn.queued_len();
+        let generation = slot.generation;
+        self.account(before, after);
+        if before == 0 && after > 0 {
+            self.watch_drain(index, generation);
+        }
+        match sent {
             Ok(SendOutcome::Sent) => true,
             Ok(SendOutcome::QueueFull) => {
                 self.close(index, DropReason::SlowConsumer);
@@ -1088,7 +1086,7 @@ impl<D: Detector> EventLoop<D> {
                 self.metrics.dropped(reason);
                 let dropped = PresenceKind::Dropped { reason, silent_for };
                 self.presence.report(
-                    session_event(real, &session, peer, dropped),
+                    session_event(real, &session, session_id(index, generation), peer, dropped),
                     detail.as_deref(),
                 );
             }
@@ -1122,12 +1120,17 @@ impl<D: Detector> EventLoop<D> {
     fn write_farewell(&mut self, index: usize, frame: &Frame) -> bool {
         let mut encoded = std::mem::take(&mut self.encode_buf);
         encoded.clear();
+        let clock = self.queue_clock();
+        let mut accounted = (0, 0);
         let queued = codec::encode(frame, &mut encoded).is_ok()
             && self.slots.get_mut(index).is_some_and(|slot| {
+                let before = slot.conn.queued_len();
                 let sent = matches!(
-                    slot.conn.send(&encoded, self.config.max_outbound_bytes),
+                    slot.conn
+                        .send(&encoded, self.config.max_outbound_bytes, clock),
                     Ok(SendOutcome::Sent)
                 );
+                accounted = (before, slot.conn.queued_len());
                 if sent {
                     slot.conn.mark_farewell_written();
                     if slot.conn.is_flushed() {
@@ -1136,6 +1139,7 @@ impl<D: Detector> EventLoop<D> {
                 }
                 sent
             });
+        self.account(accounted.0, accounted.1);
         self.encode_buf = encoded;
         queued
     }
@@ -1143,6 +1147,7 @@ impl<D: Detector> EventLoop<D> {
     /// Deregisters and drops the socket.
     fn remove(&mut self, index: usize) {
         if let Some(mut slot) = self.slots.try_remove(index) {
+            self.account(slot.conn.queued_len(), 0);
             self.admission.closed(slot.conn.peer.ip());
             if let Err(error) = self.poll.registry().deregister(&mut slot.conn.stream) {
                 debug!(%error, "deregister failed");
@@ -1181,6 +1186,9 @@ impl<D: Detector> EventLoop<D> {
                     }
                 }
                 (TimerKind::Linger, State::Closing) => self.remove(index),
+                (TimerKind::Drain, State::Established(_)) => {
+                    self.check_drain(index, key.generation)
+                }
                 // The connection moved on since this entry was scheduled.
                 _ => {}
             }
@@ -1207,6 +1215,9 @@ impl<D: Detector> EventLoop<D> {
     /// Returns the BYE to send when the session was declared dead (it is
     /// already ended: name released, `dropped` reported).
     fn judge(&mut self, index: usize, key: TimerKey) -> Option<Frame> {
+        if self.drop_if_stuck(index) {
+            return None;
+        }
         let now = self.now;
         let mut outcome = self.check(index, now)?;
         if self.backlog && matches!(outcome.transition, Some(Transition::Dead { .. })) {
@@ -1233,6 +1244,7 @@ impl<D: Detector> EventLoop<D> {
                     session_event(
                         self.real_now,
                         session,
+                        session_id(index, slot.generation),
                         slot.conn.peer,
                         PresenceKind::Suspected { missed },
                     ),
@@ -1323,7 +1335,7 @@ impl<D: Detector> EventLoop<D> {
         let now = self.now;
         self.slots
             .iter()
-            .filter_map(|(_, slot)| {
+            .filter_map(|(index, slot)| {
                 let State::Established(session) = &slot.state else {
                     return None;
                 };
@@ -1345,7 +1357,7 @@ impl<D: Detector> EventLoop<D> {
                     )
                     .to_string(),
                     epoch: session.epoch,
-                    session_id: session.session_id,
+                    session_id: session_id(index, slot.generation),
                     one_way: !session.acks_wanted,
                     rtt_ms: (session.rtt_us != 0).then(|| f64::from(session.rtt_us) / 1000.0),
                     interval_ms: u64::from(session.interval_ms),

@@ -60,6 +60,10 @@ pub struct ServerMetrics {
     connections_refused: Family<ReasonLabel, Counter>,
     handshakes_failed: Family<ReasonLabel, Counter>,
     frames_refused: Family<ReasonLabel, Counter>,
+    fanout_refused: Family<ReasonLabel, Counter>,
+    deliveries: Counter,
+    deliveries_skipped: Family<ReasonLabel, Counter>,
+    outbound_queued: Gauge,
     /// Credentials: failures, argon2 runs, cache hits.
     auth: AuthMetrics,
 }
@@ -84,6 +88,10 @@ impl ServerMetrics {
         let registered = Gauge::default();
         let handshakes_failed = Family::<ReasonLabel, Counter>::default();
         let frames_refused = Family::<ReasonLabel, Counter>::default();
+        let fanout_refused = Family::<ReasonLabel, Counter>::default();
+        let deliveries = Counter::default();
+        let deliveries_skipped = Family::<ReasonLabel, Counter>::default();
+        let outbound_queued = Gauge::default();
         let mut registry = Registry::with_prefix("lubdub");
         registry.register(
             "heartbeats_received",
@@ -130,8 +138,35 @@ impl ServerMetrics {
             "PINGs and MSGs refused because their session exceeded its rate, by reason",
             frames_refused.clone(),
         );
+        registry.register(
+            "fanout_refused",
+            "MSGs not delivered to anyone because a fan-out budget was spent, by budget \
+             (sender: the session's own; loop: all senders together; memory: the \
+             server-wide outbound cap)",
+            fanout_refused.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "MSGs written or queued to a recipient (a broadcast counts once per recipient)",
+            deliveries.clone(),
+        );
+        registry.register(
+            "deliveries_skipped",
+            "Recipients a MSG was not delivered to, by reason (recipient_busy: its \
+             queue already held as many undelivered messages as it may)",
+            deliveries_skipped.clone(),
+        );
+        registry.register(
+            "outbound_queued_bytes",
+            "Bytes accepted for sending that sockets have not taken yet, all sessions",
+            outbound_queued.clone(),
+        );
         let auth = AuthMetrics::register(&mut registry);
         Self {
+            fanout_refused,
+            deliveries,
+            deliveries_skipped,
+            outbound_queued,
             registry: Arc::new(registry),
             connections_refused,
             registered,
@@ -188,6 +223,31 @@ impl ServerMetrics {
                 reason: code.label(),
             })
             .inc();
+    }
+
+    /// A MSG was refused for a spent fan-out budget (`sender`, `loop`, `memory`).
+    pub(crate) fn fanout_refused(&self, budget: &'static str) {
+        self.fanout_refused
+            .get_or_create(&ReasonLabel { reason: budget })
+            .inc();
+    }
+
+    /// `count` recipients got a MSG.
+    pub(crate) fn delivered(&self, count: u64) {
+        self.deliveries.inc_by(count);
+    }
+
+    /// `count` recipients did not get a MSG, for `reason`.
+    pub(crate) fn deliveries_skipped(&self, reason: &'static str, count: u64) {
+        self.deliveries_skipped
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(count);
+    }
+
+    /// Bytes queued for sending, all sessions.
+    pub(crate) fn outbound_queued(&self, bytes: usize) {
+        self.outbound_queued
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// A silent session was declared dead `late` after its deadline.

@@ -24,6 +24,12 @@ pub struct TlsSession {
     /// The first byte was seen to open a TLS record; until then a peer
     /// speaking plain lubdub is told so in plain.
     sniffed: bool,
+    /// Plaintext accepted and ciphertext written since the queue was last
+    /// empty: rustls does not say how much it holds, and the server's
+    /// outbound cap counts every queue. Reset whenever nothing is left, so
+    /// the estimate is off by at most the records' overhead since then.
+    accepted_since_empty: u64,
+    written_since_empty: u64,
 }
 
 impl TlsSession {
@@ -35,6 +41,8 @@ impl TlsSession {
         Ok(Box::new(Self {
             tls: rustls::ServerConnection::new(Arc::clone(config))?,
             sniffed: false,
+            accepted_since_empty: 0,
+            written_since_empty: 0,
         }))
     }
 
@@ -137,6 +145,7 @@ impl TlsSession {
         let mut rest = bytes;
         loop {
             let accepted = self.tls.writer().write(rest)?;
+            self.accepted_since_empty += accepted as u64;
             rest = &rest[accepted..];
             self.write_tls(stream)?;
             if rest.is_empty() {
@@ -163,6 +172,18 @@ impl TlsSession {
         !self.tls.wants_write()
     }
 
+    /// Bytes queued and not yet written, estimated (see the counters).
+    pub fn queued_estimate(&self) -> usize {
+        if self.is_flushed() {
+            return 0;
+        }
+        usize::try_from(
+            self.accepted_since_empty
+                .saturating_sub(self.written_since_empty),
+        )
+        .unwrap_or(usize::MAX)
+    }
+
     /// Queues close_notify (once) and writes what the socket takes. Returns
     /// whether nothing is left to write, so that FIN may follow: a FIN
     /// before close_notify would look like a truncation to the peer.
@@ -180,10 +201,14 @@ impl TlsSession {
         while self.tls.wants_write() {
             match retry_interrupted(|| self.tls.write_tls(stream)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
+                Ok(written) => self.written_since_empty += written as u64,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => return Err(error),
             }
+        }
+        if !self.tls.wants_write() {
+            self.accepted_since_empty = 0;
+            self.written_since_empty = 0;
         }
         Ok(())
     }

@@ -1,0 +1,398 @@
+//! MSG fan-out: what one sender may make the loop write, and to whom.
+//!
+//! Data flow: a MSG admitted by the session's `Conduct` (its frame rate)
+//! → the sender's and the loop's fan-out budgets (deliveries and bytes,
+//! `lubdub_core::budget`) → the server-wide outbound cap → one delivery per
+//! recipient, each refused when the recipient's queue already holds its
+//! share of messages. Refusals go back to the sender as NOTICEs and count
+//! as strikes (`Conduct::refuse_message`); the receiver is never punished
+//! for what others send it.
+//!
+//! Every queue is watched for draining (`lubdub_core::drain`): a session
+//! whose queued bytes do not leave within `--slow-consumer-timeout` is
+//! dropped as a slow consumer, checked when something is delivered to it
+//! and at each of its liveness checks.
+
+use std::time::{Duration, Instant};
+
+use lubdub_core::detector::Detector;
+use lubdub_core::protocol::codec;
+use lubdub_core::protocol::{Frame, Message, Reason, ReasonCode};
+use lubdub_core::session::Inbound;
+
+use super::super::connection::QueueClock;
+use super::super::presence::DropReason;
+use super::{EventLoop, State};
+
+/// How often, at most, the loop looks for stuck queues to shed when the
+/// server-wide outbound cap is reached: the search walks every connection.
+const SHED_SCAN_SPACING: Duration = Duration::from_millis(100);
+/// A queue that took no byte for this long counts as not draining when
+/// the loop must shed queues to stay under the cap.
+const SHED_IDLE_MS: u64 = 1_000;
+
+/// What became of one delivery.
+enum Delivery {
+    /// Written or queued.
+    Delivered,
+    /// Not queued: the recipient's queue holds its share of messages.
+    Busy,
+    /// The recipient is gone (closed now, as a slow consumer or on a
+    /// socket error).
+    Gone,
+}
+
+impl<D: Detector> EventLoop<D> {
+    /// The clock the outbound queues' drain watches are kept by.
+    pub(super) fn queue_clock(&self) -> QueueClock {
+        QueueClock {
+            now_ms: u64::try_from(self.now.saturating_duration_since(self.origin).as_millis())
+                .unwrap_or(u64::MAX),
+            patience_ms: u64::try_from(self.config.slow_consumer_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Keeps the server-wide count of queued bytes when one queue went
+    /// from `before` to `after` bytes.
+    pub(super) fn account(&mut self, before: usize, after: usize) {
+        if before == after {
+            return;
+        }
+        self.outbound_total = (self.outbound_total + after).saturating_sub(before);
+        self.metrics.outbound_queued(self.outbound_total);
+    }
+
+    /// Bytes of messages from others a recipient's queue may hold: half of
+    /// `--max-outbound`, so that the other half is always free for its
+    /// PONGs, NOTICEs and farewell, and a flood aimed at it fills neither.
+    fn message_share(&self) -> usize {
+        self.config.max_outbound_bytes / 2
+    }
+
+    /// Relays a MSG from the session at `index`. Returns whether the
+    /// sender's connection is still open.
+    pub(super) fn relay(&mut self, index: usize, message: Message) -> bool {
+        let max_body = codec::max_msg_body(self.config.max_frame_len);
+        if message.body.len() > max_body {
+            // Relayed, it would carry the sender's name and could exceed what
+            // recipients accept; refuse it here so that no recipient is hurt.
+            let text = format!(
+                "message body of {} bytes exceeds the maximum of {max_body}; not delivered",
+                message.body.len()
+            );
+            return self.notify(index, ReasonCode::FrameTooLarge, text);
+        }
+        let Some(State::Established(session)) = self.slots.get(index).map(|slot| &slot.state)
+        else {
+            return false;
+        };
+        let outbound = Frame::Msg(Message {
+            from: session.name.to_string(),
+            to: message.to,
+            body: message.body,
+        });
+        let mut encoded = Vec::new();
+        if let Err(error) = codec::encode(&outbound, &mut encoded) {
+            self.refuse(index, ReasonCode::MalformedFrame, error.to_string());
+            return false;
+        }
+        let Frame::Msg(outbound) = outbound else {
+            unreachable!("built as a MSG above");
+        };
+        let broadcast = outbound.to.is_empty();
+        let recipients: Vec<usize> = if broadcast {
+            self.slots
+                .iter()
+                .filter(|(other, slot)| {
+                    *other != index && matches!(slot.state, State::Established(_))
+                })
+                .map(|(other, _)| other)
+                .collect()
+        } else {
+            match self.local_session(&outbound.to) {
+                Some(recipient) => vec![recipient],
+                None => {
+                    let text = format!("no session named {}", outbound.to);
+                    return self.notify(index, ReasonCode::NoSuchSession, text);
+                }
+            }
+        };
+        if recipients.is_empty() {
+            return true;
+        }
+        let deliveries = u32::try_from(recipients.len()).unwrap_or(u32::MAX);
+        if let Err(refusal) = self.spend_fanout(index, deliveries, encoded.len()) {
+            return self.refuse_fanout(index, refusal);
+        }
+        let mut delivered = 0u64;
+        let mut busy = 0u64;
+        for recipient in recipients {
+            match self.deliver(recipient, &encoded) {
+                Delivery::Delivered => delivered += 1,
+                Delivery::Busy => busy += 1,
+                Delivery::Gone => {}
+            }
+        }
+        self.metrics.delivered(delivered);
+        if busy > 0 {
+            self.metrics.deliveries_skipped("recipient_busy", busy);
+        }
+        let now_us = self.arrival_us;
+        let Some(State::Established(session)) =
+            self.slots.get_mut(index).map(|slot| &mut slot.state)
+        else {
+            return false;
+        };
+        session.conduct.message_delivered(now_us);
+        if busy == 0 {
+            return true;
+        }
+        let text = if broadcast {
+            format!(
+                "delivered to {delivered} of {} sessions; {busy} of them are sent more \
+                 than they read and did not get it",
+                delivered + busy
+            )
+        } else {
+            format!(
+                "message not delivered: {} is sent more than it reads (its queue is \
+                 full); retry later",
+                outbound.to
+            )
+        };
+        self.notify(index, ReasonCode::RecipientBusy, text)
+    }
+
+    /// Checks the sender's and the loop's fan-out budgets and the
+    /// server-wide outbound cap for `deliveries` writes of `len` bytes, and
+    /// charges both budgets when all three allow it.
+    fn spend_fanout(
+        &mut self,
+        index: usize,
+        deliveries: u32,
+        len: usize,
+    ) -> Result<(), FanoutRefusal> {
+        let now_us = self.arrival_us;
+        let sender_limits = self.config.sender_fanout_limits();
+        let loop_limits = self.config.loop_fanout_limits();
+        let Some(State::Established(session)) = self.slots.get(index).map(|slot| &slot.state)
+        else {
+            return Err(FanoutRefusal::Gone);
+        };
+        if let Err(wait) = session.fanout.check(now_us, &sender_limits) {
+            return Err(FanoutRefusal::Sender { wait });
+        }
+        if let Err(wait) = self.loop_fanout.check(now_us, &loop_limits) {
+            return Err(FanoutRefusal::Loop { wait });
+        }
+        if self.outbound_total >= self.outbound_cap {
+            self.shed();
+            if self.outbound_total >= self.outbound_cap {
+                return Err(FanoutRefusal::Memory);
+            }
+        }
+        self.loop_fanout
+            .charge(now_us, deliveries, len, &loop_limits);
+        if let Some(State::Established(session)) =
+            self.slots.get_mut(index).map(|slot| &mut slot.state)
+        {
+            session
+                .fanout
+                .charge(now_us, deliveries, len, &sender_limits);
+        }
+        Ok(())
+    }
+
+    /// Tells the sender its MSG was not delivered and counts a strike;
+    /// returns whether its connection is still open.
+    fn refuse_fanout(&mut self, index: usize, refusal: FanoutRefusal) -> bool {
+        let (budget, code, text) = match refusal {
+            FanoutRefusal::Gone => return false,
+            FanoutRefusal::Sender { wait } => (
+                "sender",
+                ReasonCode::RateLimited,
+                format!(
+                    "message not delivered: this session may cause at most {} deliveries \
+                     and {} bytes a second (a broadcast is one delivery per recipient); \
+                     send again in {}",
+                    self.config.max_deliveries_per_sec,
+                    self.config.max_fanout_bytes_per_sec,
+                    humantime::format_duration(round_up_ms(wait))
+                ),
+            ),
+            FanoutRefusal::Loop { wait } => (
+                "loop",
+                ReasonCode::ServerBusy,
+                format!(
+                    "message not delivered: the server is relaying as many messages as \
+                     it allows for all sessions together; send again in {}",
+                    humantime::format_duration(round_up_ms(wait))
+                ),
+            ),
+            FanoutRefusal::Memory => (
+                "memory",
+                ReasonCode::ServerBusy,
+                "message not delivered: the server holds as many unsent bytes as it \
+                 allows; send again later"
+                    .to_owned(),
+            ),
+        };
+        self.metrics.fanout_refused(budget);
+        self.metrics.frame_refused(code);
+        let now_us = self.arrival_us;
+        let limits = self.conduct_limits;
+        let Some(State::Established(session)) =
+            self.slots.get_mut(index).map(|slot| &mut slot.state)
+        else {
+            return false;
+        };
+        match session
+            .conduct
+            .refuse_message(now_us, &limits, code, || text)
+        {
+            Ok(Inbound::Refused {
+                notice: Some(text), ..
+            }) => self.notify(index, code, text),
+            Ok(_) => true,
+            Err(violation) => {
+                self.refuse(index, violation.code, violation.text);
+                false
+            }
+        }
+    }
+
+    /// Writes or queues an encoded MSG for `recipient`, unless its queue
+    /// already holds its share of messages or it stopped draining.
+    fn deliver(&mut self, recipient: usize, encoded: &[u8]) -> Delivery {
+        let clock = self.queue_clock();
+        let share = self.message_share();
+        let Some(slot) = self.slots.get(recipient) else {
+            return Delivery::Gone;
+        };
+        if slot.conn.is_stuck(clock.now_ms) {
+            self.close(recipient, DropReason::SlowConsumer);
+            return Delivery::Gone;
+        }
+        let queued = slot.conn.queued_len();
+        // An empty queue takes any message (the socket may take it whole):
+        // a share smaller than the largest frame must not block them all.
+        if queued > 0 && queued + encoded.len() > share {
+            return Delivery::Busy;
+        }
+        if self.send(recipient, encoded) {
+            Delivery::Delivered
+        } else {
+            Delivery::Gone
+        }
+    }
+
+    /// Sends the session a NOTICE, unless its own queue already holds its
+    /// share: a sender that does not read gets no pile of notices. Returns
+    /// whether its connection is still open.
+    pub(super) fn notify(&mut self, index: usize, code: ReasonCode, text: String) -> bool {
+        let share = self.message_share();
+        match self.slots.get(index) {
+            None => false,
+            Some(slot) if slot.conn.queued_len() > share => true,
+            Some(_) => self.send_frame(index, &Frame::Notice(Reason::new(code, text))),
+        }
+    }
+
+    /// At the server-wide cap: drops the largest queues that are not
+    /// draining (no byte taken for [`SHED_IDLE_MS`]) as slow consumers,
+    /// until the queued total is under nine tenths of the cap. Queues that
+    /// drain are left alone; new fan-out waits for them instead.
+    pub(super) fn shed(&mut self) {
+        let now = Instant::now();
+        if now.saturating_duration_since(self.last_shed) < SHED_SCAN_SPACING {
+            return;
+        }
+        self.last_shed = now;
+        let clock = self.queue_clock();
+        let mut stuck: Vec<(usize, usize)> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| matches!(slot.state, State::Established(_)))
+            .map(|(index, slot)| (slot.conn.queued_len(), index, slot))
+            .filter(|(queued, _, slot)| {
+                *queued > 0 && slot.conn.idle_ms(clock.now_ms) >= SHED_IDLE_MS
+            })
+            .map(|(queued, index, _)| (queued, index))
+            .collect();
+        stuck.sort_unstable_by_key(|&(queued, _)| std::cmp::Reverse(queued));
+        let target = self.outbound_cap / 10 * 9;
+        for (_, index) in stuck {
+            if self.outbound_total <= target {
+                break;
+            }
+            self.close(index, DropReason::SlowConsumer);
+        }
+    }
+
+    /// Schedules the check of the queue of the connection at `index`
+    /// (of `generation`) that just became non-empty, at its checkpoint.
+    pub(super) fn watch_drain(&mut self, index: usize, generation: u32) {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        let Some(due_ms) = slot.conn.drain_due_ms() else {
+            return;
+        };
+        if std::mem::replace(&mut slot.conn.drain_timer_armed, true) {
+            return;
+        }
+        self.wheel.insert(
+            self.origin + Duration::from_millis(due_ms),
+            super::TimerKey {
+                index: index as u32,
+                generation,
+                kind: super::TimerKind::Drain,
+            },
+        );
+    }
+
+    /// A drain checkpoint came due: the session is dropped if its queue
+    /// did not drain, else the next checkpoint (if any) is watched.
+    pub(super) fn check_drain(&mut self, index: usize, generation: u32) {
+        if let Some(slot) = self.slots.get_mut(index) {
+            slot.conn.drain_timer_armed = false;
+        }
+        if !self.drop_if_stuck(index) {
+            self.watch_drain(index, generation);
+        }
+    }
+
+    /// Whether the established session at `index` stopped draining its
+    /// queue; it is then closed as a slow consumer. Run at each of its
+    /// liveness checks, so that a session nobody sends to any more is
+    /// caught too.
+    pub(super) fn drop_if_stuck(&mut self, index: usize) -> bool {
+        let now_ms = self.queue_clock().now_ms;
+        let stuck = self
+            .slots
+            .get(index)
+            .is_some_and(|slot| slot.conn.is_stuck(now_ms));
+        if stuck {
+            self.close(index, DropReason::SlowConsumer);
+        }
+        stuck
+    }
+}
+
+/// Why a fan-out was not made.
+enum FanoutRefusal {
+    /// The sender closed meanwhile.
+    Gone,
+    /// The sender's own budget is spent for `wait`.
+    Sender { wait: Duration },
+    /// The loop's budget (all senders) is spent for `wait`.
+    Loop { wait: Duration },
+    /// The server-wide outbound cap is reached.
+    Memory,
+}
+
+/// A wait rounded up to whole milliseconds, for messages people read.
+fn round_up_ms(wait: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))
+}
