@@ -124,8 +124,9 @@ pub struct ConductLimits {
     /// Strikes for MSGs that were not delivered (over the message rate or a
     /// fan-out budget) that end the session with BYE `rate_limited`. One
     /// strike counts per [`REFUSAL_STRIKE_SPACING`] while refusals go on,
-    /// so a sender that keeps over its limits for this many seconds is
-    /// disconnected; 0 never disconnects.
+    /// and one per 255 refused MSGs, so a sender that keeps over its limits
+    /// for this many seconds (or sends this many × 255 MSGs that are
+    /// refused) is disconnected; 0 never disconnects.
     pub refusal_strikes: u8,
 }
 
@@ -172,7 +173,12 @@ pub struct Conduct {
     /// PING; this keeps it from being forgiven until the client keeps to
     /// the rate. Fits in the padding: `Conduct` stays 24 bytes.
     ping_refused: bool,
-    messages_refused: bool,
+    /// MSGs refused since the last one delivered, wrapping from 255 to 1
+    /// (0: none, so the next refusal starts a run and warns). Each wrap is
+    /// a strike: a server that reads a flood rarely (its share of a turn)
+    /// sees thousands of refusals at one instant, which the time rule
+    /// alone would count as one strike.
+    refused_in_run: u8,
     /// Strikes for MSGs not delivered; shares `last_strike_ms` with the
     /// PING strikes (a session flooding both counts each kind at most
     /// half as fast, still bounded), and the last byte of padding, so
@@ -277,8 +283,9 @@ impl Conduct {
     /// A MSG of this session was not delivered at `now_us`: over its
     /// message rate (from [`admit`](Self::admit)), or over a fan-out budget
     /// the server keeps (`code` `rate_limited` or `server_busy`). Counts a
-    /// strike per [`REFUSAL_STRIKE_SPACING`] while refusals go on; the
-    /// first refusal of a run carries `notice()` as a NOTICE's text.
+    /// strike per [`REFUSAL_STRIKE_SPACING`] while refusals go on, and one
+    /// per 255 refusals; the first refusal of a run carries `notice()` as a
+    /// NOTICE's text.
     ///
     /// # Errors
     /// BYE `rate_limited` once `limits.refusal_strikes` strikes are counted.
@@ -289,18 +296,24 @@ impl Conduct {
         code: ReasonCode,
         notice: impl FnOnce() -> String,
     ) -> Result<Inbound, Violation> {
-        let first = !std::mem::replace(&mut self.messages_refused, true);
+        let first = self.refused_in_run == 0;
+        self.refused_in_run = self.refused_in_run.checked_add(1).unwrap_or(1);
+        let wrapped = self.refused_in_run == 1 && !first;
         let now_ms = (now_us / 1000) as u32;
         let spacing_ms = REFUSAL_STRIKE_SPACING.as_millis() as u32;
-        if self.message_strikes == 0 || now_ms.wrapping_sub(self.last_strike_ms) >= spacing_ms {
+        if self.message_strikes == 0
+            || wrapped
+            || now_ms.wrapping_sub(self.last_strike_ms) >= spacing_ms
+        {
             self.last_strike_ms = now_ms;
             self.message_strikes = self.message_strikes.saturating_add(1);
             if limits.refusal_strikes > 0 && self.message_strikes >= limits.refusal_strikes {
                 return Err(Violation {
                     code: ReasonCode::RateLimited,
                     text: format!(
-                        "messages kept being refused for {} s ({code}): the session is \
-                         closed; send within the limits the NOTICEs named",
+                        "messages kept being refused ({code}, {} strikes: one per second \
+                         of refusals or per 255 refused): the session is closed; send \
+                         within the limits the NOTICEs named",
                         self.message_strikes
                     ),
                 });
@@ -316,7 +329,7 @@ impl Conduct {
     /// warns again, and a sender with no strike for two strike spacings
     /// (so at least one spacing without a refusal) is forgiven.
     pub fn message_delivered(&mut self, now_us: u64) {
-        self.messages_refused = false;
+        self.refused_in_run = 0;
         let now_ms = (now_us / 1000) as u32;
         let forgive_ms = 2 * REFUSAL_STRIKE_SPACING.as_millis() as u32;
         if self.message_strikes > 0 && now_ms.wrapping_sub(self.last_strike_ms) >= forgive_ms {
@@ -711,6 +724,28 @@ mod tests {
         assert_eq!(violation.code, ReasonCode::RateLimited);
         // Strikes at 1.01 s, 2.01, 3.01, 4.01 and 5.01: ended at the fifth.
         assert_eq!(at, SECOND + 10_000 + 4 * SECOND, "{}", violation.text);
+    }
+
+    /// Attack 4 of issue 12, as the server reads it: a flooding socket is
+    /// read a share at a time, so its refused MSGs come in batches of
+    /// thousands at one instant, seconds apart.
+    #[test]
+    fn thousands_of_refusals_at_one_instant_are_several_strikes() {
+        let limits = ConductLimits {
+            messages: Rate::per_second(100, 100),
+            ..ConductLimits::default()
+        };
+        let interval = Duration::from_secs(3);
+        let mut conduct = Conduct::new();
+        // 100 delivered (the burst), then strikes at the 1st, 256th, 511th,
+        // 766th and 1,021st refusal: the fifth ends the session.
+        let ended = (0..4_681).find_map(|n| {
+            conduct
+                .admit(msg(), SECOND, interval, &limits)
+                .err()
+                .map(|violation| (n, violation.code))
+        });
+        assert_eq!(ended, Some((100 + 1_020, ReasonCode::RateLimited)));
     }
 
     #[test]

@@ -137,11 +137,12 @@ pub struct ServerArgs {
     /// Bytes a second delivered by all sessions together. 0 for no limit.
     #[arg(long, default_value_t = 64 * 1024 * 1024, help_heading = "Limits")]
     max_fanout_bytes_per_sec_total: u64,
-    /// Seconds in a row a session may go on sending MSGs that are refused
-    /// (over its rates or budgets) before it is closed with BYE
-    /// rate_limited. 0 never closes.
+    /// Strikes for MSGs refused (over the session's rates or budgets) that
+    /// close it with BYE rate_limited: one per second in which refusals go
+    /// on, and one per 255 refused MSGs (a paste over the rate is one).
+    /// 0 never closes.
     #[arg(long, default_value_t = 5, help_heading = "Limits")]
-    max_refused_seconds: u8,
+    max_refusal_strikes: u8,
     /// On SIGTERM or Ctrl-C, how long to wait for every session's BYE to
     /// be delivered and its client to close before closing the rest.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -203,7 +204,7 @@ impl ServerArgs {
             max_fanout_bytes_per_sec: self.max_fanout_bytes_per_sec,
             max_deliveries_per_sec_total: self.max_deliveries_per_sec_total,
             max_fanout_bytes_per_sec_total: self.max_fanout_bytes_per_sec_total,
-            max_refused_seconds: self.max_refused_seconds,
+            max_refusal_strikes: self.max_refusal_strikes,
             shutdown_timeout: self.shutdown_timeout,
             auth: lubdub::auth::AuthConfig {
                 auth_file: self.auth_file.clone(),

@@ -107,10 +107,10 @@ pub struct ServerConfig {
     pub max_deliveries_per_sec_total: u32,
     /// Bytes delivered per second by all sessions together; 0 is unlimited.
     pub max_fanout_bytes_per_sec_total: u64,
-    /// Seconds in a row a session may go on sending MSGs that are refused
-    /// (over its rates or budgets) before it is closed with BYE
-    /// `rate_limited`; 0 never closes.
-    pub max_refused_seconds: u8,
+    /// Strikes for MSGs refused (over the session's rates or budgets)
+    /// that close it with BYE `rate_limited`: one per second in which
+    /// refusals go on, and one per 255 refused MSGs; 0 never closes.
+    pub max_refusal_strikes: u8,
     /// PINGs per granted interval a session may send at the steady rate;
     /// 0 is unlimited.
     pub max_pings_per_interval: u32,
@@ -167,7 +167,7 @@ impl Default for ServerConfig {
             max_fanout_bytes_per_sec: 2 * 1024 * 1024,
             max_deliveries_per_sec_total: 50_000,
             max_fanout_bytes_per_sec_total: 64 * 1024 * 1024,
-            max_refused_seconds: 5,
+            max_refusal_strikes: 5,
             max_pings_per_interval: 4,
             shutdown_timeout: Duration::from_secs(5),
             // Credentials: none required unless configured.
@@ -359,7 +359,7 @@ impl ServerConfig {
                 self.max_messages_per_sec,
                 self.max_messages_per_sec,
             ),
-            refusal_strikes: self.max_refused_seconds,
+            refusal_strikes: self.max_refusal_strikes,
         }
     }
 

@@ -174,6 +174,20 @@ impl Connection {
         }
     }
 
+    /// Memory the outbound queue holds: its buffer's capacity (a queue
+    /// that drained keeps its buffer until it is empty), or on TLS
+    /// connections the estimate of [`queued_len`](Self::queued_len). The
+    /// server-wide cap counts this, so that it bounds resident memory.
+    pub fn held_bytes(&self) -> usize {
+        match &self.tls {
+            Some(tls) => tls.queued_estimate(),
+            None => self
+                .buffers
+                .as_ref()
+                .map_or(0, |buffers| buffers.outbox.capacity()),
+        }
+    }
+
     /// Whether bytes queued longer than the patience ago are still waiting.
     pub fn is_stuck(&self, now_ms: u64) -> bool {
         self.buffers

@@ -72,7 +72,19 @@ const LINGER: Duration = Duration::from_secs(2);
 const FAREWELLS_PER_TURN: usize = 64;
 /// Full 64 KiB reads from one socket per turn of the loop; a peer sending
 /// faster than that waits for the next turn instead of monopolising it.
-const MAX_FULL_READS_PER_TURN: u32 = 4;
+const MAX_FULL_READS_PER_TURN: u32 = 2;
+/// Full 64 KiB reads per turn from all sockets together: however many
+/// peers flood at once, a turn decodes at most 1 MiB before it accepts,
+/// judges and writes again. Sockets beyond it are read next turn, first,
+/// in the order they were cut short (round robin). Fifty flooding
+/// sockets from one address (issue 12, attack 4) got four reads each, a
+/// 13 MiB turn that held new handshakes for seconds.
+const FULL_READS_PER_TURN: u32 = 16;
+/// Time a turn may spend reading before the budget of full reads counts
+/// as spent: what a 64 KiB read costs depends on what it holds (4,681
+/// ten-byte MSGs cost 10 ms in a debug build), so the bound is in time
+/// too. A bystander's frame waits at most about one such slice.
+const READ_SLICE: Duration = Duration::from_millis(5);
 /// Spacing of the instants at which suspicion checks (not verdicts) are
 /// made: a session turns suspect up to this much after its first missed
 /// interval, and the loop wakes for suspicion at most 32 times a second.
@@ -338,6 +350,14 @@ pub(crate) struct EventLoop<D: Detector> {
     /// `read_pending`), read after the next turn's events. Listed twice, a
     /// socket got a share per entry, and a flooder gained an entry a turn.
     unfinished_reads: Vec<(usize, u32)>,
+    /// Sockets that had data but got no read at all because the turn's
+    /// [`FULL_READS_PER_TURN`] were spent: read first next turn, before
+    /// the sockets cut short, so that floods never starve a quiet peer.
+    waiting_reads: Vec<(usize, u32)>,
+    /// Full reads left in this turn, of [`FULL_READS_PER_TURN`].
+    full_reads_left: u32,
+    /// When this turn's [`READ_SLICE`] ends.
+    read_slice_ends: Instant,
     /// Bytes queued for sending over all connections, against
     /// `outbound_cap` (see `relay.rs`).
     outbound_total: usize,
@@ -412,6 +432,9 @@ impl<D: Detector> EventLoop<D> {
             encode_buf: Vec::new(),
             due: Vec::new(),
             unfinished_reads: Vec::new(),
+            waiting_reads: Vec::new(),
+            full_reads_left: FULL_READS_PER_TURN,
+            read_slice_ends: origin,
             outbound_total: 0,
             outbound_cap,
             loop_fanout: lubdub_core::budget::FanoutBudget::new(),
@@ -439,7 +462,10 @@ impl<D: Detector> EventLoop<D> {
             let before = Instant::now();
             // With nothing scheduled there is no one to judge, and so no
             // stall to notice: sleep until something happens.
-            let timeout = if self.farewells.is_empty() && self.unfinished_reads.is_empty() {
+            let timeout = if self.farewells.is_empty()
+                && self.unfinished_reads.is_empty()
+                && self.waiting_reads.is_empty()
+            {
                 self.wheel.next_expiry().map(|at| {
                     at.saturating_duration_since(self.clock.listening(before))
                         .min(WAIT_CAP)
@@ -468,10 +494,15 @@ impl<D: Detector> EventLoop<D> {
             let wake = self.clock.woke(self.real_now, thread_cpu_time);
             self.now = wake.listening;
             report_stall(wake.stalled);
-            // Reads cut short last turn are finished after this turn's
-            // events; a socket among them is not read for its new events
-            // too, so that it gets one share of a turn, not two.
-            let carried_reads = std::mem::take(&mut self.unfinished_reads);
+            // A turn reads, in this order: sockets that got no read last
+            // turn, this turn's events, then sockets cut short last turn
+            // (floods), within one budget of full reads. A listed socket is
+            // not read for its new events too: one share a turn, not two.
+            self.full_reads_left = FULL_READS_PER_TURN;
+            self.read_slice_ends = self.real_now + READ_SLICE;
+            let waiting = std::mem::take(&mut self.waiting_reads);
+            let cut_short = std::mem::take(&mut self.unfinished_reads);
+            self.resume_reads(waiting, false);
             let mut ready = 0;
             for event in events.iter() {
                 ready += 1;
@@ -485,22 +516,15 @@ impl<D: Detector> EventLoop<D> {
                     token => self.connection_ready(token.0 - FIRST_CONNECTION, event),
                 }
             }
-            for (index, generation) in carried_reads {
-                let Some(slot) = self.slots.get_mut(index) else {
-                    continue;
-                };
-                if slot.generation == generation && slot.conn.read_pending {
-                    slot.conn.read_pending = false;
-                    let until_eof = slot.conn.read_to_eof;
-                    self.read(index, until_eof);
-                }
-            }
+            self.resume_reads(cut_short, true);
             // Judge after every batch, so that a flood of readiness never
             // delays a verdict by more than one batch. Every socket this
             // poll reported was read; when the batch was full (or a socket
             // still holds unread bytes), others may hold unread frames, and
             // a session about to be declared dead is read first (see `judge`).
-            self.backlog = ready == EVENTS_CAPACITY || !self.unfinished_reads.is_empty();
+            self.backlog = ready == EVENTS_CAPACITY
+                || !self.unfinished_reads.is_empty()
+                || !self.waiting_reads.is_empty();
             // Judge with the instant taken right after the poll: a deadline
             // that passed while this batch was handled is judged after the
             // next poll, once the frames that arrived meanwhile are read.
@@ -608,9 +632,9 @@ impl<D: Detector> EventLoop<D> {
             let Some(slot) = self.slots.get_mut(index) else {
                 return;
             };
-            let before = slot.conn.queued_len();
+            let before = slot.conn.held_bytes();
             let flushed = slot.conn.flush(clock);
-            let after = slot.conn.queued_len();
+            let after = slot.conn.held_bytes();
             self.account(before, after);
             if let Err(error) = flushed {
                 self.fail(index, &error);
@@ -631,11 +655,58 @@ impl<D: Detector> EventLoop<D> {
             let until_eof = event.is_read_closed() || event.is_error();
             if let Some(slot) = self.slots.get_mut(index) {
                 if slot.conn.read_pending {
-                    // Listed to be read after this turn's events already.
+                    // Listed to be read next turn already.
                     slot.conn.read_to_eof |= until_eof;
                     return;
                 }
             }
+            if self.full_reads_left == 0 {
+                self.defer_read(index, until_eof, false);
+                return;
+            }
+            self.read(index, until_eof);
+        }
+    }
+
+    /// Lists a socket to be read next turn (once, however often this is
+    /// called for it): among the floods when it was `cut_short` after its
+    /// share, else among those waiting for their first read.
+    fn defer_read(&mut self, index: usize, until_eof: bool, cut_short: bool) {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        slot.conn.read_to_eof |= until_eof;
+        if !std::mem::replace(&mut slot.conn.read_pending, true) {
+            let list = if cut_short {
+                &mut self.unfinished_reads
+            } else {
+                &mut self.waiting_reads
+            };
+            list.push((index, slot.generation));
+        }
+    }
+
+    /// Reads the sockets listed last turn, while the turn's budget lasts;
+    /// the rest stay listed, in order, in the list they came from.
+    fn resume_reads(&mut self, listed: Vec<(usize, u32)>, cut_short: bool) {
+        for (index, generation) in listed {
+            let Some(slot) = self.slots.get_mut(index) else {
+                continue;
+            };
+            if slot.generation != generation || !slot.conn.read_pending {
+                continue;
+            }
+            if self.full_reads_left == 0 {
+                let list = if cut_short {
+                    &mut self.unfinished_reads
+                } else {
+                    &mut self.waiting_reads
+                };
+                list.push((index, generation));
+                continue;
+            }
+            slot.conn.read_pending = false;
+            let until_eof = std::mem::take(&mut slot.conn.read_to_eof);
             self.read(index, until_eof);
         }
     }
@@ -644,11 +715,10 @@ impl<D: Detector> EventLoop<D> {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut full_reads = 0;
         while let Some(slot) = self.slots.get_mut(index) {
-            let generation = slot.generation;
             // TLS reads may write (handshake records, alerts, queued data).
-            let queued_before = slot.conn.queued_len();
+            let queued_before = slot.conn.held_bytes();
             let outcome = slot.conn.read_into(&mut scratch);
-            let queued_after = slot.conn.queued_len();
+            let queued_after = slot.conn.held_bytes();
             self.account(queued_before, queued_after);
             let Some(slot) = self.slots.get_mut(index) else {
                 break;
@@ -656,6 +726,9 @@ impl<D: Detector> EventLoop<D> {
             match outcome {
                 Ok(ReadOutcome::Data(n)) => {
                     let read_at = Instant::now();
+                    if read_at >= self.read_slice_ends {
+                        self.full_reads_left = 0;
+                    }
                     self.arrival = self.clock.listening(read_at);
                     self.arrival_us = self.micros_since_origin(read_at);
                     let open = self.process_bytes(index, &scratch[..n]);
@@ -665,18 +738,13 @@ impl<D: Detector> EventLoop<D> {
                         break;
                     }
                     full_reads += 1;
-                    if full_reads == MAX_FULL_READS_PER_TURN {
+                    self.full_reads_left = self.full_reads_left.saturating_sub(1);
+                    if full_reads >= MAX_FULL_READS_PER_TURN || self.full_reads_left == 0 {
                         // A peer that sends as fast as we read would keep
                         // the loop here for ever; its socket is read again
                         // next turn (no new edge will announce it), after
-                        // everyone else's and after the verdicts.
-                        if let Some(slot) = self.slots.get_mut(index) {
-                            if !slot.conn.read_pending {
-                                slot.conn.read_pending = true;
-                                slot.conn.read_to_eof = until_eof;
-                                self.unfinished_reads.push((index, generation));
-                            }
-                        }
+                        // the verdicts.
+                        self.defer_read(index, until_eof, true);
                         break;
                     }
                 }
@@ -968,9 +1036,9 @@ impl<D: Detector> EventLoop<D> {
         let Some(slot) = self.slots.get_mut(index) else {
             return false;
         };
-        let before = slot.conn.queued_len();
+        let before = slot.conn.held_bytes();
         let sent = slot.conn.send(bytes, self.config.max_outbound_bytes, clock);
-        let after = slot.conn.queued_len();
+        let after = slot.conn.held_bytes();
         let generation = slot.generation;
         self.account(before, after);
         if before == 0 && after > 0 {
@@ -1124,13 +1192,13 @@ impl<D: Detector> EventLoop<D> {
         let mut accounted = (0, 0);
         let queued = codec::encode(frame, &mut encoded).is_ok()
             && self.slots.get_mut(index).is_some_and(|slot| {
-                let before = slot.conn.queued_len();
+                let before = slot.conn.held_bytes();
                 let sent = matches!(
                     slot.conn
                         .send(&encoded, self.config.max_outbound_bytes, clock),
                     Ok(SendOutcome::Sent)
                 );
-                accounted = (before, slot.conn.queued_len());
+                accounted = (before, slot.conn.held_bytes());
                 if sent {
                     slot.conn.mark_farewell_written();
                     if slot.conn.is_flushed() {
@@ -1147,7 +1215,7 @@ impl<D: Detector> EventLoop<D> {
     /// Deregisters and drops the socket.
     fn remove(&mut self, index: usize) {
         if let Some(mut slot) = self.slots.try_remove(index) {
-            self.account(slot.conn.queued_len(), 0);
+            self.account(slot.conn.held_bytes(), 0);
             self.admission.closed(slot.conn.peer.ip());
             if let Err(error) = self.poll.registry().deregister(&mut slot.conn.stream) {
                 debug!(%error, "deregister failed");

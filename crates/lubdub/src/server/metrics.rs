@@ -60,6 +60,9 @@ pub struct ServerMetrics {
     connections_refused: Family<ReasonLabel, Counter>,
     handshakes_failed: Family<ReasonLabel, Counter>,
     frames_refused: Family<ReasonLabel, Counter>,
+    /// `frames_refused` of `rate_limited` and `too_many_pings`, looked up once.
+    refused_for_rate: Counter,
+    refused_for_pings: Counter,
     fanout_refused: Family<ReasonLabel, Counter>,
     deliveries: Counter,
     deliveries_skipped: Family<ReasonLabel, Counter>,
@@ -162,7 +165,19 @@ impl ServerMetrics {
             outbound_queued.clone(),
         );
         let auth = AuthMetrics::register(&mut registry);
+        let refused_for_rate = frames_refused
+            .get_or_create(&ReasonLabel {
+                reason: lubdub_core::protocol::ReasonCode::RateLimited.label(),
+            })
+            .clone();
+        let refused_for_pings = frames_refused
+            .get_or_create(&ReasonLabel {
+                reason: lubdub_core::protocol::ReasonCode::TooManyPings.label(),
+            })
+            .clone();
         Self {
+            refused_for_rate,
+            refused_for_pings,
             fanout_refused,
             deliveries,
             deliveries_skipped,
@@ -217,12 +232,29 @@ impl ServerMetrics {
     }
 
     /// A PING or MSG was refused for its session's rate.
+    ///
+    /// Counted per refused frame, so a flood's refusals must be cheap: the
+    /// counters of the usual codes are looked up once (a family lookup
+    /// takes a lock and hashes the label).
     pub(crate) fn frame_refused(&self, code: lubdub_core::protocol::ReasonCode) {
-        self.frames_refused
-            .get_or_create(&ReasonLabel {
-                reason: code.label(),
-            })
-            .inc();
+        use lubdub_core::protocol::ReasonCode;
+        let cached = match code {
+            ReasonCode::RateLimited => Some(&self.refused_for_rate),
+            ReasonCode::TooManyPings => Some(&self.refused_for_pings),
+            _ => None,
+        };
+        match cached {
+            Some(counter) => {
+                counter.inc();
+            }
+            None => {
+                self.frames_refused
+                    .get_or_create(&ReasonLabel {
+                        reason: code.label(),
+                    })
+                    .inc();
+            }
+        }
     }
 
     /// A MSG was refused for a spent fan-out budget (`sender`, `loop`, `memory`).

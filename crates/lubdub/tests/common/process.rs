@@ -9,8 +9,13 @@ use std::time::{Duration, Instant};
 
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
+/// The binary under test: this build's, or the one `LUBDUB_BIN` names (to
+/// run a test against an older build and see it fail there).
 pub fn lubdub() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lubdub"))
+    match std::env::var_os("LUBDUB_BIN") {
+        Some(binary) => Command::new(binary),
+        None => Command::new(env!("CARGO_BIN_EXE_lubdub")),
+    }
 }
 
 /// A child process whose stdout and stderr lines are collected as they come.

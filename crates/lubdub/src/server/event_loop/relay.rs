@@ -37,6 +37,8 @@ enum Delivery {
     Delivered,
     /// Not queued: the recipient's queue holds its share of messages.
     Busy,
+    /// Not queued: the server-wide outbound cap is reached.
+    OverCap,
     /// The recipient is gone (closed now, as a slow consumer or on a
     /// socket error).
     Gone,
@@ -127,10 +129,12 @@ impl<D: Detector> EventLoop<D> {
         }
         let mut delivered = 0u64;
         let mut busy = 0u64;
+        let mut over_cap = 0u64;
         for recipient in recipients {
             match self.deliver(recipient, &encoded) {
                 Delivery::Delivered => delivered += 1,
                 Delivery::Busy => busy += 1,
+                Delivery::OverCap => over_cap += 1,
                 Delivery::Gone => {}
             }
         }
@@ -138,6 +142,11 @@ impl<D: Detector> EventLoop<D> {
         if busy > 0 {
             self.metrics.deliveries_skipped("recipient_busy", busy);
         }
+        if over_cap > 0 {
+            self.metrics.deliveries_skipped("memory", over_cap);
+            self.shed();
+        }
+        let busy = busy + over_cap;
         let now_us = self.arrival_us;
         let Some(State::Established(session)) =
             self.slots.get_mut(index).map(|slot| &mut slot.state)
@@ -280,6 +289,11 @@ impl<D: Detector> EventLoop<D> {
         if queued > 0 && queued + encoded.len() > share {
             return Delivery::Busy;
         }
+        // Checked per delivery, not only per fan-out, so that one broadcast
+        // cannot carry the total past the cap by its whole size.
+        if queued > 0 && self.outbound_total + encoded.len() > self.outbound_cap {
+            return Delivery::OverCap;
+        }
         if self.send(recipient, encoded) {
             Delivery::Delivered
         } else {
@@ -314,7 +328,7 @@ impl<D: Detector> EventLoop<D> {
             .slots
             .iter()
             .filter(|(_, slot)| matches!(slot.state, State::Established(_)))
-            .map(|(index, slot)| (slot.conn.queued_len(), index, slot))
+            .map(|(index, slot)| (slot.conn.held_bytes(), index, slot))
             .filter(|(queued, _, slot)| {
                 *queued > 0 && slot.conn.idle_ms(clock.now_ms) >= SHED_IDLE_MS
             })
