@@ -43,7 +43,7 @@ use super::config::ServerConfig;
 use super::connection::{Connection, ReadOutcome, SendOutcome};
 use super::metrics::{ServerMetrics, StateCounts};
 use super::presence::{DropReason, Presence, PresenceEvent, PresenceKind};
-use super::registry::{Claim, NodeId, Registry};
+use super::registry::{Claim, NodeId, Registry, RegistryError};
 use super::snapshot::{SessionInfo, SessionState};
 use super::tls::{looks_like_client_hello, TLS_ON_PLAIN_TEXT, TLS_REQUIRED_TEXT};
 use super::tls_session::TlsSession;
@@ -797,7 +797,11 @@ impl<D: Detector> EventLoop<D> {
         }) {
             Ok(claimed) => claimed,
             Err(error) => {
-                self.refuse(index, ReasonCode::ServerFull, error.to_string());
+                let code = match error {
+                    RegistryError::Confusable { .. } => ReasonCode::ConfusableName,
+                    RegistryError::Unavailable(_) => ReasonCode::ServerFull,
+                };
+                self.refuse(index, code, error.to_string());
                 return false;
             }
         };
