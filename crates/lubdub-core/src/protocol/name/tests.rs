@@ -179,3 +179,23 @@ fn unescape(text: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// `validate_name` accepts printable ASCII without running the profile and
+/// script rules; they must agree, for every printable ASCII character.
+#[test]
+fn the_ascii_shortcut_agrees_with_the_full_rules() {
+    for byte in 0x21u8..=0x7e {
+        let character = char::from(byte);
+        if character == '@' {
+            continue;
+        }
+        for name in [
+            format!("{character}"),
+            format!("a{character}b"),
+            format!("Z9{character}"),
+        ] {
+            assert_eq!(check_profile(&name), Ok(()), "{name:?}");
+            assert_eq!(check_scripts(&name), Ok(()), "{name:?}");
+        }
+    }
+}
