@@ -1,7 +1,9 @@
 //! Micro-benchmarks of what the server does per heartbeat and per expiry:
 //! decode a PING, build its PONG, touch the session's detector state, and
 //! insert and expire one wheel entry. Issue 5's target is at most 50 ns per
-//! heartbeat touch. Run with `cargo bench -p lubdub-core`.
+//! heartbeat touch. Also what a HELLO or a direct MSG costs in name checks
+//! (issue 12): the profile, and the skeleton compared at claim. Run with
+//! `cargo bench -p lubdub-core`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use lubdub_core::detector::{CounterConfig, CounterDetector, Detector, PhiConfig, PhiDetector};
 use lubdub_core::protocol::codec::{self, ping_bytes, pong_bytes};
+use lubdub_core::protocol::name::{confusable_skeleton, validate_name};
 use lubdub_core::protocol::{Frame, DEFAULT_MAX_FRAME_LEN};
 use lubdub_core::wheel::DeadlineWheel;
 
@@ -93,5 +96,17 @@ fn wheel(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, codec, detectors, wheel);
+fn names(c: &mut Criterion) {
+    c.bench_function("validate_name: sensor-42.eu_west", |b| {
+        b.iter(|| validate_name(black_box("sensor-42.eu_west")))
+    });
+    c.bench_function("validate_name: Алиса", |b| {
+        b.iter(|| validate_name(black_box("Алиса")))
+    });
+    c.bench_function("confusable_skeleton: sensor-42.eu_west", |b| {
+        b.iter(|| confusable_skeleton(black_box("sensor-42.eu_west")))
+    });
+}
+
+criterion_group!(hot_path, codec, detectors, wheel, names);
 criterion_main!(hot_path);

@@ -7,6 +7,8 @@
 //!   the server's configuration.
 //! - [`client`]: connect, send, receive and a stream of status changes, with
 //!   heartbeats and reconnection handled in the background.
+//! - [`escape`]: names and bodies a peer sent, made safe to print on a
+//!   terminal or in a log (control, format and invisible characters escaped).
 //! - [`pem`]: the certificate and key files TLS reads (server and client).
 //! - [`admin`]: the HTTP API (`/sessions`, `/healthz`).
 //! - [`auth`]: credentials: signed tokens, the auth file of argon2id
@@ -26,6 +28,7 @@ pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod escape;
 pub mod pem;
 pub mod server;
 #[cfg(feature = "simulate")]

@@ -152,9 +152,9 @@ fn every_subcommand_explains_its_flags() {
         ),
         (
             "client",
-            &["--server", "--name", "--interval", "--one-way"][..],
+            &["--server", "--name", "--interval", "--one-way", "--raw"][..],
         ),
-        ("sessions", &["--admin", "--json"][..]),
+        ("sessions", &["--admin", "--json", "--raw"][..]),
         (
             "simulate",
             &[

@@ -3,7 +3,8 @@
 //!
 //! Layout: [`frame`] holds the frames as data, [`codec`] turns them into
 //! bytes and back, [`inbox`] feeds a connection's reads to the codec,
-//! [`reason`] lists every reason code, [`handshake`] validates names
+//! [`reason`] lists every reason code, [`name`] holds the naming
+//! rules and the confusable skeleton, [`handshake`] validates names
 //! and negotiates the heartbeat interval, and [`test_vectors`] reads the
 //! vectors of `docs/PROTOCOL.md`. The normative
 //! description, with test vectors, is `docs/PROTOCOL.md`.
@@ -12,6 +13,7 @@ pub mod codec;
 pub mod frame;
 pub mod handshake;
 pub mod inbox;
+pub mod name;
 pub mod reason;
 pub mod test_vectors;
 

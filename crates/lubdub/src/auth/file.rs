@@ -270,7 +270,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .starts_with("invalid name \"a@b\": name contains '@'"),
+                .starts_with("invalid name \"a@b\": name contains U+0040 '@'"),
             "{error}"
         );
         assert!(matches!(

@@ -1,6 +1,8 @@
 //! `lubdub client`: seed 000's chat over the embeddable client. Lines from
-//! stdin are sent, messages go to stdout, status goes to stderr.
+//! stdin are sent, messages go to stdout, status goes to stderr; what peers
+//! and the server sent is shown escaped (see `lubdub::escape`) unless --raw.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,6 +11,8 @@ use anyhow::Context;
 use clap::Args;
 use lubdub::auth::Credential;
 use lubdub::client::{Client, ClientConfig, ClientEvent, ClientTls, Status};
+use lubdub::core::protocol::Message;
+use lubdub::escape::{Escaped, EscapedBytes};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::parse_duration;
@@ -19,7 +23,8 @@ pub struct ClientArgs {
     /// Server address, host:port.
     #[arg(long, default_value = super::DEFAULT_LISTEN)]
     server: String,
-    /// Name to go by; kept across reconnects. 1-64 bytes, no spaces or '@'.
+    /// Name to go by; kept across reconnects. 1-64 bytes, no spaces or '@',
+    /// nothing invisible, one script (docs/PROTOCOL.md, *Names*).
     #[arg(long)]
     name: String,
     /// Heartbeat interval to ask for (the server clamps it to its range);
@@ -37,6 +42,13 @@ pub struct ClientArgs {
     /// command lines are visible to every user of the machine in `ps`.
     #[arg(long, value_name = "FILE")]
     credential_file: Option<PathBuf>,
+    /// Print names and message bodies exactly as received, for scripts.
+    /// By default control, format and invisible characters are shown
+    /// escaped (`\e`, `\r`, `\u{202e}`, `\xff` for a byte that is not
+    /// UTF-8), so that a message cannot clear the screen, set the terminal
+    /// title, forge a line or reorder text. Never use --raw on a terminal.
+    #[arg(long)]
+    raw: bool,
 
     // TLS: any of these flags turns it on.
     /// Connect with TLS, trusting the system's root certificates (for a
@@ -132,7 +144,10 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
     config.one_way = args.one_way;
     config.credential = credential(&args)?;
     config.tls = args.tls();
-    let mut client = Client::connect(config).await?;
+    // A REJECT's text comes from the server: shown escaped like the rest.
+    let mut client = Client::connect(config)
+        .await
+        .map_err(|error| anyhow::anyhow!("{}", Escaped(&error.to_string())))?;
     eprintln!("ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `quit` to leave", args.name);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
@@ -158,10 +173,8 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
                 },
             },
             event = client.next_event() => match event {
-                Some(ClientEvent::Message(message)) => {
-                    println!("[{}] {}", message.from, String::from_utf8_lossy(&message.body));
-                }
-                Some(ClientEvent::Notice(reason)) => eprintln!("server: {}", reason.text),
+                Some(ClientEvent::Message(message)) => print_message(&message, args.raw)?,
+                Some(ClientEvent::Notice(reason)) => eprintln!("server: {}", Escaped(&reason.text)),
                 Some(ClientEvent::Status(status)) => {
                     if let Some(code) = report(&status) {
                         return Ok(code);
@@ -174,7 +187,25 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
+/// Prints one message as `[from] body`: escaped, or byte for byte with `raw`.
+fn print_message(message: &Message, raw: bool) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    if raw {
+        write!(stdout, "[{}] ", message.from)?;
+        stdout.write_all(&message.body)?;
+        writeln!(stdout)
+    } else {
+        writeln!(
+            stdout,
+            "[{}] {}",
+            Escaped(&message.from),
+            EscapedBytes(&message.body)
+        )
+    }
+}
+
 /// Prints a status line; returns the exit code when the client stopped.
+/// Reasons can quote the server's texts, so they are shown escaped.
 fn report(status: &Status) -> Option<ExitCode> {
     match status {
         Status::Connected { server, session_id, epoch, interval, max_missed } => eprintln!(
@@ -182,12 +213,12 @@ fn report(status: &Status) -> Option<ExitCode> {
             humantime::format_duration(*interval),
             humantime::format_duration(*interval * *max_missed),
         ),
-        Status::ServerLost { reason } => eprintln!("server lost: {reason}"),
+        Status::ServerLost { reason } => eprintln!("server lost: {}", Escaped(reason)),
         Status::Reconnecting { attempt, delay } => {
             eprintln!("reconnecting in {} ms (attempt {attempt})", delay.as_millis());
         }
         Status::Stopped { reason } => {
-            eprintln!("stopped: {reason}");
+            eprintln!("stopped: {}", Escaped(reason));
             return Some(ExitCode::FAILURE);
         }
     }

@@ -1,10 +1,12 @@
 //! `lubdub sessions`: the admin API's session list as a table or raw JSON.
+//! Names in the table are shown escaped (see `lubdub::escape`) unless --raw.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use lubdub::escape::escape;
 use lubdub::server::SessionInfo;
 
 use super::parse_addr;
@@ -18,6 +20,12 @@ pub struct SessionsArgs {
     /// Print the raw JSON array instead of a table.
     #[arg(long)]
     json: bool,
+    /// Show names in the table exactly as the server holds them, for
+    /// scripts. By default control, format and invisible characters are
+    /// shown escaped (`\e`, `\u{200b}`), so that two names that print the
+    /// same can be told apart and none can rewrite the terminal.
+    #[arg(long)]
+    raw: bool,
 }
 
 pub fn run(args: SessionsArgs) -> anyhow::Result<ExitCode> {
@@ -34,11 +42,11 @@ pub fn run(args: SessionsArgs) -> anyhow::Result<ExitCode> {
     }
     let sessions: Vec<SessionInfo> =
         serde_json::from_str(&body).context("the admin API answered with unexpected JSON")?;
-    print!("{}", table(&sessions));
+    print!("{}", table(&sessions, args.raw));
     Ok(ExitCode::SUCCESS)
 }
 
-fn table(sessions: &[SessionInfo]) -> String {
+fn table(sessions: &[SessionInfo], raw: bool) -> String {
     let header = [
         "NAME",
         "ADDR",
@@ -56,7 +64,11 @@ fn table(sessions: &[SessionInfo]) -> String {
         .iter()
         .map(|s| {
             [
-                s.name.clone(),
+                if raw {
+                    s.name.clone()
+                } else {
+                    escape(&s.name).into_owned()
+                },
                 s.addr.to_string(),
                 serde_json::to_value(s.state)
                     .ok()
@@ -99,4 +111,47 @@ fn table(sessions: &[SessionInfo]) -> String {
         out.push_str("(no sessions)\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(name: &str) -> SessionInfo {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "addr": "127.0.0.1:5000",
+            "state": "alive",
+            "missed": 0,
+            "last_seen_ms": 10,
+            "connected_at": "2026-12-02T02:00:00Z",
+            "epoch": 7,
+            "session_id": 1,
+            "one_way": false,
+            "interval_ms": 3000,
+            "mean_interarrival_ms": 2400.0,
+            "last_change": "joined",
+        }))
+        .expect("a valid session")
+    }
+
+    /// A server that predates the naming rules (or a registry shared with
+    /// one) can still hold such names; the table must tell them apart.
+    /// Fails on the code before this change, which printed names as held:
+    /// both rows then read `alice`.
+    #[test]
+    fn names_in_the_table_are_escaped_unless_raw() {
+        let sessions = [
+            session("alice"),
+            session("alice\u{200b}"),
+            session("\u{202e}eve\x1b[2J"),
+        ];
+        let shown = table(&sessions, false);
+        assert!(shown.contains("alice\\u{200b} "), "{shown}");
+        assert!(shown.contains("\\u{202e}eve\\e[2J "), "{shown}");
+        assert!(!shown.contains(['\u{200b}', '\u{202e}', '\x1b']), "{shown}");
+        let raw = table(&sessions, true);
+        assert!(raw.contains("alice\u{200b}"), "{raw}");
+        assert!(raw.contains("\u{202e}eve\x1b[2J"), "{raw}");
+    }
 }

@@ -43,10 +43,11 @@ use super::config::ServerConfig;
 use super::connection::{Connection, ReadOutcome, SendOutcome};
 use super::metrics::{ServerMetrics, StateCounts};
 use super::presence::{DropReason, Presence, PresenceEvent, PresenceKind};
-use super::registry::{Claim, NodeId, Registry};
+use super::registry::{Claim, NodeId, Registry, RegistryError};
 use super::snapshot::{SessionInfo, SessionState};
 use super::tls::{looks_like_client_hello, TLS_ON_PLAIN_TEXT, TLS_REQUIRED_TEXT};
 use super::tls_session::TlsSession;
+use crate::escape::Escaped;
 
 // Credentials: HELLO → auth gate → establish or refuse (see auth.rs).
 mod auth;
@@ -883,7 +884,7 @@ impl<D: Detector> EventLoop<D> {
             Ok(Inbound::Hello(hello)) => self.authenticate(index, hello),
             Ok(Inbound::Message(message)) => self.relay(index, message),
             Ok(Inbound::Bye(bye)) => {
-                debug!(peer = %slot.conn.peer, code = %bye.reason.code, text = %bye.reason.text, "BYE from peer");
+                debug!(peer = %slot.conn.peer, code = %bye.reason.code, text = %Escaped(&bye.reason.text), "BYE from peer");
                 self.close(index, DropReason::ClosedByPeer);
                 false
             }
@@ -891,7 +892,7 @@ impl<D: Detector> EventLoop<D> {
                 self.metrics.frame_refused(code);
                 match notice {
                     Some(text) => {
-                        warn!(peer = %slot.conn.peer, %code, "{text}");
+                        warn!(peer = %slot.conn.peer, %code, "{}", Escaped(&text));
                         self.notify(index, code, text)
                     }
                     None => true,
@@ -923,7 +924,11 @@ impl<D: Detector> EventLoop<D> {
         }) {
             Ok(claimed) => claimed,
             Err(error) => {
-                self.refuse(index, ReasonCode::ServerFull, error.to_string());
+                let code = match error {
+                    RegistryError::Confusable { .. } => ReasonCode::ConfusableName,
+                    RegistryError::Unavailable(_) => ReasonCode::ServerFull,
+                };
+                self.refuse(index, code, error.to_string());
                 return false;
             }
         };
@@ -1064,7 +1069,7 @@ impl<D: Detector> EventLoop<D> {
             return;
         };
         let established = matches!(slot.state, State::Established(_));
-        warn!(peer = %slot.conn.peer, %code, "{}: {text}", if established { "protocol error" } else { "handshake refused" });
+        warn!(peer = %slot.conn.peer, %code, "{}: {}", if established { "protocol error" } else { "handshake refused" }, Escaped(&text));
         let answer = if established {
             Frame::bye(code, text.clone())
         } else {
@@ -1140,7 +1145,7 @@ impl<D: Detector> EventLoop<D> {
                 // A taken-over session's name already belongs to its successor.
                 if reason != DropReason::TakenOver {
                     if let Err(error) = self.registry.release(&session.name, session.epoch) {
-                        warn!(name = %session.name, %error, "could not release name");
+                        warn!(name = %Escaped(&session.name), %error, "could not release name");
                     }
                 }
                 // Read the clock again: with thousands of verdicts in one

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use lubdub_core::protocol::ReasonCode;
 use tracing::{debug, info};
 
+use crate::escape::Escaped;
+
 /// Why a session was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -113,6 +115,8 @@ impl Presence {
             kind,
             ..
         } = &event;
+        // A name is checked at HELLO, but the log must not trust that rule.
+        let name = Escaped(name);
         match kind {
             PresenceKind::Joined { epoch, interval } => {
                 info!(%name, %peer, session = session_id, epoch, interval_ms = interval.as_millis() as u64, "joined");

@@ -42,8 +42,13 @@ fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
 
 impl Proc {
     pub fn spawn(command: &mut Command) -> Proc {
+        Proc::spawn_logging(command, "info")
+    }
+
+    /// Like [`Proc::spawn`], with `RUST_LOG` set to `filter`.
+    pub fn spawn_logging(command: &mut Command, filter: &str) -> Proc {
         let mut child = command
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
