@@ -132,7 +132,10 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
     config.one_way = args.one_way;
     config.credential = credential(&args)?;
     config.tls = args.tls();
-    let mut client = Client::connect(config).await?;
+    let mut client = Client::connect_reporting(config, |error, delay| {
+        eprintln!("{error}; retrying in {} ms", delay.as_millis());
+    })
+    .await?;
     eprintln!("ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `quit` to leave", args.name);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
