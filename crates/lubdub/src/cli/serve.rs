@@ -130,11 +130,11 @@ pub struct ServerArgs {
     /// Secrets waiting for a verifier thread, in all, beyond which a HELLO
     /// is answered REJECT server_busy at once (each address may have 8
     /// waiting; addresses take turns).
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
     verifier_queue: u32,
     /// A secret not taken by a verifier thread within this wait is not
     /// checked: its HELLO is answered REJECT server_busy.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration, help_heading = "Limits")]
     verifier_queue_wait: Duration,
 
     // TLS: off unless --tls-cert and --tls-key are given (together).
