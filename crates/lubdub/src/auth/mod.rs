@@ -10,7 +10,8 @@
 //! file: parse, edit), [`password`] (generate, hash, verify secrets),
 //! [`cache`] (verified secrets, by keyed hash), [`verifier`] (the threads
 //! that run argon2), [`fair_queue`] (the order they take secrets in:
-//! round robin across sources), [`credential`] (the client's side), this module (the
+//! round robin across sources), [`suspects`] (sources whose secrets failed
+//! lately, served last), [`credential`] (the client's side), this module (the
 //! [`Authenticator`] combining them and the server's [`AuthConfig`]).
 //! Sans-IO except loading files and the verifier threads: time is passed in.
 
@@ -19,6 +20,7 @@ pub mod credential;
 pub mod fair_queue;
 pub mod file;
 pub mod password;
+pub mod suspects;
 pub mod token;
 pub mod verifier;
 

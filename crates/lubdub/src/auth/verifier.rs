@@ -1,7 +1,8 @@
 //! Verifier threads: argon2 runs off the event loop. Jobs wait in a
-//! bounded [`FairQueue`] (round robin across sources) behind a mutex; a
-//! free thread takes the next one, and each result comes back on a
-//! channel, `notify` (the loop's mio `Waker`) telling the loop to collect it.
+//! bounded [`FairQueue`] (round robin across sources, [`Suspects`] last)
+//! behind a mutex; a free thread takes the next one, and each result comes
+//! back on a channel, `notify` (the loop's mio `Waker`) telling the loop to
+//! collect it.
 //!
 //! Generic over a source key `K` (whose turn it is) and a tag `T` that the
 //! caller uses to find who asked (the server uses slab index and
@@ -11,19 +12,24 @@ use std::hash::Hash;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::fair_queue::FairQueue;
 pub use super::fair_queue::{Full, Ticket};
+use super::suspects::Suspects;
 use super::{Denial, PasswordCheck};
 
-struct Job<T> {
+struct Job<K, T> {
+    source: K,
     tag: T,
     check: PasswordCheck,
 }
 
 /// What the loop and the threads share.
 struct Queue<K, T> {
-    jobs: FairQueue<K, Job<T>>,
+    jobs: FairQueue<K, Job<K, T>>,
+    /// Sources whose secrets failed lately: served after the others.
+    suspects: Suspects<K>,
     /// Set when the pool is dropped: waiting jobs are skipped, so that a
     /// shutdown does not wait for a full queue of argon2 runs.
     stopping: bool,
@@ -73,6 +79,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, T: Send + 'static> VerifierPool<K, T
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: FairQueue::new(queue_len, per_source),
+                suspects: Suspects::default(),
                 stopping: false,
             }),
             work: Condvar::new(),
@@ -94,6 +101,9 @@ impl<K: Hash + Eq + Clone + Send + 'static, T: Send + 'static> VerifierPool<K, T
                     while let Some(job) = next_job(&shared) {
                         // The lock is released while argon2 runs.
                         let result = job.check.run();
+                        if result.is_err() {
+                            shared.lock().suspects.failed(job.source, Instant::now());
+                        }
                         if result_sender.send((job.tag, result)).is_err() {
                             return;
                         }
@@ -111,7 +121,15 @@ impl<K: Hash + Eq + Clone + Send + 'static, T: Send + 'static> VerifierPool<K, T
     /// # Errors
     /// [`Full`]; nothing was queued.
     pub fn submit(&self, source: K, tag: T, check: PasswordCheck) -> Result<Ticket, Full> {
-        let ticket = self.shared.lock().jobs.push(source, Job { tag, check })?;
+        let mut queue = self.shared.lock();
+        let suspect = queue.suspects.is_suspect(&source, Instant::now());
+        let job = Job {
+            source: source.clone(),
+            tag,
+            check,
+        };
+        let ticket = queue.jobs.push(source, job, suspect)?;
+        drop(queue);
         self.shared.work.notify_one();
         Ok(ticket)
     }
@@ -135,13 +153,15 @@ impl<K: Hash + Eq + Clone + Send + 'static, T: Send + 'static> VerifierPool<K, T
 }
 
 /// Waits for the next job; `None` once the pool stops.
-fn next_job<K: Hash + Eq + Clone, T>(shared: &Shared<K, T>) -> Option<Job<T>> {
+fn next_job<K: Hash + Eq + Clone, T>(shared: &Shared<K, T>) -> Option<Job<K, T>> {
     let mut queue = shared.lock();
     loop {
         if queue.stopping {
             return None;
         }
-        if let Some(job) = queue.jobs.pop() {
+        let Queue { jobs, suspects, .. } = &mut *queue;
+        let now = Instant::now();
+        if let Some(job) = jobs.pop(|source| suspects.is_suspect(source, now)) {
             return Some(job);
         }
         queue = shared
