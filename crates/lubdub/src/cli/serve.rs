@@ -262,7 +262,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             None => info!("TLS off (--tls-cert, --tls-key): clients connect in plain TCP"),
         }
         match config.auth.describe() {
-            Some(required) => info!("credentials required: every HELLO must carry {required}"),
+            Some(required) => info!(
+                verifier_threads = config.auth.verifier_threads,
+                verifier_queue = config.auth.verifier_queue,
+                verifier_queue_wait = %humantime::format_duration(config.auth.verifier_queue_wait),
+                "credentials required: every HELLO must carry {required}"
+            ),
             None => info!("no credentials configured: names are first come, first served"),
         }
         let control = handle.control();
