@@ -441,7 +441,7 @@ fn the_binary_mints_secrets_and_tokens_and_the_server_checks_them() {
 }
 
 /// One source cannot fill the verifier queue: beyond its share, its HELLOs
-/// with secrets are answered REJECT `server_full` at once, while a client
+/// with secrets are answered REJECT `server_busy` at once, while a client
 /// from another address is still verified. Catches a queue without a
 /// per-source share, where one host could lock every auth-file user out.
 #[tokio::test]
@@ -465,8 +465,9 @@ async fn one_source_cannot_fill_the_verifier_queue() {
     let mut busy = 0;
     for conn in &mut hostile {
         match conn.next_frame().await {
-            Some(Frame::Reject(reason)) if reason.code == ReasonCode::ServerFull => {
+            Some(Frame::Reject(reason)) if reason.code == ReasonCode::ServerBusy => {
                 assert!(reason.text.contains("from this address"), "{}", reason.text);
+                assert!(reason.text.contains("retry in"), "{}", reason.text);
                 busy += 1;
             }
             Some(Frame::Reject(reason)) => assert_eq!(reason.code, ReasonCode::Unauthorized),

@@ -9,20 +9,24 @@
 //! Layout: [`token`] (mint, verify, the secret file), [`file`] (the auth
 //! file: parse, edit), [`password`] (generate, hash, verify secrets),
 //! [`cache`] (verified secrets, by keyed hash), [`verifier`] (the threads
-//! that run argon2), [`credential`] (the client's side), this module (the
+//! that run argon2), [`fair_queue`] (the order they take secrets in:
+//! round robin across sources), [`suspects`] (sources whose secrets failed
+//! lately, served last), [`credential`] (the client's side), this module (the
 //! [`Authenticator`] combining them and the server's [`AuthConfig`]).
 //! Sans-IO except loading files and the verifier threads: time is passed in.
 
 pub mod cache;
 pub mod credential;
+pub mod fair_queue;
 pub mod file;
 pub mod password;
+pub mod suspects;
 pub mod token;
 pub mod verifier;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use cache::{Fingerprint, VerifiedCache};
 pub use credential::{Credential, CredentialError, MAX_CREDENTIAL_LEN};
@@ -39,13 +43,21 @@ pub struct AuthConfig {
     pub auth_file: Option<PathBuf>,
     /// Token secret file: a HELLO may carry a token signed with it.
     pub token_secret_file: Option<PathBuf>,
-    /// Threads that verify auth-file secrets. Default: one per core but
-    /// one (the event loop's), between 1 and 4: argon2 must never take the
-    /// loop's core away.
+    /// Threads that verify auth-file secrets (never the event loop's).
+    /// Default: one per core, so that a flood of wrong secrets is worked
+    /// off as fast as the machine can; the loop needs little CPU and the
+    /// kernel shares the cores fairly between it and them.
     pub verifier_threads: usize,
-    /// Secrets waiting for a verifier thread beyond which a HELLO is
-    /// answered REJECT `server_full` (the client retries with backoff).
+    /// Secrets waiting for a verifier thread (in all) beyond which a HELLO
+    /// is answered REJECT `server_busy` at once (the client retries with
+    /// backoff). Each source may have at most 8 of them waiting, and they
+    /// are served round robin across sources.
     pub verifier_queue: usize,
+    /// A secret not taken by a verifier thread within this wait is not
+    /// checked: its HELLO is answered REJECT `server_busy`. With the
+    /// handshake timeout (which bounds the wait for the HELLO) it bounds
+    /// how long a connection can stay open unverified.
+    pub verifier_queue_wait: Duration,
     /// Successful verifications remembered (keyed hashes, never secrets),
     /// so reconnects cost no argon2 run; 0 disables the cache.
     pub cache_entries: usize,
@@ -57,8 +69,13 @@ impl Default for AuthConfig {
         Self {
             auth_file: None,
             token_secret_file: None,
-            verifier_threads: cores.saturating_sub(1).clamp(1, 4),
+            verifier_threads: cores,
             verifier_queue: 1024,
+            // Round robin makes a source wait for about one check (20-40 ms)
+            // per other source waiting: 2 s serves a first login behind
+            // some 100 flooding sources on 2 cores, and leaves the client
+            // (which waits 5 s for an answer) time to hear why.
+            verifier_queue_wait: Duration::from_secs(2),
             // About 100 bytes each: 1.6 MB when full.
             cache_entries: 16_384,
         }

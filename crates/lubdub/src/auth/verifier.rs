@@ -1,162 +1,181 @@
-//! Verifier threads: argon2 runs off the event loop. Jobs go in through a
-//! bounded queue; each result comes back on a channel, and `notify` (the
-//! loop's mio `Waker`) tells the loop to collect it.
+//! Verifier threads: argon2 runs off the event loop. Jobs wait in a
+//! bounded [`FairQueue`] (round robin across sources, [`Suspects`] last)
+//! behind a mutex; a free thread takes the next one, and each result comes
+//! back on a channel, `notify` (the loop's mio `Waker`) telling the loop to
+//! collect it.
 //!
-//! Generic over a tag `T` that the caller uses to find who asked (the
-//! server uses slab index and generation, and discards results for
-//! connections that closed meanwhile).
+//! Generic over a source key `K` (whose turn it is) and a tag `T` that the
+//! caller uses to find who asked (the server uses slab index and
+//! generation, and discards results for connections that closed meanwhile).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::hash::Hash;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::fair_queue::FairQueue;
+pub use super::fair_queue::{Full, Ticket};
+use super::suspects::Suspects;
 use super::{Denial, PasswordCheck};
 
-/// What became of a job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The hash was checked (one argon2 run).
-    Verified(Result<(), Denial>),
-    /// The job was not run: it waited past its deadline (whoever asked has
-    /// given up: its handshake timed out), it was cancelled (its connection
-    /// closed), or the pool is shutting down.
-    Abandoned,
-}
-
-/// The queue is full: more verifications are waiting than the pool takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("too many credentials are waiting to be verified")]
-pub struct QueueFull;
-
-struct Job<T> {
+struct Job<K, T> {
+    source: K,
     tag: T,
     check: PasswordCheck,
-    give_up_at: Instant,
-    cancelled: Arc<AtomicBool>,
 }
 
-/// Cancels a queued job: it is then skipped, not run, when its turn comes.
-#[derive(Debug, Clone)]
-pub struct Cancel(Arc<AtomicBool>);
+/// What the loop and the threads share.
+struct Queue<K, T> {
+    jobs: FairQueue<K, Job<K, T>>,
+    /// Sources whose secrets failed lately: served after the others.
+    suspects: Suspects<K>,
+    /// Set when the pool is dropped: waiting jobs are skipped, so that a
+    /// shutdown does not wait for a full queue of argon2 runs.
+    stopping: bool,
+}
 
-impl Cancel {
-    /// Whoever asked no longer wants the answer.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+struct Shared<K, T> {
+    queue: Mutex<Queue<K, T>>,
+    /// Signalled when a job is queued or the pool stops.
+    work: Condvar,
+}
+
+impl<K, T> Shared<K, T> {
+    fn lock(&self) -> MutexGuard<'_, Queue<K, T>> {
+        // A thread that panicked mid-argon2 held no lock; one that panicked
+        // holding it left the queue consistent (no method panics half-way).
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 /// A fixed set of threads that run [`PasswordCheck`]s.
-pub struct VerifierPool<T> {
-    /// Set when the pool is dropped: queued jobs are skipped, so that a
-    /// shutdown does not wait for a full queue of argon2 runs.
-    stopping: Arc<AtomicBool>,
-    jobs: Option<SyncSender<Job<T>>>,
-    results: Receiver<(T, Outcome)>,
+pub struct VerifierPool<K, T> {
+    shared: Arc<Shared<K, T>>,
+    results: Receiver<(T, Result<(), Denial>)>,
     threads: Vec<JoinHandle<()>>,
 }
 
-impl<T> std::fmt::Debug for VerifierPool<T> {
+impl<K, T> std::fmt::Debug for VerifierPool<K, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "VerifierPool({} threads)", self.threads.len())
     }
 }
 
-impl<T: Send + 'static> VerifierPool<T> {
-    /// Starts `threads` threads (at least one) sharing a queue of `queue_len` jobs.
+impl<K: Hash + Eq + Clone + Send + 'static, T: Send + 'static> VerifierPool<K, T> {
+    /// Starts `threads` threads (at least one) serving a queue of
+    /// `queue_len` jobs in all and `per_source` of one source.
     ///
     /// # Errors
     /// The OS error when a thread cannot be started.
     pub fn new(
         threads: usize,
         queue_len: usize,
+        per_source: usize,
         notify: Arc<dyn Fn() + Send + Sync>,
     ) -> std::io::Result<Self> {
-        let (jobs, job_receiver) = mpsc::sync_channel::<Job<T>>(queue_len.max(1));
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: FairQueue::new(queue_len, per_source),
+                suspects: Suspects::default(),
+                stopping: false,
+            }),
+            work: Condvar::new(),
+        });
         let (result_sender, results) = mpsc::channel();
-        // One receiver for all threads: whichever is free takes the next job.
-        let job_receiver = Arc::new(Mutex::new(job_receiver));
-        let stopping = Arc::new(AtomicBool::new(false));
-        let mut handles = Vec::new();
+        let mut pool = Self {
+            shared,
+            results,
+            threads: Vec::new(),
+        };
         for number in 0..threads.max(1) {
-            let stopping = Arc::clone(&stopping);
-            let job_receiver = Arc::clone(&job_receiver);
+            let shared = Arc::clone(&pool.shared);
             let result_sender = result_sender.clone();
             let notify = Arc::clone(&notify);
+            // On an error the pool is dropped, which stops the threads started.
             let handle = std::thread::Builder::new()
                 .name(format!("lubdub-auth-{number}"))
-                .spawn(move || loop {
-                    // The lock is released before the job runs.
-                    let next = match job_receiver.lock() {
-                        Ok(receiver) => receiver.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(job) = next else {
-                        return; // the pool was dropped
-                    };
-                    let skip = stopping.load(Ordering::Relaxed)
-                        || job.cancelled.load(Ordering::Relaxed)
-                        || Instant::now() >= job.give_up_at;
-                    let outcome = if skip {
-                        Outcome::Abandoned
-                    } else {
-                        Outcome::Verified(job.check.run())
-                    };
-                    if result_sender.send((job.tag, outcome)).is_err() {
-                        return;
+                .spawn(move || {
+                    while let Some(job) = next_job(&shared) {
+                        // The lock is released while argon2 runs.
+                        let result = job.check.run();
+                        if result.is_err() {
+                            shared.lock().suspects.failed(job.source, Instant::now());
+                        }
+                        if result_sender.send((job.tag, result)).is_err() {
+                            return;
+                        }
+                        notify();
                     }
-                    notify();
                 })?;
-            handles.push(handle);
+            pool.threads.push(handle);
         }
-        Ok(Self {
-            stopping,
-            jobs: Some(jobs),
-            results,
-            threads: handles,
-        })
+        Ok(pool)
     }
 
-    /// Queues a check; it is skipped if still queued at `give_up_at`, or
-    /// once the returned [`Cancel`] is used.
+    /// Queues a check of `source`; its result comes back through
+    /// [`try_result`](Self::try_result) unless it is withdrawn first.
     ///
     /// # Errors
-    /// [`QueueFull`]; nothing was queued.
-    pub fn submit(
-        &self,
-        tag: T,
-        check: PasswordCheck,
-        give_up_at: Instant,
-    ) -> Result<Cancel, QueueFull> {
-        let cancelled = Arc::new(AtomicBool::new(false));
+    /// [`Full`]; nothing was queued.
+    pub fn submit(&self, source: K, tag: T, check: PasswordCheck) -> Result<Ticket, Full> {
+        let mut queue = self.shared.lock();
+        let suspect = queue.suspects.is_suspect(&source, Instant::now());
         let job = Job {
+            source: source.clone(),
             tag,
             check,
-            give_up_at,
-            cancelled: Arc::clone(&cancelled),
         };
-        match self.jobs.as_ref().map(|jobs| jobs.try_send(job)) {
-            Some(Ok(())) => Ok(Cancel(cancelled)),
-            Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => {
-                Err(QueueFull)
-            }
-        }
+        let ticket = queue.jobs.push(source, job, suspect)?;
+        drop(queue);
+        self.shared.work.notify_one();
+        Ok(ticket)
+    }
+
+    /// Takes job `ticket` of `source` out of the queue: true when it was
+    /// still waiting (it will not run, and no result comes back); false
+    /// when a thread took it already (its result comes back).
+    pub fn withdraw(&self, source: &K, ticket: Ticket) -> bool {
+        self.shared.lock().jobs.remove(source, ticket).is_some()
+    }
+
+    /// Jobs waiting for a thread (not those running).
+    pub fn waiting(&self) -> usize {
+        self.shared.lock().jobs.len()
     }
 
     /// The next finished job, if any; never blocks.
-    pub fn try_result(&self) -> Option<(T, Outcome)> {
+    pub fn try_result(&self) -> Option<(T, Result<(), Denial>)> {
         self.results.try_recv().ok()
     }
 }
 
-impl<T> Drop for VerifierPool<T> {
+/// Waits for the next job; `None` once the pool stops.
+fn next_job<K: Hash + Eq + Clone, T>(shared: &Shared<K, T>) -> Option<Job<K, T>> {
+    let mut queue = shared.lock();
+    loop {
+        if queue.stopping {
+            return None;
+        }
+        let Queue { jobs, suspects, .. } = &mut *queue;
+        let now = Instant::now();
+        if let Some(job) = jobs.pop(|source| suspects.is_suspect(source, now)) {
+            return Some(job);
+        }
+        queue = shared
+            .work
+            .wait(queue)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+}
+
+impl<K, T> Drop for VerifierPool<K, T> {
     fn drop(&mut self) {
-        // Closing the queue ends each thread once the queue is empty; the
-        // jobs still in it are skipped, not run.
-        self.stopping.store(true, Ordering::Relaxed);
-        self.jobs = None;
+        // Each thread ends after the job it runs; waiting jobs are dropped.
+        self.shared.lock().stopping = true;
+        self.shared.work.notify_all();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -166,7 +185,7 @@ impl<T> Drop for VerifierPool<T> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::auth::password::{self, tests::cheap};
@@ -180,7 +199,7 @@ mod tests {
         }
     }
 
-    fn wait_for<T: Send + 'static>(pool: &VerifierPool<T>) -> (T, Outcome) {
+    fn wait_for<T: Send + 'static>(pool: &VerifierPool<u8, T>) -> (T, Result<(), Denial>) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(result) = pool.try_result() {
@@ -198,68 +217,89 @@ mod tests {
         let pool = VerifierPool::new(
             2,
             8,
+            8,
             Arc::new(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
             }),
         )
         .expect("threads start");
         let stored = password::hash(b"the right secret", cheap()).expect("hashes");
-        let later = Instant::now() + Duration::from_secs(60);
-        pool.submit(1, check("alice", &stored, "the right secret"), later)
+        pool.submit(0, 1, check("alice", &stored, "the right secret"))
             .expect("queued");
-        pool.submit(2, check("alice", &stored, "the wrong secret"), later)
+        pool.submit(0, 2, check("alice", &stored, "the wrong secret"))
             .expect("queued");
         let mut results = [wait_for(&pool), wait_for(&pool)];
         results.sort_by_key(|(tag, _)| *tag);
-        assert_eq!(results[0], (1, Outcome::Verified(Ok(()))));
+        assert_eq!(results[0], (1, Ok(())));
         assert_eq!(
             results[1],
             (
                 2,
-                Outcome::Verified(Err(Denial::NotGranted {
+                Err(Denial::NotGranted {
                     name: "alice".into()
-                }))
+                })
             )
         );
         assert_eq!(notified.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.waiting(), 0);
     }
 
     #[test]
-    fn a_job_past_its_deadline_is_not_run() {
-        let pool = VerifierPool::new(1, 8, Arc::new(|| {})).expect("threads start");
-        pool.submit((), check("alice", "x", "y"), Instant::now())
-            .expect("queued");
-        assert_eq!(wait_for(&pool), ((), Outcome::Abandoned));
-    }
-
-    #[test]
-    fn a_cancelled_job_is_not_run() {
-        // The first job's notification blocks the only thread until the
-        // second job is queued and cancelled: no race with the cancel.
+    fn the_bounds_refuse_at_once() {
+        // One thread, held in its first notification: nothing more is taken.
         let (release, released) = mpsc::channel::<()>();
         let released = Mutex::new(released);
         let pool = VerifierPool::new(
             1,
+            3,
+            2,
+            Arc::new(move || {
+                let _ = released.lock().map(|receiver| receiver.recv());
+            }),
+        )
+        .expect("threads start");
+        pool.submit(0, 0, check("alice", "x", "y")).expect("queued");
+        let _ = wait_for(&pool);
+        pool.submit(1, 1, check("alice", "x", "y")).expect("queued");
+        pool.submit(1, 2, check("alice", "x", "y")).expect("queued");
+        assert_eq!(
+            pool.submit(1, 3, check("alice", "x", "y")),
+            Err(Full::Source { max: 2 })
+        );
+        pool.submit(2, 4, check("alice", "x", "y")).expect("queued");
+        assert_eq!(
+            pool.submit(3, 5, check("alice", "x", "y")),
+            Err(Full::Everyone { max: 3 })
+        );
+        assert_eq!(pool.waiting(), 3);
+        drop(release);
+    }
+
+    #[test]
+    fn a_withdrawn_job_is_not_run_and_a_started_one_cannot_be_withdrawn() {
+        // The first job's notification blocks the only thread until it is
+        // released: the second job stays queued meanwhile, with no race.
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let pool = VerifierPool::new(
+            1,
+            8,
             8,
             Arc::new(move || {
                 let _ = released.lock().map(|receiver| receiver.recv());
             }),
         )
         .expect("threads start");
-        let later = Instant::now() + Duration::from_secs(60);
-        pool.submit(1, check("alice", "x", "y"), later)
-            .expect("queued");
-        let second = pool
-            .submit(2, check("alice", "x", "y"), later)
-            .expect("queued");
-        second.cancel();
+        let first = pool.submit(0, 1, check("alice", "x", "y")).expect("queued");
+        let second = pool.submit(0, 2, check("alice", "x", "y")).expect("queued");
+        // The result is sent before the notification that blocks.
+        assert!(matches!(wait_for(&pool), (1, Err(_))));
+        assert!(!pool.withdraw(&0, first), "the first job ran");
+        assert!(pool.withdraw(&0, second), "the second job was waiting");
+        assert_eq!(pool.waiting(), 0);
         release.send(()).expect("the thread waits");
+        pool.submit(0, 3, check("alice", "x", "y")).expect("queued");
         release.send(()).expect("the thread waits");
-        let results = [wait_for(&pool), wait_for(&pool)];
-        assert!(
-            matches!(results[0], (1, Outcome::Verified(_))),
-            "{results:?}"
-        );
-        assert_eq!(results[1], (2, Outcome::Abandoned));
+        assert!(matches!(wait_for(&pool), (3, Err(_))), "job 2 never ran");
     }
 }

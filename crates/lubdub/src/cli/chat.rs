@@ -145,9 +145,15 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
     config.credential = credential(&args)?;
     config.tls = args.tls();
     // A REJECT's text comes from the server: shown escaped like the rest.
-    let mut client = Client::connect(config)
-        .await
-        .map_err(|error| anyhow::anyhow!("{}", Escaped(&error.to_string())))?;
+    let mut client = Client::connect_reporting(config, |error, delay| {
+        eprintln!(
+            "{}; retrying in {} ms",
+            Escaped(&error.to_string()),
+            delay.as_millis()
+        );
+    })
+    .await
+    .map_err(|error| anyhow::anyhow!("{}", Escaped(&error.to_string())))?;
     eprintln!("ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `quit` to leave", args.name);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {

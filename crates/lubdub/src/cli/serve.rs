@@ -160,6 +160,19 @@ pub struct ServerArgs {
     /// `lubdub token --new-secret FILE`). With --auth-file too, either works.
     #[arg(long, value_name = "FILE")]
     token_secret: Option<PathBuf>,
+    /// Threads that check --auth-file secrets (argon2, never on the event
+    /// loop); by default one per core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    verifier_threads: Option<u16>,
+    /// Secrets waiting for a verifier thread, in all, beyond which a HELLO
+    /// is answered REJECT server_busy at once (each address may have 8
+    /// waiting; addresses take turns).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
+    verifier_queue: u32,
+    /// A secret not taken by a verifier thread within this wait is not
+    /// checked: its HELLO is answered REJECT server_busy.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, help_heading = "Limits")]
+    verifier_queue_wait: Duration,
 
     // TLS: off unless --tls-cert and --tls-key are given (together).
     /// Serve TLS with this certificate chain (PEM, leaf first); needs
@@ -178,6 +191,7 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     fn config(&self) -> ServerConfig {
+        let defaults = lubdub::auth::AuthConfig::default();
         ServerConfig {
             listen: self.listen,
             interval: self.interval,
@@ -209,7 +223,12 @@ impl ServerArgs {
             auth: lubdub::auth::AuthConfig {
                 auth_file: self.auth_file.clone(),
                 token_secret_file: self.token_secret.clone(),
-                ..lubdub::auth::AuthConfig::default()
+                verifier_threads: self
+                    .verifier_threads
+                    .map_or(defaults.verifier_threads, usize::from),
+                verifier_queue: self.verifier_queue as usize,
+                verifier_queue_wait: self.verifier_queue_wait,
+                ..defaults
             },
             tls: self.tls_files(),
         }
@@ -293,7 +312,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             None => info!("TLS off (--tls-cert, --tls-key): clients connect in plain TCP"),
         }
         match config.auth.describe() {
-            Some(required) => info!("credentials required: every HELLO must carry {required}"),
+            Some(required) => info!(
+                verifier_threads = config.auth.verifier_threads,
+                verifier_queue = config.auth.verifier_queue,
+                verifier_queue_wait = %humantime::format_duration(config.auth.verifier_queue_wait),
+                "credentials required: every HELLO must carry {required}"
+            ),
             None => info!("no credentials configured: names are first come, first served"),
         }
         let control = handle.control();

@@ -12,9 +12,11 @@
 //! Layout: [`transport`] (dial, handshake, frames over tokio), [`stream`]
 //! (plain or TLS bytes under the frames), [`tls`] (trust, names, client
 //! certificates, and what TLS errors mean), [`backoff`] (reconnect delays),
+//! `first_connect` (retries of a busy server before the first session),
 //! this module (the session task and the public API).
 
 pub mod backoff;
+mod first_connect;
 pub mod stream;
 pub mod tls;
 pub mod transport;
@@ -45,8 +47,13 @@ pub struct ClientConfig {
     pub one_way: bool,
     /// Time allowed for TCP connect and for the answer to HELLO, each.
     pub connect_timeout: Duration,
-    /// Reconnect delays after the server is lost.
+    /// Reconnect delays after the server is lost, and between attempts of
+    /// the first connect while the server is busy.
     pub backoff: Backoff,
+    /// How long the first connect keeps retrying a server that answers
+    /// REJECT `server_busy` or does not answer HELLO (other failures of
+    /// the first connect are returned at once).
+    pub first_connect_patience: Duration,
     /// Largest inbound frame accepted.
     pub max_frame_len: usize,
     /// Let the kernel watch the connection too: TCP keepalive after one
@@ -71,6 +78,7 @@ impl ClientConfig {
             one_way: false,
             connect_timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
+            first_connect_patience: Duration::from_secs(60),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             tcp_liveness: true,
             credential: crate::auth::Credential::default(),
@@ -157,10 +165,28 @@ impl std::fmt::Debug for Outgoing {
 impl Client {
     /// Connects and completes the handshake, then keeps the session alive in
     /// the background, reconnecting with backoff when the server is lost.
+    /// A busy server (REJECT `server_busy`, or no answer to HELLO) is
+    /// retried with backoff for up to `first_connect_patience`; each retry
+    /// is logged.
     ///
     /// # Errors
-    /// [`ConnectError`] when the first attempt fails; nothing keeps running then.
+    /// [`ConnectError`] when the first connect fails; nothing keeps running then.
     pub async fn connect(config: ClientConfig) -> Result<Client, ConnectError> {
+        Self::connect_reporting(config, |error, delay| {
+            tracing::info!(%error, delay_ms = delay.as_millis() as u64, "server busy; retrying");
+        })
+        .await
+    }
+
+    /// [`connect`](Self::connect), telling `on_retry` about each busy
+    /// answer of the first connect and the delay before the next attempt.
+    ///
+    /// # Errors
+    /// [`ConnectError`] when the first connect fails; nothing keeps running then.
+    pub async fn connect_reporting(
+        config: ClientConfig,
+        mut on_retry: impl FnMut(&ConnectError, Duration),
+    ) -> Result<Client, ConnectError> {
         // Built once: the files are read and checked before the first dial,
         // and reconnects reuse the configuration.
         let tls = config
@@ -168,7 +194,7 @@ impl Client {
             .as_ref()
             .map(|tls| tls.connector(&config.server))
             .transpose()?;
-        let established = dial(&config, tls.as_ref()).await?;
+        let established = first_connect::establish(&config, tls.as_ref(), &mut on_retry).await?;
         let welcome = established.welcome;
         let (outgoing, outgoing_rx) = mpsc::channel(256);
         // Unbounded: the session task must never wait for the application,

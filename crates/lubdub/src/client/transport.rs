@@ -123,6 +123,18 @@ impl ConnectError {
             _ => true,
         }
     }
+
+    /// Whether the server is there but too busy to answer now: REJECT
+    /// `server_busy`, or no answer to HELLO in time. These are retried
+    /// with backoff on the first connect too, where other failures are
+    /// reported at once.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            ConnectError::HandshakeTimeout { .. } => true,
+            ConnectError::Rejected(reason) => reason.code == ReasonCode::ServerBusy,
+            _ => false,
+        }
+    }
 }
 
 /// Why reading a frame failed.

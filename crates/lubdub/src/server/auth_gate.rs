@@ -2,24 +2,26 @@
 //! (tokens, missing credentials, cached secrets) and sends the rest to
 //! verifier threads, whose verdicts come back through the loop's `Waker`.
 //!
-//! Data flow: HELLO → [`AuthGate::admit`] → granted / denied now, or
-//! `Verifying` (the connection waits in `State::Verifying`) → argon2 on a
-//! `lubdub-auth` thread → `Waker` → [`AuthGate::next_verdict`] → the loop
-//! establishes or refuses, if the connection is still the one that asked.
+//! Data flow: HELLO → [`AuthGate::admit`] → granted / denied / busy now,
+//! or `Verifying` (the connection waits in `State::Verifying`, for at most
+//! the queue wait: [`AuthGate::overdue`]) → argon2 on a `lubdub-auth`
+//! thread → `Waker` → [`AuthGate::next_verdict`] → the loop establishes or
+//! refuses, if the connection is still the one that asked.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use mio::Waker;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::admission::Source;
-use crate::auth::verifier::{Cancel, Outcome, VerifierPool};
+use crate::auth::verifier::{Full, Ticket, VerifierPool};
 use crate::auth::{AuthConfig, Authenticator, Decision, Denial, Fingerprint, VerifiedCache};
 
 /// Label of the auth failures counter.
@@ -28,12 +30,20 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// Label of the `server_busy` refusals counter: which bound was reached.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BusyLabel {
+    what: &'static str,
+}
+
 /// Credential metrics, registered with the server's other metrics.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AuthMetrics {
     failures: Family<ReasonLabel, Counter>,
     verifications: Counter,
     cache_hits: Counter,
+    queue_depth: Gauge,
+    busy: Family<BusyLabel, Counter>,
 }
 
 impl AuthMetrics {
@@ -55,6 +65,17 @@ impl AuthMetrics {
             "Auth-file secrets granted from the cache of earlier verifications, without argon2",
             metrics.cache_hits.clone(),
         );
+        registry.register(
+            "auth_verification_queue_depth",
+            "Auth-file secrets waiting for a verifier thread",
+            metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "auth_server_busy_refusals",
+            "HELLOs answered REJECT server_busy because the verification queue was full \
+             (in all, or for the source) or the secret waited too long, by what was busy",
+            metrics.busy.clone(),
+        );
         metrics
     }
 
@@ -65,6 +86,67 @@ impl AuthMetrics {
             })
             .inc();
     }
+
+    fn busy(&self, busy: &Busy) {
+        self.busy
+            .get_or_create(&BusyLabel { what: busy.label() })
+            .inc();
+    }
+}
+
+/// Delays a REJECT `server_busy` suggests: the client's own backoff (from
+/// 200 ms, with jitter) falls in this window.
+const RETRY_HINT: &str = "retry in 200ms-1s";
+
+/// Why a secret is not verified now: the verification queue is busy. The
+/// HELLO is answered REJECT `server_busy` with [`text`](Busy::text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Busy {
+    /// `max` secrets are waiting in all.
+    Queue { max: usize },
+    /// `max` secrets of the HELLO's source are waiting.
+    SourceShare { max: usize },
+    /// The secret was not taken by a verifier thread within `wait`.
+    Waited { wait: Duration },
+}
+
+impl Busy {
+    /// Metric label.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Busy::Queue { .. } => "verifier_queue",
+            Busy::SourceShare { .. } => "verifier_queue_per_source",
+            Busy::Waited { .. } => "verifier_queue_wait",
+        }
+    }
+
+    /// The REJECT text: what is busy, the bound, and when to retry.
+    pub(crate) fn text(&self) -> String {
+        match self {
+            Busy::Queue { max } => format!(
+                "server busy: {max} credentials are waiting to be verified \
+                 (--verifier-queue); {RETRY_HINT}"
+            ),
+            Busy::SourceShare { max } => format!(
+                "server busy: {max} credentials from this address are waiting to be \
+                 verified; {RETRY_HINT}"
+            ),
+            Busy::Waited { wait } => format!(
+                "server busy: the credential waited {} for a verifier thread \
+                 (--verifier-queue-wait); {RETRY_HINT}",
+                humantime::format_duration(*wait)
+            ),
+        }
+    }
+}
+
+impl From<Full> for Busy {
+    fn from(full: Full) -> Self {
+        match full {
+            Full::Everyone { max } => Busy::Queue { max },
+            Full::Source { max } => Busy::SourceShare { max },
+        }
+    }
 }
 
 /// What became of a HELLO's credential when it arrived.
@@ -74,10 +156,12 @@ pub(crate) enum Admission {
     Granted,
     /// Refused now.
     Denied(Denial),
-    /// Sent to a verifier thread; a [`Verdict`] follows.
+    /// Queued for a verifier thread: a [`Verdict`] follows, unless the
+    /// secret is still waiting after [`AuthGate::queue_wait`] (then
+    /// [`AuthGate::overdue`] says so).
     Verifying,
-    /// Too many secrets are waiting for verification; refuse for now.
-    Busy,
+    /// The queue is full; refuse for now.
+    Busy(Busy),
 }
 
 /// A verifier thread's answer for one connection.
@@ -96,30 +180,27 @@ pub(crate) struct Verdict {
 struct Waiting {
     index: usize,
     generation: u32,
-    source: Source,
     fingerprint: Fingerprint,
     cacheable: bool,
 }
 
-/// Verifications one source may have queued at once. Without a share per
+/// Verifications one source may have waiting at once. Without a share per
 /// source, one host (within its connection limits) could keep the whole
 /// queue full of secrets that never verify and lock everyone else out.
-const MAX_QUEUED_PER_SOURCE: u32 = 8;
+const MAX_QUEUED_PER_SOURCE: usize = 8;
 
 /// Credentials for one event loop.
 #[derive(Debug)]
 pub(crate) struct AuthGate {
     authenticator: Authenticator,
     cache: VerifiedCache,
-    pool: VerifierPool<Waiting>,
+    pool: VerifierPool<Source, Waiting>,
     metrics: AuthMetrics,
-    /// A secret still queued this long after its HELLO is not checked:
-    /// the handshake timeout has closed its connection.
-    give_up_after: Duration,
-    /// Queued verifications by connection, to cancel when it closes.
-    queued: HashMap<(usize, u32), Cancel>,
-    /// Queued verifications by source, against [`MAX_QUEUED_PER_SOURCE`].
-    queued_per_source: HashMap<Source, u32>,
+    /// How long a secret may wait for a verifier thread.
+    queue_wait: Duration,
+    /// Queued or running verifications by connection: to withdraw when
+    /// it closes or waited too long.
+    queued: HashMap<(usize, u32), (Source, Ticket)>,
 }
 
 impl AuthGate {
@@ -130,7 +211,6 @@ impl AuthGate {
     pub(crate) fn new(
         authenticator: Authenticator,
         config: &AuthConfig,
-        handshake_timeout: Duration,
         waker: Arc<Waker>,
         metrics: AuthMetrics,
     ) -> std::io::Result<Self> {
@@ -141,17 +221,28 @@ impl AuthGate {
         Ok(Self {
             authenticator,
             cache: VerifiedCache::new(config.cache_entries),
-            pool: VerifierPool::new(config.verifier_threads, config.verifier_queue, notify)?,
+            pool: VerifierPool::new(
+                config.verifier_threads,
+                config.verifier_queue,
+                MAX_QUEUED_PER_SOURCE,
+                notify,
+            )?,
             metrics,
-            give_up_after: handshake_timeout,
+            queue_wait: config.verifier_queue_wait,
             queued: HashMap::new(),
-            queued_per_source: HashMap::new(),
         })
+    }
+
+    /// How long after [`Admission::Verifying`] the loop asks
+    /// [`overdue`](Self::overdue) about the connection.
+    pub(crate) fn queue_wait(&self) -> Duration {
+        self.queue_wait
     }
 
     /// Decides on the credential of a HELLO from connection `index` of
     /// `generation` claiming `name`, at wall-clock `now` (token expiry).
-    /// Costs at most one HMAC on the calling thread.
+    /// Costs at most one HMAC on the calling thread: what is cheap is
+    /// decided here and never waits behind argon2 work.
     pub(crate) fn admit(
         &mut self,
         index: usize,
@@ -175,65 +266,77 @@ impl AuthGate {
             return Admission::Granted;
         }
         let source = Source::of(peer);
-        let queued_here = self.queued_per_source.entry(source).or_default();
-        if *queued_here >= MAX_QUEUED_PER_SOURCE {
-            return Admission::Busy;
-        }
         let waiting = Waiting {
             index,
             generation,
-            source,
             fingerprint,
             cacheable: check.is_known(),
         };
-        match self
-            .pool
-            .submit(waiting, check, Instant::now() + self.give_up_after)
-        {
-            Ok(cancel) => {
-                *queued_here += 1;
-                self.queued.insert((index, generation), cancel);
+        let admission = match self.pool.submit(source, waiting, check) {
+            Ok(ticket) => {
+                self.queued.insert((index, generation), (source, ticket));
                 Admission::Verifying
             }
-            Err(_) => Admission::Busy,
-        }
+            Err(full) => {
+                let busy = Busy::from(full);
+                self.metrics.busy(&busy);
+                Admission::Busy(busy)
+            }
+        };
+        self.update_depth();
+        admission
     }
 
     /// Connection `index` of `generation` closed while its secret was
-    /// queued: the secret is not checked, and its source's share is freed
-    /// when the skipped job comes back.
+    /// queued: the secret is not checked if it is still waiting.
     pub(crate) fn cancel(&mut self, index: usize, generation: u32) {
-        if let Some(cancel) = self.queued.remove(&(index, generation)) {
-            cancel.cancel();
+        if let Some((source, ticket)) = self.queued.remove(&(index, generation)) {
+            self.pool.withdraw(&source, ticket);
+            self.update_depth();
         }
+    }
+
+    /// The queue wait of connection `index` of `generation` is over: when
+    /// its secret is still waiting, it is withdrawn, and the [`Busy`] to
+    /// answer comes back; `None` when a thread is checking it (its verdict
+    /// follows within one argon2 run).
+    pub(crate) fn overdue(&mut self, index: usize, generation: u32) -> Option<Busy> {
+        // Not queued at all: no verdict can come, so it is refused too.
+        if let Some(&(source, ticket)) = self.queued.get(&(index, generation)) {
+            if !self.pool.withdraw(&source, ticket) {
+                return None;
+            }
+            self.queued.remove(&(index, generation));
+            self.update_depth();
+        }
+        let busy = Busy::Waited {
+            wait: self.queue_wait,
+        };
+        self.metrics.busy(&busy);
+        Some(busy)
     }
 
     /// The next verdict from the verifier threads, if one is ready. A
     /// granted secret is remembered, whether or not its connection is still there.
     pub(crate) fn next_verdict(&mut self) -> Option<Verdict> {
-        loop {
-            let (waiting, outcome) = self.pool.try_result()?;
-            self.queued.remove(&(waiting.index, waiting.generation));
-            if let Some(count) = self.queued_per_source.get_mut(&waiting.source) {
-                *count -= 1;
-                if *count == 0 {
-                    self.queued_per_source.remove(&waiting.source);
-                }
-            }
-            let Outcome::Verified(result) = outcome else {
-                continue; // abandoned: its connection closed or timed out
-            };
-            self.metrics.verifications.inc();
-            match &result {
-                Ok(()) if waiting.cacheable => self.cache.remember(waiting.fingerprint),
-                Ok(()) => {}
-                Err(denial) => self.metrics.failed(denial),
-            }
-            return Some(Verdict {
-                index: waiting.index,
-                generation: waiting.generation,
-                result,
-            });
+        let (waiting, result) = self.pool.try_result()?;
+        self.queued.remove(&(waiting.index, waiting.generation));
+        self.update_depth();
+        self.metrics.verifications.inc();
+        match &result {
+            Ok(()) if waiting.cacheable => self.cache.remember(waiting.fingerprint),
+            Ok(()) => {}
+            Err(denial) => self.metrics.failed(denial),
         }
+        Some(Verdict {
+            index: waiting.index,
+            generation: waiting.generation,
+            result,
+        })
+    }
+
+    fn update_depth(&self) {
+        let depth = i64::try_from(self.pool.waiting()).unwrap_or(i64::MAX);
+        self.metrics.queue_depth.set(depth);
     }
 }

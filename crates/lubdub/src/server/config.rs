@@ -205,6 +205,10 @@ pub enum ConfigError {
     /// A TCP timer of zero (use `None` to disable it).
     #[error("{0} must be positive (or disabled)")]
     ZeroTcpTimer(&'static str),
+    /// A verification queue of no room or no wait: every secret would be
+    /// answered `server_busy`.
+    #[error("{0} must be positive")]
+    ZeroVerifierLimit(&'static str),
     /// The outbound queue cannot hold one frame of the largest size.
     #[error("max-outbound ({queue} bytes) must be at least max-frame ({frame} bytes) plus 4")]
     OutboundQueue {
@@ -273,6 +277,12 @@ impl ServerConfig {
                 queue: self.max_outbound_bytes,
                 frame: self.max_frame_len,
             });
+        }
+        if self.auth.verifier_queue == 0 {
+            return Err(ConfigError::ZeroVerifierLimit("verifier-queue"));
+        }
+        if self.auth.verifier_queue_wait.is_zero() {
+            return Err(ConfigError::ZeroVerifierLimit("verifier-queue-wait"));
         }
         if self.max_connections == Some(0) {
             return Err(ConfigError::MaxConnections);

@@ -121,7 +121,10 @@ pub(crate) enum Command {
 /// Which deadline a wheel entry stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimerKind {
+    /// The HELLO must have arrived.
     Handshake,
+    /// A HELLO's secret must have left the verification queue.
+    Verification,
     Liveness,
     Linger,
     /// An outbound queue's drain checkpoint (see `relay.rs`).
@@ -1241,17 +1244,17 @@ impl<D: Detector> EventLoop<D> {
                 continue;
             }
             match (key.kind, &slot.state) {
-                (TimerKind::Handshake, State::AwaitingHello | State::Verifying(_)) => {
-                    let what = if matches!(slot.state, State::Verifying(_)) {
-                        "credential not verified"
-                    } else {
-                        "no HELLO"
-                    };
+                // Once the HELLO is in, the verification queue's own wait
+                // bounds the handshake (see `verification_overdue`).
+                (TimerKind::Handshake, State::AwaitingHello) => {
                     let text = format!(
-                        "{what} within the handshake timeout of {}",
+                        "no HELLO within the handshake timeout of {}",
                         humantime::format_duration(self.config.handshake_timeout)
                     );
                     self.refuse(index, ReasonCode::HandshakeTimeout, text);
+                }
+                (TimerKind::Verification, State::Verifying(_)) => {
+                    self.verification_overdue(index, key.generation);
                 }
                 (TimerKind::Liveness, State::Established(_)) => {
                     if let Some(bye) = self.judge(index, key) {

@@ -224,7 +224,6 @@ pub fn start_with_events(
             auth_gate::AuthGate::new(
                 authenticator,
                 &config.auth,
-                config.handshake_timeout,
                 Arc::clone(&waker),
                 metrics.auth().clone(),
             )

@@ -2,7 +2,8 @@
 //! before it may claim its name. Tokens and cached secrets are decided
 //! inline; other secrets are verified on a verifier thread while the
 //! connection waits in `State::Verifying`, and the verdict arrives through
-//! the `WAKER` token.
+//! the `WAKER` token. A secret still queued after the queue wait is
+//! answered REJECT `server_busy` (a `Verification` timer).
 //!
 //! A claimant is judged before `registry.claim`, so a refused one never
 //! disturbs the name's current holder; only a credential for the name can
@@ -14,7 +15,7 @@ use lubdub_core::detector::Detector;
 use lubdub_core::protocol::{Hello, ReasonCode};
 
 use super::super::auth_gate::{Admission, AuthGate};
-use super::{EventLoop, State};
+use super::{EventLoop, State, TimerKey, TimerKind};
 
 impl<D: Detector> EventLoop<D> {
     /// Requires credentials from now on (`None`: names are first come, first served).
@@ -52,16 +53,23 @@ impl<D: Detector> EventLoop<D> {
             Admission::Granted => self.establish(index, hello),
             Admission::Verifying => {
                 slot.state = State::Verifying(hello);
+                // The handshake timeout bounded the wait for the HELLO; the
+                // queue's own wait bounds the wait for a verifier thread.
+                let key = TimerKey {
+                    index: index as u32,
+                    generation: slot.generation,
+                    kind: TimerKind::Verification,
+                };
+                let due = self.clock.listening(Instant::now()) + gate.queue_wait();
+                self.wheel.insert(due, key);
                 true
             }
             Admission::Denied(denial) => {
                 self.refuse(index, ReasonCode::Unauthorized, denial.to_string());
                 false
             }
-            Admission::Busy => {
-                let text = "too many credentials (from this address, or in all) are waiting \
-                            to be verified; retry later";
-                self.refuse(index, ReasonCode::ServerFull, text.to_owned());
+            Admission::Busy(busy) => {
+                self.refuse(index, ReasonCode::ServerBusy, busy.text());
                 false
             }
         }
@@ -90,6 +98,28 @@ impl<D: Detector> EventLoop<D> {
                     self.establish(index, hello);
                 }
                 Err(denial) => self.refuse(index, ReasonCode::Unauthorized, denial.to_string()),
+            }
+        }
+    }
+
+    /// The queue wait of connection `index` is over: refused with
+    /// `server_busy` when its secret is still waiting (it is then never
+    /// checked); when a thread is checking it, the verdict follows within
+    /// one argon2 run, and the timer is set again in case it does not.
+    pub(super) fn verification_overdue(&mut self, index: usize, generation: u32) {
+        let Some(gate) = self.auth.as_mut() else {
+            return;
+        };
+        match gate.overdue(index, generation) {
+            Some(busy) => self.refuse(index, ReasonCode::ServerBusy, busy.text()),
+            None => {
+                let key = TimerKey {
+                    index: index as u32,
+                    generation,
+                    kind: TimerKind::Verification,
+                };
+                let due = self.clock.listening(Instant::now()) + gate.queue_wait();
+                self.wheel.insert(due, key);
             }
         }
     }
