@@ -149,12 +149,13 @@ impl StateChange {
     }
 }
 
-/// CPU time this thread has used; the listening clock tells busy work (CPU
-/// used) from a stall (wall time passing without it). Zero if the clock
-/// cannot be read, which makes long work count as a stall, the safe side
-/// for healthy sessions.
-fn thread_cpu_time() -> Duration {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+/// CPU time this process has used, all threads together; the listening
+/// clock tells busy work (CPU used by the loop, or by the admin or verifier
+/// threads that took the CPU from it) from a stall (wall time passing with
+/// no thread of the process running). Zero if the clock cannot be read,
+/// which makes long work count as a stall, the safe side for sessions.
+fn process_cpu_time() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
         .map_or(Duration::ZERO, Duration::from)
 }
 
@@ -396,7 +397,7 @@ impl<D: Detector> EventLoop<D> {
             farewells: VecDeque::new(),
             presence,
             metrics,
-            clock: ListeningClock::new(origin, thread_cpu_time(), STALL_TOLERANCE),
+            clock: ListeningClock::new(origin, process_cpu_time(), STALL_TOLERANCE),
             now: origin,
             real_now: origin,
             arrival: origin,
@@ -431,7 +432,7 @@ impl<D: Detector> EventLoop<D> {
                 }
                 None => timeout,
             };
-            report_stall(self.clock.sleeping(before, thread_cpu_time, timeout));
+            report_stall(self.clock.sleeping(before, process_cpu_time, timeout));
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 // After SIGSTOP and SIGCONT epoll_wait fails with EINTR; the
                 // next `sleeping` report catches the stall.
@@ -442,7 +443,7 @@ impl<D: Detector> EventLoop<D> {
                 return Err(error);
             }
             self.real_now = Instant::now();
-            let wake = self.clock.woke(self.real_now, thread_cpu_time);
+            let wake = self.clock.woke(self.real_now, process_cpu_time);
             self.now = wake.listening;
             report_stall(wake.stalled);
             let mut ready = 0;
