@@ -303,7 +303,10 @@ mod tests {
         let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
         clock.woke(t0, || NO_CPU);
         assert_eq!(clock.sleeping(t0 + 100 * MS, || 200 * MS, Some(MS)), None);
-        assert_eq!(clock.woke(t0 + 400 * MS, || 200 * MS).stalled, Some(299 * MS));
+        assert_eq!(
+            clock.woke(t0 + 400 * MS, || 200 * MS).stalled,
+            Some(299 * MS)
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use lubdub_core::detector::{CheckOutcome, Detector, Liveness, Transition};
+use lubdub_core::detector::{CheckOutcome, Detector, Transition};
 use lubdub_core::protocol::codec::{self, pong_bytes};
 use lubdub_core::protocol::inbox::{self, Fed};
 use lubdub_core::protocol::{Frame, Hello, Message, ReasonCode, Welcome};
@@ -44,12 +44,15 @@ use super::connection::{Connection, ReadOutcome, SendOutcome};
 use super::metrics::{ServerMetrics, StateCounts};
 use super::presence::{DropReason, Presence, PresenceEvent, PresenceKind};
 use super::registry::{Claim, NodeId, Registry};
-use super::snapshot::{SessionInfo, SessionState};
+use super::snapshot::{SessionInfo, SessionPage};
 use super::tls::{looks_like_client_hello, TLS_ON_PLAIN_TEXT, TLS_REQUIRED_TEXT};
 use super::tls_session::TlsSession;
 
 // Credentials: HELLO → auth gate → establish or refuse (see auth.rs).
 mod auth;
+// The admin API's reads, one bounded page per command.
+mod listing;
+pub use listing::MAX_SESSIONS_PER_PAGE;
 
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
@@ -93,10 +96,23 @@ const STALL_TOLERANCE: Duration = Duration::from_millis(100);
 /// Requests from other threads (the admin API, signal handlers).
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Reply with a listing of every established session.
-    Sessions(tokio::sync::oneshot::Sender<Vec<SessionInfo>>),
-    /// Reply with how many connections are in each state.
-    Counts(tokio::sync::oneshot::Sender<StateCounts>),
+    /// Reply with one page of established sessions (see `listing`).
+    SessionPage {
+        after: Option<u64>,
+        limit: usize,
+        reply: tokio::sync::oneshot::Sender<SessionPage>,
+    },
+    /// Reply with the established session holding `name`, if any.
+    SessionNamed {
+        name: String,
+        reply: tokio::sync::oneshot::Sender<Option<SessionInfo>>,
+    },
+    /// Reply with how many connections are in each state among one range
+    /// of slots, and where the next range starts.
+    Counts {
+        from: usize,
+        reply: tokio::sync::oneshot::Sender<(StateCounts, Option<usize>)>,
+    },
     /// Stop accepting, send every session BYE `shutdown` with a reconnect
     /// hint, and stop once the farewells are delivered (or at the shutdown
     /// timeout).
@@ -1284,82 +1300,23 @@ impl<D: Detector> EventLoop<D> {
     fn handle_commands(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Sessions(reply) => {
-                    // The requester may have given up; nothing to do then.
-                    let _ = reply.send(self.snapshot());
+                // The requester may have given up; nothing to do then.
+                Command::SessionPage {
+                    after,
+                    limit,
+                    reply,
+                } => {
+                    let _ = reply.send(self.session_page(after, limit));
                 }
-                Command::Counts(reply) => {
-                    let _ = reply.send(self.state_counts());
+                Command::SessionNamed { name, reply } => {
+                    let _ = reply.send(self.session_named(&name));
+                }
+                Command::Counts { from, reply } => {
+                    let _ = reply.send(self.count_page(from));
                 }
                 Command::Shutdown => self.begin_shutdown(),
             }
         }
-    }
-
-    fn state_counts(&self) -> StateCounts {
-        let mut counts = StateCounts::default();
-        for (_, slot) in &self.slots {
-            match &slot.state {
-                State::AwaitingHello | State::Verifying(_) => counts.handshaking += 1,
-                State::Closing => counts.closing += 1,
-                State::Established(session) => {
-                    match self.detector.liveness(&session.liveness, self.now) {
-                        Liveness::Alive => counts.alive += 1,
-                        // Dead but not judged yet counts as suspect, as in `/sessions`.
-                        Liveness::Suspect { .. } | Liveness::Dead => counts.suspect += 1,
-                    }
-                }
-            }
-        }
-        // Read in the same turn as the slots: the two agree unless a name
-        // leaked (held with no connection) or a connection holds none.
-        counts.registered = self
-            .registry
-            .count()
-            .map_or(0, |names| u64::try_from(names).unwrap_or(u64::MAX));
-        counts
-    }
-
-    fn snapshot(&self) -> Vec<SessionInfo> {
-        let now = self.now;
-        self.slots
-            .iter()
-            .filter_map(|(_, slot)| {
-                let State::Established(session) = &slot.state else {
-                    return None;
-                };
-                let (state, missed) = match self.detector.liveness(&session.liveness, now) {
-                    Liveness::Alive => (SessionState::Alive, 0),
-                    Liveness::Suspect { missed } => (SessionState::Suspect, missed),
-                    // Dead but its check has not run yet (it runs this very wake-up).
-                    Liveness::Dead => (SessionState::Suspect, self.config.max_missed),
-                };
-                let last_seen = self.detector.last_seen(&session.liveness);
-                Some(SessionInfo {
-                    name: session.name.to_string(),
-                    addr: slot.conn.peer,
-                    state,
-                    missed,
-                    last_seen_ms: now.saturating_duration_since(last_seen).as_millis() as u64,
-                    connected_at: humantime::format_rfc3339_millis(
-                        SystemTime::UNIX_EPOCH + Duration::from_millis(session.connected_at_ms),
-                    )
-                    .to_string(),
-                    epoch: session.epoch,
-                    session_id: session.session_id,
-                    one_way: !session.acks_wanted,
-                    rtt_ms: (session.rtt_us != 0).then(|| f64::from(session.rtt_us) / 1000.0),
-                    interval_ms: u64::from(session.interval_ms),
-                    mean_interarrival_ms: self
-                        .detector
-                        .mean_interarrival(&session.liveness)
-                        .as_secs_f64()
-                        * 1000.0,
-                    phi: self.detector.phi(&session.liveness, now),
-                    last_change: session.last_change.describe(self.config.phi_threshold),
-                })
-            })
-            .collect()
     }
 
     /// Starts a graceful shutdown: closes the listening socket, tells every

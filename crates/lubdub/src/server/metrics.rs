@@ -47,6 +47,17 @@ pub struct StateCounts {
     pub registered: u64,
 }
 
+impl StateCounts {
+    /// Adds the counts of another range of slots to these.
+    pub fn add(&mut self, other: StateCounts) {
+        self.handshaking += other.handshaking;
+        self.alive += other.alive;
+        self.suspect += other.suspect;
+        self.closing += other.closing;
+        self.registered += other.registered;
+    }
+}
+
 /// Every metric the server exports; cheap to clone (shared atomics).
 #[derive(Debug, Clone)]
 pub struct ServerMetrics {
