@@ -1,8 +1,9 @@
-//! The admin port's accept loop: a permit of a semaphore is taken before
-//! each accept (beyond [`AdminConfig::max_connections`] connections wait in
-//! the kernel's queue, costing the server no descriptor), accept errors back
-//! off, and each connection is served by hyper under a header-read timeout
-//! and a whole-connection time limit, then closed.
+//! The admin port's accept loop: each accepted connection takes a permit of
+//! a semaphore of [`AdminConfig::max_connections`]; beyond it a connection
+//! is answered 503 and closed at once (so the server never holds more than
+//! the cap plus one admin descriptor), accept errors back off, and each
+//! connection is served by hyper under a header-read timeout and a
+//! whole-connection time limit, then closed.
 
 use std::future::Future;
 use std::pin::pin;
@@ -47,14 +48,6 @@ pub async fn serve(
     let mut shutdown = pin!(shutdown);
     let mut backoff = FIRST_ACCEPT_BACKOFF;
     loop {
-        // The permit comes first: at the cap, nothing is accepted, so the
-        // admin port cannot take descriptors beyond its budget.
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = Arc::clone(&permits).acquire_owned() => {
-                permit.expect("the semaphore is never closed")
-            }
-        };
         let stream = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -66,6 +59,13 @@ pub async fn serve(
                     continue;
                 }
             },
+        };
+        // Refused rather than left waiting in the kernel's queue: there a
+        // legitimate request would wait behind every queued attacker's
+        // header timeout in turn; refused, it learns at once and retries.
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            refuse(&stream);
+            continue;
         };
         backoff = FIRST_ACCEPT_BACKOFF;
         connections.spawn(serve_connection(
@@ -83,6 +83,17 @@ pub async fn serve(
     let _ = stop.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Answer to a connection beyond the cap.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// Answers 503 to a connection beyond the cap, without waiting: its send
+/// buffer is empty, so the write fits, and the descriptor is closed when
+/// `stream` is dropped.
+fn refuse(stream: &TcpStream) {
+    // A peer that is already gone needs no answer.
+    let _ = stream.try_write(BUSY);
 }
 
 /// Serves one admin connection until the client closes it, its headers are

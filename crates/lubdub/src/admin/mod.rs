@@ -24,10 +24,10 @@ pub use listener::serve;
 /// descriptors, memory or time the protocol port needs (SECURITY.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdminConfig {
-    /// Admin connections open at once; further ones wait in the kernel's
-    /// accept queue (no descriptor of the server's is spent on them) until
-    /// one closes. The server keeps this many descriptors back from its
-    /// protocol connections (`ServerConfig::admin_connections`). Default 64.
+    /// Admin connections open at once; a further one is answered 503
+    /// (`Retry-After: 1`) and closed at once. The server keeps this many
+    /// descriptors back from its protocol connections
+    /// (`ServerConfig::admin_connections`). Default 64.
     pub max_connections: usize,
     /// Time a client has to send a request's headers, counted from when the
     /// server starts waiting for them (a new connection, or the end of the

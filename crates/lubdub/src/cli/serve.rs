@@ -82,9 +82,9 @@ pub struct ServerArgs {
     /// and minus --admin-max-connections kept for the admin API.
     #[arg(long, help_heading = "Limits")]
     max_connections: Option<usize>,
-    /// Admin API connections open at once; more wait in the kernel's
-    /// accept queue until one closes. This many descriptors are kept back
-    /// from the protocol port's default --max-connections.
+    /// Admin API connections open at once; more are answered 503 and
+    /// closed. This many descriptors are kept back from the protocol
+    /// port's default --max-connections.
     #[arg(long, default_value_t = lubdub::admin::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Limits")]
     admin_max_connections: u64,
     /// Time an admin client has to send a request's headers (on a new or a

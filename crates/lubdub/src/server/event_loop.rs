@@ -366,6 +366,9 @@ pub(crate) struct EventLoop<D: Detector> {
     /// than were read, so a session is read once more before it is declared
     /// dead.
     backlog: bool,
+    /// Commands from other threads may be waiting: the waker rang, or the
+    /// last turn left some (see `handle_commands`).
+    commands_waiting: bool,
     /// Credentials, when the server requires them (see `auth.rs`).
     auth: Option<super::auth_gate::AuthGate>,
     /// Shared TLS settings when the server speaks TLS; every accepted
@@ -418,6 +421,7 @@ impl<D: Detector> EventLoop<D> {
             real_now: origin,
             arrival: origin,
             backlog: false,
+            commands_waiting: false,
             auth: None,
             tls,
         }
@@ -433,7 +437,10 @@ impl<D: Detector> EventLoop<D> {
             let before = Instant::now();
             // With nothing scheduled there is no one to judge, and so no
             // stall to notice: sleep until something happens.
-            let timeout = if self.farewells.is_empty() && self.unfinished_reads.is_empty() {
+            let timeout = if self.farewells.is_empty()
+                && self.unfinished_reads.is_empty()
+                && !self.commands_waiting
+            {
                 self.wheel.next_expiry().map(|at| {
                     at.saturating_duration_since(self.clock.listening(before))
                         .min(WAIT_CAP)
@@ -468,12 +475,15 @@ impl<D: Detector> EventLoop<D> {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => {
-                        self.handle_commands();
+                        self.commands_waiting = true;
                         // The verifier threads wake the loop this way too.
                         self.finish_verifications();
                     }
                     token => self.connection_ready(token.0 - FIRST_CONNECTION, event),
                 }
+            }
+            if self.commands_waiting {
+                self.handle_commands();
             }
             // Sockets cut short last turn are read after this turn's events.
             for (index, generation, until_eof) in std::mem::take(&mut self.unfinished_reads) {
@@ -1297,8 +1307,21 @@ impl<D: Detector> EventLoop<D> {
         }
     }
 
+    /// Carries out waiting commands, at most [`listing::PAGES_PER_TURN`]
+    /// pages of them: 20 admin pollers each waiting for a page must not
+    /// make one turn build 20 pages while every session waits.
     fn handle_commands(&mut self) {
+        let mut pages = 0;
+        self.commands_waiting = false;
         while let Ok(command) = self.commands.try_recv() {
+            if matches!(
+                command,
+                Command::SessionPage { .. } | Command::Counts { .. }
+            ) {
+                pages += 1;
+                // The rest wait for the next turn, which does not sleep.
+                self.commands_waiting = pages >= listing::PAGES_PER_TURN;
+            }
             match command {
                 // The requester may have given up; nothing to do then.
                 Command::SessionPage {
@@ -1315,6 +1338,9 @@ impl<D: Detector> EventLoop<D> {
                     let _ = reply.send(self.count_page(from));
                 }
                 Command::Shutdown => self.begin_shutdown(),
+            }
+            if self.commands_waiting {
+                return;
             }
         }
     }

@@ -15,6 +15,9 @@ use super::{EventLoop, State};
 /// Most sessions one page holds, whatever the requester asks for: about
 /// 0.3 MB of JSON, and a fraction of a millisecond of the loop's time.
 pub const MAX_SESSIONS_PER_PAGE: usize = 1_000;
+/// Pages (of sessions or of counts) built per turn of the loop; further
+/// requests wait for the next turn, after the sockets are read again.
+pub(super) const PAGES_PER_TURN: usize = 1;
 /// Most slots one command looks at (vacant, handshaking and closing ones
 /// included), so that a page over sparse slots is bounded too.
 pub(crate) const SLOTS_PER_COMMAND: usize = 4_096;
