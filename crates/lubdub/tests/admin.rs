@@ -169,6 +169,21 @@ async fn half_sent_request(admin: String) -> Option<Ended> {
     })
 }
 
+/// `GET /metrics` once the attack is over.
+async fn metrics_text(admin: &str) -> String {
+    let url = format!("http://{admin}/metrics");
+    tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .expect("admin answers")
+            .body_mut()
+            .read_to_string()
+            .expect("text")
+    })
+    .await
+    .expect("join")
+}
+
 /// `GET /healthz` on a fresh connection: the status line's code, if any.
 async fn healthz(admin: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(admin).await.ok()?;
@@ -291,6 +306,18 @@ async fn half_sent_admin_requests_cannot_starve_the_protocol_port() {
         "{held} half-sent requests held open (cap {CAP})"
     );
     assert!(refused > 0, "none refused with 503");
+    // Also counted: refusals of this test's own `/healthz` polls.
+    let metrics = metrics_text(&admin).await;
+    let limited = |limit: &str| -> usize {
+        let prefix = format!("lubdub_admin_connections_limited_total{{reason=\"{limit}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix:?} in:\n{metrics}"))
+    };
+    assert!(limited("max_connections") >= refused);
+    assert_eq!(limited("header_timeout"), held);
     eprintln!(
         "files: {files_before} before, {files_during} during; {held} held to the \
          header timeout, {refused} answered 503; /healthz 200 after {healthy_at:?}"

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::{router, AdminConfig};
-use crate::server::ServerControl;
+use crate::server::{ServerControl, ServerMetrics};
 
 /// First pause after a failed accept (for example `EMFILE`), doubled after
 /// each further failure up to [`MAX_ACCEPT_BACKOFF`]: retrying at once
@@ -41,6 +41,7 @@ pub async fn serve(
     config: AdminConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let metrics = control.metrics().clone();
     let routes = router(control);
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let (stop, stopped) = watch::channel(false);
@@ -65,6 +66,7 @@ pub async fn serve(
         // header timeout in turn; refused, it learns at once and retries.
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             refuse(&stream);
+            metrics.admin_limited("max_connections");
             continue;
         };
         backoff = FIRST_ACCEPT_BACKOFF;
@@ -74,6 +76,7 @@ pub async fn serve(
             config,
             permit,
             stopped.clone(),
+            metrics.clone(),
         ));
         // Reap finished connections so that the set stays small.
         while connections.try_join_next().is_some() {}
@@ -105,6 +108,7 @@ async fn serve_connection(
     config: AdminConfig,
     _permit: OwnedSemaphorePermit,
     mut stopped: watch::Receiver<bool>,
+    metrics: ServerMetrics,
 ) {
     let deadline = tokio::time::Instant::now() + config.connection_timeout;
     let mut builder = http1::Builder::new();
@@ -116,10 +120,14 @@ async fn serve_connection(
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
+                if error.is_timeout() {
+                    metrics.admin_limited("header_timeout");
+                }
                 debug!(%error, "admin connection ended");
             }
         }
         () = tokio::time::sleep_until(deadline) => {
+            metrics.admin_limited("connection_timeout");
             debug!("admin connection closed at its time limit");
         }
         _ = stopped.changed() => {

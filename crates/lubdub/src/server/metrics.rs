@@ -71,6 +71,7 @@ pub struct ServerMetrics {
     connections_refused: Family<ReasonLabel, Counter>,
     handshakes_failed: Family<ReasonLabel, Counter>,
     frames_refused: Family<ReasonLabel, Counter>,
+    admin_limited: Family<ReasonLabel, Counter>,
     /// Credentials: failures, argon2 runs, cache hits.
     auth: AuthMetrics,
 }
@@ -95,6 +96,7 @@ impl ServerMetrics {
         let registered = Gauge::default();
         let handshakes_failed = Family::<ReasonLabel, Counter>::default();
         let frames_refused = Family::<ReasonLabel, Counter>::default();
+        let admin_limited = Family::<ReasonLabel, Counter>::default();
         let mut registry = Registry::with_prefix("lubdub");
         registry.register(
             "heartbeats_received",
@@ -141,6 +143,11 @@ impl ServerMetrics {
             "PINGs and MSGs refused because their session exceeded its rate, by reason",
             frames_refused.clone(),
         );
+        registry.register(
+            "admin_connections_limited",
+            "Admin API connections refused (503) or closed by a limit, by the limit",
+            admin_limited.clone(),
+        );
         let auth = AuthMetrics::register(&mut registry);
         Self {
             registry: Arc::new(registry),
@@ -148,6 +155,7 @@ impl ServerMetrics {
             registered,
             handshakes_failed,
             frames_refused,
+            admin_limited,
             heartbeats,
             drops,
             detection_delay,
@@ -179,6 +187,15 @@ impl ServerMetrics {
     /// A connection was refused at accept; `limit` is the limit's label.
     pub(crate) fn connection_refused(&self, limit: &'static str) {
         self.connections_refused
+            .get_or_create(&ReasonLabel { reason: limit })
+            .inc();
+    }
+
+    /// An admin connection was refused or closed by `limit` (the flag's
+    /// name without `--admin-`: `max_connections`, `header_timeout`,
+    /// `connection_timeout`).
+    pub(crate) fn admin_limited(&self, limit: &'static str) {
+        self.admin_limited
             .get_or_create(&ReasonLabel { reason: limit })
             .inc();
     }
