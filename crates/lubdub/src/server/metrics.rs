@@ -42,8 +42,9 @@ pub struct StateCounts {
     pub suspect: u64,
     /// Ended, farewell being delivered.
     pub closing: u64,
-    /// Names held in the registry, counted at the same instant (with the
-    /// in-memory registry: `alive + suspect` exactly).
+    /// Names held in the registry, counted in the same turn as the last
+    /// range of slots (with the in-memory registry: `alive + suspect`
+    /// exactly, unless sessions came or went between ranges).
     pub registered: u64,
 }
 
