@@ -86,9 +86,10 @@ const SUSPICION_GRID: Duration = Duration::from_millis(32);
 /// starvation) shows as a late wake-up even when traffic ends the wait.
 /// Ten idle wake-ups a second cost nothing measurable.
 const WAIT_CAP: Duration = Duration::from_millis(100);
-/// Wall time neither asked for as a wait nor spent on the CPU (the loop was
-/// stopped, paused or runnable without a CPU) beyond which the loop counts
-/// the time as a stall of its own. Shorter delays are ordinary scheduling
+/// Wall time neither asked for as a wait nor spent on the CPU by any thread
+/// of the process (it was stopped, paused, or runnable while other
+/// processes had every CPU) beyond which the loop counts the time as a
+/// stall of its own. Shorter delays are ordinary scheduling
 /// noise, and frames that arrived meanwhile are read before anyone is
 /// judged anyway.
 const STALL_TOLERANCE: Duration = Duration::from_millis(100);
