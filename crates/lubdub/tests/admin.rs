@@ -326,3 +326,33 @@ async fn half_sent_admin_requests_cannot_starve_the_protocol_port() {
     server.signal("-TERM");
     server.wait();
 }
+
+/// A kept-alive admin connection that goes quiet after its response is
+/// closed at the header timeout (5 s by default), so idle clients cannot
+/// sit on the connection cap. Fails on the code before this change, which
+/// kept it open (seen: still open after 10 s).
+#[tokio::test]
+async fn an_idle_kept_alive_admin_connection_is_closed_at_the_header_timeout() {
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+    let (mut server, _, admin) = common::process::start_server(&[]);
+    let mut stream = TcpStream::connect(&admin).await.expect("admin connects");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: lubdub\r\n\r\n")
+        .await
+        .expect("request sent");
+    let mut answer = vec![0; 4096];
+    let read = stream.read(&mut answer).await.expect("answer read");
+    assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+    let answered = Instant::now();
+    let rest = tokio::time::timeout(HEADER_TIMEOUT * 2, stream.read(&mut answer))
+        .await
+        .expect("closed within twice the header timeout");
+    let idle = answered.elapsed();
+    assert!(matches!(rest, Ok(0) | Err(_)), "{rest:?}");
+    assert!(
+        idle >= HEADER_TIMEOUT - Duration::from_millis(100),
+        "closed after {idle:?} of idleness"
+    );
+    server.signal("-TERM");
+    server.wait();
+}
