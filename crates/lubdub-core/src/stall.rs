@@ -6,16 +6,23 @@
 //! Heartbeats sent by healthy peers meanwhile sit unread in socket buffers.
 //! Mosquitto, stopped for 15 s, drops every such client. The remedy here is
 //! Lifeguard's idea of local health made concrete: the owner reports, at
-//! each sleep and each wake-up, the monotonic time, its own CPU time (the
-//! thread's) and how long it asked to sleep. Wall time that is explained
-//! neither by the requested sleep nor by CPU the owner used is time in which
-//! it could not run; beyond a tolerance it is a stall, and is removed from
-//! the *listening clock* that every deadline is judged by.
+//! each sleep and each wake-up, the monotonic time, the CPU time its whole
+//! process has used (every thread's) and how long it asked to sleep. Wall
+//! time that is explained neither by the requested sleep nor by CPU the
+//! process used is time in which it could not run; beyond a tolerance it is
+//! a stall, and is removed from the *listening clock* that every deadline is
+//! judged by.
 //!
 //! Busy work is not a stall: a loop that spends 300 ms reading a flood of
 //! frames used 300 ms of CPU, so those 300 ms count as listening time and
-//! sessions are still judged while the server is loaded. Only time the
-//! owner was stopped, paused or waiting for a CPU is left out.
+//! sessions are still judged while the server is loaded. Nor is work done
+//! by the process's other threads (an admin thread serialising a long
+//! listing, a verifier hashing passwords): when they take the CPU the owner
+//! wanted, the process was running, not stopped, so that time is listening
+//! time too. Counting only the owner thread's CPU once made 20 admin pollers
+//! look like 0.4–1.7 s of "stall", removed from every deadline. A stopped
+//! process or a paused VM uses no CPU in any thread, so it is still told
+//! apart; only time in which no thread of the process ran is left out.
 //!
 //! The listening clock is the monotonic clock minus all stalls so far, so
 //! it stays monotonic, costs O(1) however many sessions there are, and a
@@ -35,7 +42,7 @@ pub struct ListeningClock {
     tolerance: Duration,
     /// Sum of all stalls so far.
     paused: Duration,
-    /// The last instant and CPU time reported, and how long the owner then
+    /// The last instant and process CPU time reported, and how long the owner then
     /// meant to wait (zero: it was working; `None`: waiting with no deadline).
     last: Instant,
     last_cpu: Duration,
@@ -45,7 +52,7 @@ pub struct ListeningClock {
     cpu_read_at: Instant,
 }
 
-/// Longest time the owner's CPU reading may be reused. A thread's CPU time
+/// Longest time the owner's CPU reading may be reused. A process's CPU time
 /// has no vDSO fast path: each reading is a system call, and an idle server
 /// woken once per heartbeat made two per heartbeat, about a tenth of its
 /// cost. A reading at most this old understates a later stall by at most
@@ -62,7 +69,8 @@ pub struct Wake {
 }
 
 impl ListeningClock {
-    /// A clock starting at `now`, when the owner had used `cpu`; gaps up to
+    /// A clock starting at `now`, when the owner's process had used `cpu`
+    /// (all its threads together); gaps up to
     /// `tolerance` beyond what was expected are ordinary scheduling delay,
     /// not stalls.
     pub fn new(now: Instant, cpu: Duration, tolerance: Duration) -> Self {
@@ -92,8 +100,9 @@ impl ListeningClock {
     /// until something happens, when there is nothing to judge). The time
     /// since the last report (work, or a wait that ended without a wake-up
     /// report, such as one interrupted by a signal) is checked for a stall,
-    /// which is returned. `cpu` reads the owner's CPU time; it is called
-    /// only when the answer could matter (see [`CPU_READ_PERIOD`]).
+    /// which is returned. `cpu` reads the CPU time of the owner's process
+    /// (every thread's, the owner's own included); it is called only when
+    /// the answer could matter (see [`CPU_READ_PERIOD`]).
     pub fn sleeping(
         &mut self,
         now: Instant,
@@ -105,7 +114,8 @@ impl ListeningClock {
         stalled
     }
 
-    /// The owner woke at `now`; `cpu` reads the CPU time it has used so far.
+    /// The owner woke at `now`; `cpu` reads the CPU time its process has
+    /// used so far (all threads).
     pub fn woke(&mut self, now: Instant, cpu: impl FnOnce() -> Duration) -> Wake {
         let stalled = self.absorb(now, cpu);
         self.allowed = Some(Duration::ZERO);
@@ -129,7 +139,8 @@ impl ListeningClock {
         let cpu = cpu();
         // `last_cpu` may be up to CPU_READ_PERIOD older than `last`: the
         // CPU used in between counts as used now, understating a stall by
-        // at most that much.
+        // at most that much. On several cores the process may use more CPU
+        // than wall time passed; the subtraction saturates at no stall.
         let used = cpu.saturating_sub(self.last_cpu);
         self.last_cpu = self.last_cpu.max(cpu);
         self.cpu_read_at = now;
@@ -239,6 +250,62 @@ mod tests {
         assert_eq!(
             clock.woke(t0 + 301 * MS, || 290 * MS).listening,
             t0 + 301 * MS
+        );
+    }
+
+    #[test]
+    fn cpu_taken_by_the_processs_other_threads_is_listening_time() {
+        // The loop asked for no wait, but an admin thread serialising a
+        // long listing had the only free CPU for 400 ms: the loop itself
+        // used 5 ms, the process 395 ms. The process was running, so no
+        // deadline may be pushed back by that time.
+        let t0 = Instant::now();
+        let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
+        clock.woke(t0, || NO_CPU);
+        assert_eq!(clock.sleeping(t0 + 400 * MS, || 395 * MS, Some(MS)), None);
+        assert_eq!(
+            clock.woke(t0 + 401 * MS, || 396 * MS).listening,
+            t0 + 401 * MS
+        );
+        assert_eq!(clock.paused(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_stopped_process_is_told_apart_from_a_busy_one() {
+        // The same 400 ms, in which no thread of the process ran (SIGSTOP,
+        // a paused VM): a stall.
+        let t0 = Instant::now();
+        let mut clock = ListeningClock::new(t0, 30 * MS, 50 * MS);
+        clock.woke(t0, || 30 * MS);
+        assert_eq!(
+            clock.sleeping(t0 + 400 * MS, || 30 * MS, Some(MS)),
+            Some(400 * MS)
+        );
+        assert_eq!(clock.listening(t0 + 400 * MS), t0);
+    }
+
+    #[test]
+    fn other_threads_explain_only_the_time_they_ran() {
+        // Stopped for 2 s of a 2.2 s gap; the process's threads ran 150 ms
+        // of it (on another core, or before the stop): only the rest is a
+        // stall, minus the 50 ms the owner asked to wait.
+        let t0 = Instant::now();
+        let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
+        clock.sleeping(t0, || NO_CPU, Some(50 * MS));
+        let wake = clock.woke(t0 + 2200 * MS, || 150 * MS);
+        assert_eq!(wake.stalled, Some(2000 * MS));
+    }
+
+    #[test]
+    fn a_process_using_more_cpu_than_wall_time_is_no_stall() {
+        // Two threads busy on two cores: 200 ms of CPU in 100 ms of wall time.
+        let t0 = Instant::now();
+        let mut clock = ListeningClock::new(t0, NO_CPU, 50 * MS);
+        clock.woke(t0, || NO_CPU);
+        assert_eq!(clock.sleeping(t0 + 100 * MS, || 200 * MS, Some(MS)), None);
+        assert_eq!(
+            clock.woke(t0 + 400 * MS, || 200 * MS).stalled,
+            Some(299 * MS)
         );
     }
 

@@ -78,9 +78,23 @@ pub struct ServerArgs {
     /// Most connections open at once (handshaking, established and
     /// closing); more are answered REJECT server_full (a TLS server closes
     /// them without it, which TLS clients could not read). Default: the
-    /// process's open-file limit minus 64 kept for the server's own files.
+    /// process's open-file limit minus 64 kept for the server's own files
+    /// and minus --admin-max-connections kept for the admin API.
     #[arg(long, help_heading = "Limits")]
     max_connections: Option<usize>,
+    /// Admin API connections open at once; more are answered 503 and
+    /// closed. This many descriptors are kept back from the protocol
+    /// port's default --max-connections.
+    #[arg(long, default_value_t = lubdub::admin::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Limits")]
+    admin_max_connections: u64,
+    /// Time an admin client has to send a request's headers (on a new or a
+    /// kept-alive connection) before the connection is closed.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, help_heading = "Limits")]
+    admin_header_timeout: Duration,
+    /// Longest an admin connection stays open, whatever it does (a slow
+    /// reader of a long listing, back-to-back requests); then it is closed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Limits")]
+    admin_connection_timeout: Duration,
     /// Most connections open at once from one source address (IPv6: one
     /// /64); 0 for no limit. Raise it for fleets behind one NAT gateway.
     #[arg(long, default_value_t = 1_000, help_heading = "Limits")]
@@ -207,6 +221,7 @@ impl ServerArgs {
             tcp_keepalive: self.tcp_keepalive.0,
             tcp_user_timeout: self.tcp_user_timeout.0,
             max_connections: self.max_connections,
+            admin_connections: self.admin_config().max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             accept_rate_per_ip: self.accept_rate_per_ip,
             max_messages_per_sec: self.max_messages_per_sec,
@@ -236,6 +251,15 @@ impl ServerArgs {
 }
 
 impl ServerArgs {
+    /// The admin port's limits.
+    fn admin_config(&self) -> lubdub::admin::AdminConfig {
+        lubdub::admin::AdminConfig {
+            max_connections: usize::try_from(self.admin_max_connections).unwrap_or(usize::MAX),
+            header_timeout: self.admin_header_timeout,
+            connection_timeout: self.admin_connection_timeout,
+        }
+    }
+
     /// The TLS files, when both --tls-cert and --tls-key are given (clap
     /// refuses one without the other).
     fn tls_files(&self) -> Option<TlsFiles> {
@@ -251,6 +275,7 @@ impl ServerArgs {
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let _log_writer = super::init_logging("info");
     let config = args.config();
+    let admin_config = args.admin_config();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -303,6 +328,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             handshake_timeout = %humantime::format_duration(config.handshake_timeout),
             "limits (0 = none; see --help)"
         );
+        info!(
+            admin_max_connections = admin_config.max_connections,
+            admin_header_timeout = %humantime::format_duration(admin_config.header_timeout),
+            admin_connection_timeout = %humantime::format_duration(admin_config.connection_timeout),
+            "admin API limits"
+        );
         match &config.tls {
             Some(tls) => info!(
                 cert = %tls.cert.display(),
@@ -325,6 +356,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         let admin = tokio::spawn(lubdub::admin::serve(
             admin_listener,
             control.clone(),
+            admin_config,
             async {
                 let _ = admin_stopped.await;
             },

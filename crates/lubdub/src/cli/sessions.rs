@@ -17,7 +17,8 @@ pub struct SessionsArgs {
     /// Address of the server's admin API.
     #[arg(long, default_value = super::DEFAULT_ADMIN, value_parser = parse_addr)]
     admin: SocketAddr,
-    /// Print the raw JSON array instead of a table.
+    /// Print the raw JSON array (in the server's slot order) instead of a
+    /// table (sorted by name).
     #[arg(long)]
     json: bool,
     /// Show names in the table exactly as the server holds them, for
@@ -40,8 +41,10 @@ pub fn run(args: SessionsArgs) -> anyhow::Result<ExitCode> {
         println!("{body}");
         return Ok(ExitCode::SUCCESS);
     }
-    let sessions: Vec<SessionInfo> =
+    let mut sessions: Vec<SessionInfo> =
         serde_json::from_str(&body).context("the admin API answered with unexpected JSON")?;
+    // The server streams its list in slot order; people read it by name.
+    sessions.sort_by(|a, b| a.name.cmp(&b.name));
     print!("{}", table(&sessions, args.raw));
     Ok(ExitCode::SUCCESS)
 }

@@ -85,9 +85,15 @@ pub struct ServerConfig {
 
     // Limits against hostile or broken peers (SECURITY.md lists them all).
     /// Open connections of every kind; `None` takes the process's open-file
-    /// limit minus [`RESERVED_FILES`], so that accepting never fails for want
-    /// of a descriptor.
+    /// limit minus [`RESERVED_FILES`] minus [`Self::admin_connections`], so
+    /// that accepting never fails for want of a descriptor and the admin
+    /// API always has its own.
     pub max_connections: Option<usize>,
+    /// Descriptors kept back from the default `max_connections` for the
+    /// admin API's connections: its connection cap
+    /// (`crate::admin::AdminConfig::max_connections`, default 64), so that
+    /// neither port can take the descriptors the other needs.
+    pub admin_connections: usize,
     /// Open connections per source address (IPv6: per /64); 0 is unlimited.
     pub max_connections_per_ip: u32,
     /// New connections per second per source address, with bursts of as
@@ -128,8 +134,11 @@ pub struct ServerConfig {
     pub tls: Option<super::tls::TlsFiles>,
 }
 
-/// Descriptors kept back from `max_connections` by default: the listener,
-/// the epoll instance, the waker, the admin API's sockets and the log.
+/// Descriptors kept back from `max_connections` by default for the
+/// server's own files: the listener, the epoll instance, the waker, the
+/// admin runtime and listener, the log, the file refused at accept. The
+/// admin API's connections have their own share
+/// ([`ServerConfig::admin_connections`]) on top.
 pub const RESERVED_FILES: usize = 64;
 
 impl Default for ServerConfig {
@@ -156,6 +165,7 @@ impl Default for ServerConfig {
             tcp_keepalive: None,
             tcp_user_timeout: None,
             max_connections: None,
+            admin_connections: 64,
             // A NAT gateway can hold thousands of devices; raise these for
             // fleets behind one (SECURITY.md).
             max_connections_per_ip: 1_000,
@@ -304,7 +314,8 @@ impl ServerConfig {
     }
 
     /// The connection cap: as configured, or the open-file limit minus
-    /// [`RESERVED_FILES`] (or 65,536 when the limit cannot be read).
+    /// [`RESERVED_FILES`] and [`Self::admin_connections`] (or 65,536 when
+    /// the limit cannot be read).
     pub fn connection_cap(&self) -> usize {
         self.max_connections.unwrap_or_else(|| {
             nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(
@@ -313,6 +324,7 @@ impl ServerConfig {
                     usize::try_from(soft)
                         .unwrap_or(usize::MAX)
                         .saturating_sub(RESERVED_FILES)
+                        .saturating_sub(self.admin_connections)
                         .max(1)
                 },
             )

@@ -25,7 +25,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use lubdub_core::detector::{CheckOutcome, Detector, Liveness, Transition};
+use lubdub_core::detector::{CheckOutcome, Detector, Transition};
 use lubdub_core::protocol::codec::{self, pong_bytes};
 use lubdub_core::protocol::inbox::{self, Fed};
 use lubdub_core::protocol::{Frame, Hello, ReasonCode, Welcome};
@@ -44,7 +44,7 @@ use super::connection::{Connection, ReadOutcome, SendOutcome};
 use super::metrics::{ServerMetrics, StateCounts};
 use super::presence::{DropReason, Presence, PresenceEvent, PresenceKind};
 use super::registry::{Claim, NodeId, Registry, RegistryError};
-use super::snapshot::{SessionInfo, SessionState};
+use super::snapshot::{SessionInfo, SessionPage};
 use super::tls::{looks_like_client_hello, TLS_ON_PLAIN_TEXT, TLS_REQUIRED_TEXT};
 use super::tls_session::TlsSession;
 use crate::escape::Escaped;
@@ -53,6 +53,9 @@ use crate::escape::Escaped;
 mod auth;
 // MSG fan-out under budgets, fair delivery and the outbound memory cap.
 mod relay;
+// The admin API's reads, one bounded page per command.
+mod listing;
+pub use listing::MAX_SESSIONS_PER_PAGE;
 
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
@@ -98,9 +101,10 @@ const SUSPICION_GRID: Duration = Duration::from_millis(32);
 /// starvation) shows as a late wake-up even when traffic ends the wait.
 /// Ten idle wake-ups a second cost nothing measurable.
 const WAIT_CAP: Duration = Duration::from_millis(100);
-/// Wall time neither asked for as a wait nor spent on the CPU (the loop was
-/// stopped, paused or runnable without a CPU) beyond which the loop counts
-/// the time as a stall of its own. Shorter delays are ordinary scheduling
+/// Wall time neither asked for as a wait nor spent on the CPU by any thread
+/// of the process (it was stopped, paused, or runnable while other
+/// processes had every CPU) beyond which the loop counts the time as a
+/// stall of its own. Shorter delays are ordinary scheduling
 /// noise, and frames that arrived meanwhile are read before anyone is
 /// judged anyway.
 const STALL_TOLERANCE: Duration = Duration::from_millis(100);
@@ -108,10 +112,23 @@ const STALL_TOLERANCE: Duration = Duration::from_millis(100);
 /// Requests from other threads (the admin API, signal handlers).
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Reply with a listing of every established session.
-    Sessions(tokio::sync::oneshot::Sender<Vec<SessionInfo>>),
-    /// Reply with how many connections are in each state.
-    Counts(tokio::sync::oneshot::Sender<StateCounts>),
+    /// Reply with one page of established sessions (see `listing`).
+    SessionPage {
+        after: Option<u64>,
+        limit: usize,
+        reply: tokio::sync::oneshot::Sender<SessionPage>,
+    },
+    /// Reply with the established session holding `name`, if any.
+    SessionNamed {
+        name: String,
+        reply: tokio::sync::oneshot::Sender<Option<SessionInfo>>,
+    },
+    /// Reply with how many connections are in each state among one range
+    /// of slots, and where the next range starts.
+    Counts {
+        from: usize,
+        reply: tokio::sync::oneshot::Sender<(StateCounts, Option<usize>)>,
+    },
     /// Stop accepting, send every session BYE `shutdown` with a reconnect
     /// hint, and stop once the farewells are delivered (or at the shutdown
     /// timeout).
@@ -169,12 +186,13 @@ impl StateChange {
     }
 }
 
-/// CPU time this thread has used; the listening clock tells busy work (CPU
-/// used) from a stall (wall time passing without it). Zero if the clock
-/// cannot be read, which makes long work count as a stall, the safe side
-/// for healthy sessions.
-fn thread_cpu_time() -> Duration {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+/// CPU time this process has used, all threads together; the listening
+/// clock tells busy work (CPU used by the loop, or by the admin or verifier
+/// threads that took the CPU from it) from a stall (wall time passing with
+/// no thread of the process running). Zero if the clock cannot be read,
+/// which makes long work count as a stall, the safe side for sessions.
+fn process_cpu_time() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
         .map_or(Duration::ZERO, Duration::from)
 }
 
@@ -391,6 +409,9 @@ pub(crate) struct EventLoop<D: Detector> {
     /// than were read, so a session is read once more before it is declared
     /// dead.
     backlog: bool,
+    /// Commands from other threads may be waiting: the waker rang, or the
+    /// last turn left some (see `handle_commands`).
+    commands_waiting: bool,
     /// Credentials, when the server requires them (see `auth.rs`).
     auth: Option<super::auth_gate::AuthGate>,
     /// Shared TLS settings when the server speaks TLS; every accepted
@@ -446,11 +467,12 @@ impl<D: Detector> EventLoop<D> {
             farewells: VecDeque::new(),
             presence,
             metrics,
-            clock: ListeningClock::new(origin, thread_cpu_time(), STALL_TOLERANCE),
+            clock: ListeningClock::new(origin, process_cpu_time(), STALL_TOLERANCE),
             now: origin,
             real_now: origin,
             arrival: origin,
             backlog: false,
+            commands_waiting: false,
             auth: None,
             tls,
         }
@@ -469,6 +491,7 @@ impl<D: Detector> EventLoop<D> {
             let timeout = if self.farewells.is_empty()
                 && self.unfinished_reads.is_empty()
                 && self.waiting_reads.is_empty()
+                && !self.commands_waiting
             {
                 self.wheel.next_expiry().map(|at| {
                     at.saturating_duration_since(self.clock.listening(before))
@@ -484,7 +507,7 @@ impl<D: Detector> EventLoop<D> {
                 }
                 None => timeout,
             };
-            report_stall(self.clock.sleeping(before, thread_cpu_time, timeout));
+            report_stall(self.clock.sleeping(before, process_cpu_time, timeout));
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 // After SIGSTOP and SIGCONT epoll_wait fails with EINTR; the
                 // next `sleeping` report catches the stall.
@@ -495,7 +518,7 @@ impl<D: Detector> EventLoop<D> {
                 return Err(error);
             }
             self.real_now = Instant::now();
-            let wake = self.clock.woke(self.real_now, thread_cpu_time);
+            let wake = self.clock.woke(self.real_now, process_cpu_time);
             self.now = wake.listening;
             report_stall(wake.stalled);
             // A turn reads, in this order: sockets that got no read last
@@ -513,12 +536,15 @@ impl<D: Detector> EventLoop<D> {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => {
-                        self.handle_commands();
+                        self.commands_waiting = true;
                         // The verifier threads wake the loop this way too.
                         self.finish_verifications();
                     }
                     token => self.connection_ready(token.0 - FIRST_CONNECTION, event),
                 }
+            }
+            if self.commands_waiting {
+                self.handle_commands();
             }
             self.resume_reads(cut_short, true);
             // Judge after every batch, so that a flood of readiness never
@@ -1368,85 +1394,42 @@ impl<D: Detector> EventLoop<D> {
         }
     }
 
+    /// Carries out waiting commands, at most [`listing::PAGES_PER_TURN`]
+    /// pages of them: 20 admin pollers each waiting for a page must not
+    /// make one turn build 20 pages while every session waits.
     fn handle_commands(&mut self) {
+        let mut pages = 0;
+        self.commands_waiting = false;
         while let Ok(command) = self.commands.try_recv() {
+            if matches!(
+                command,
+                Command::SessionPage { .. } | Command::Counts { .. }
+            ) {
+                pages += 1;
+                // The rest wait for the next turn, which does not sleep.
+                self.commands_waiting = pages >= listing::PAGES_PER_TURN;
+            }
             match command {
-                Command::Sessions(reply) => {
-                    // The requester may have given up; nothing to do then.
-                    let _ = reply.send(self.snapshot());
+                // The requester may have given up; nothing to do then.
+                Command::SessionPage {
+                    after,
+                    limit,
+                    reply,
+                } => {
+                    let _ = reply.send(self.session_page(after, limit));
                 }
-                Command::Counts(reply) => {
-                    let _ = reply.send(self.state_counts());
+                Command::SessionNamed { name, reply } => {
+                    let _ = reply.send(self.session_named(&name));
+                }
+                Command::Counts { from, reply } => {
+                    let _ = reply.send(self.count_page(from));
                 }
                 Command::Shutdown => self.begin_shutdown(),
             }
-        }
-    }
-
-    fn state_counts(&self) -> StateCounts {
-        let mut counts = StateCounts::default();
-        for (_, slot) in &self.slots {
-            match &slot.state {
-                State::AwaitingHello | State::Verifying(_) => counts.handshaking += 1,
-                State::Closing => counts.closing += 1,
-                State::Established(session) => {
-                    match self.detector.liveness(&session.liveness, self.now) {
-                        Liveness::Alive => counts.alive += 1,
-                        // Dead but not judged yet counts as suspect, as in `/sessions`.
-                        Liveness::Suspect { .. } | Liveness::Dead => counts.suspect += 1,
-                    }
-                }
+            if self.commands_waiting {
+                return;
             }
         }
-        // Read in the same turn as the slots: the two agree unless a name
-        // leaked (held with no connection) or a connection holds none.
-        counts.registered = self
-            .registry
-            .count()
-            .map_or(0, |names| u64::try_from(names).unwrap_or(u64::MAX));
-        counts
-    }
-
-    fn snapshot(&self) -> Vec<SessionInfo> {
-        let now = self.now;
-        self.slots
-            .iter()
-            .filter_map(|(index, slot)| {
-                let State::Established(session) = &slot.state else {
-                    return None;
-                };
-                let (state, missed) = match self.detector.liveness(&session.liveness, now) {
-                    Liveness::Alive => (SessionState::Alive, 0),
-                    Liveness::Suspect { missed } => (SessionState::Suspect, missed),
-                    // Dead but its check has not run yet (it runs this very wake-up).
-                    Liveness::Dead => (SessionState::Suspect, self.config.max_missed),
-                };
-                let last_seen = self.detector.last_seen(&session.liveness);
-                Some(SessionInfo {
-                    name: session.name.to_string(),
-                    addr: slot.conn.peer,
-                    state,
-                    missed,
-                    last_seen_ms: now.saturating_duration_since(last_seen).as_millis() as u64,
-                    connected_at: humantime::format_rfc3339_millis(
-                        SystemTime::UNIX_EPOCH + Duration::from_millis(session.connected_at_ms),
-                    )
-                    .to_string(),
-                    epoch: session.epoch,
-                    session_id: session_id(index, slot.generation),
-                    one_way: !session.acks_wanted,
-                    rtt_ms: (session.rtt_us != 0).then(|| f64::from(session.rtt_us) / 1000.0),
-                    interval_ms: u64::from(session.interval_ms),
-                    mean_interarrival_ms: self
-                        .detector
-                        .mean_interarrival(&session.liveness)
-                        .as_secs_f64()
-                        * 1000.0,
-                    phi: self.detector.phi(&session.liveness, now),
-                    last_change: session.last_change.describe(self.config.phi_threshold),
-                })
-            })
-            .collect()
     }
 
     /// Starts a graceful shutdown: closes the listening socket, tells every

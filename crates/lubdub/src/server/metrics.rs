@@ -42,9 +42,21 @@ pub struct StateCounts {
     pub suspect: u64,
     /// Ended, farewell being delivered.
     pub closing: u64,
-    /// Names held in the registry, counted at the same instant (with the
-    /// in-memory registry: `alive + suspect` exactly).
+    /// Names held in the registry, counted in the same turn as the last
+    /// range of slots (with the in-memory registry: `alive + suspect`
+    /// exactly, unless sessions came or went between ranges).
     pub registered: u64,
+}
+
+impl StateCounts {
+    /// Adds the counts of another range of slots to these.
+    pub fn add(&mut self, other: StateCounts) {
+        self.handshaking += other.handshaking;
+        self.alive += other.alive;
+        self.suspect += other.suspect;
+        self.closing += other.closing;
+        self.registered += other.registered;
+    }
 }
 
 /// Every metric the server exports; cheap to clone (shared atomics).
@@ -67,6 +79,7 @@ pub struct ServerMetrics {
     deliveries: Counter,
     deliveries_skipped: Family<ReasonLabel, Counter>,
     outbound_queued: Gauge,
+    admin_limited: Family<ReasonLabel, Counter>,
     /// Credentials: failures, argon2 runs, cache hits.
     auth: AuthMetrics,
 }
@@ -95,6 +108,7 @@ impl ServerMetrics {
         let deliveries = Counter::default();
         let deliveries_skipped = Family::<ReasonLabel, Counter>::default();
         let outbound_queued = Gauge::default();
+        let admin_limited = Family::<ReasonLabel, Counter>::default();
         let mut registry = Registry::with_prefix("lubdub");
         registry.register(
             "heartbeats_received",
@@ -164,6 +178,11 @@ impl ServerMetrics {
             "Bytes accepted for sending that sockets have not taken yet, all sessions",
             outbound_queued.clone(),
         );
+        registry.register(
+            "admin_connections_limited",
+            "Admin API connections refused (503) or closed by a limit, by the limit",
+            admin_limited.clone(),
+        );
         let auth = AuthMetrics::register(&mut registry);
         let refused_for_rate = frames_refused
             .get_or_create(&ReasonLabel {
@@ -187,6 +206,7 @@ impl ServerMetrics {
             registered,
             handshakes_failed,
             frames_refused,
+            admin_limited,
             heartbeats,
             drops,
             detection_delay,
@@ -218,6 +238,15 @@ impl ServerMetrics {
     /// A connection was refused at accept; `limit` is the limit's label.
     pub(crate) fn connection_refused(&self, limit: &'static str) {
         self.connections_refused
+            .get_or_create(&ReasonLabel { reason: limit })
+            .inc();
+    }
+
+    /// An admin connection was refused or closed by `limit` (the flag's
+    /// name without `--admin-`: `max_connections`, `header_timeout`,
+    /// `connection_timeout`).
+    pub(crate) fn admin_limited(&self, limit: &'static str) {
+        self.admin_limited
             .get_or_create(&ReasonLabel { reason: limit })
             .inc();
     }

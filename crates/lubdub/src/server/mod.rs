@@ -33,10 +33,11 @@ use mio::{Interest, Poll, Waker};
 use socket2::{Domain, Socket, Type};
 
 pub use config::{ConfigError, DetectorPolicy, ServerConfig};
+pub use event_loop::MAX_SESSIONS_PER_PAGE;
 pub use metrics::{ServerMetrics, StateCounts};
 pub use presence::{DropReason, PresenceEvent, PresenceKind, PresenceSink};
 pub use registry::{InMemoryRegistry, Registry};
-pub use snapshot::{SessionInfo, SessionState};
+pub use snapshot::{SessionInfo, SessionPage, SessionState};
 pub use tls::{TlsError, TlsFiles};
 
 use event_loop::{Command, EventLoop, LISTENER, WAKER};
@@ -90,24 +91,77 @@ impl ServerControl {
         self.waker.wake().map_err(|_| ServerStopped)
     }
 
-    /// Every established session, as the event loop sees it now.
+    /// Every established session, in slab order, gathered page by page:
+    /// the loop is held for one page at a time, so sessions that come or
+    /// go meanwhile may be missing or present (see [`SessionPage`]).
     ///
     /// # Errors
     /// [`ServerStopped`] when the loop is gone.
     pub async fn sessions(&self) -> Result<Vec<SessionInfo>, ServerStopped> {
-        let (reply, listing) = tokio::sync::oneshot::channel();
-        self.command(Command::Sessions(reply))?;
-        listing.await.map_err(|_| ServerStopped)
+        let mut listing = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.sessions_page(after, MAX_SESSIONS_PER_PAGE).await?;
+            listing.extend(page.sessions);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(listing),
+            }
+        }
     }
 
-    /// How many connections are in each state now.
+    /// One page of established sessions: up to `limit` (at most
+    /// [`MAX_SESSIONS_PER_PAGE`]) after the cursor `after` (`None`: from
+    /// the start), answered by the loop in one bounded turn.
+    ///
+    /// # Errors
+    /// [`ServerStopped`] when the loop is gone.
+    pub async fn sessions_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<SessionPage, ServerStopped> {
+        let (reply, page) = tokio::sync::oneshot::channel();
+        self.command(Command::SessionPage {
+            after,
+            limit,
+            reply,
+        })?;
+        page.await.map_err(|_| ServerStopped)
+    }
+
+    /// The established session holding `name`, found through the registry
+    /// without looking at any other session.
+    ///
+    /// # Errors
+    /// [`ServerStopped`] when the loop is gone.
+    pub async fn session_named(&self, name: &str) -> Result<Option<SessionInfo>, ServerStopped> {
+        let (reply, session) = tokio::sync::oneshot::channel();
+        self.command(Command::SessionNamed {
+            name: name.to_owned(),
+            reply,
+        })?;
+        session.await.map_err(|_| ServerStopped)
+    }
+
+    /// How many connections are in each state, counted a few thousand slots
+    /// per turn of the loop (not one instant, but no turn held for all).
     ///
     /// # Errors
     /// [`ServerStopped`] when the loop is gone.
     pub async fn state_counts(&self) -> Result<StateCounts, ServerStopped> {
-        let (reply, counts) = tokio::sync::oneshot::channel();
-        self.command(Command::Counts(reply))?;
-        counts.await.map_err(|_| ServerStopped)
+        let mut total = StateCounts::default();
+        let mut from = 0;
+        loop {
+            let (reply, counts) = tokio::sync::oneshot::channel();
+            self.command(Command::Counts { from, reply })?;
+            let (counts, next) = counts.await.map_err(|_| ServerStopped)?;
+            total.add(counts);
+            match next {
+                Some(next) => from = next,
+                None => return Ok(total),
+            }
+        }
     }
 
     /// The server's metrics (shared counters; see [`ServerMetrics::encode`]).

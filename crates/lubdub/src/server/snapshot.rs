@@ -1,4 +1,5 @@
-//! The admin view of one session, as served by `GET /sessions`.
+//! The admin view of sessions, as served by `GET /sessions`: one session,
+//! and one page of them.
 
 use std::net::SocketAddr;
 
@@ -47,4 +48,20 @@ pub struct SessionInfo {
     /// Why the session is in its current state, e.g. `joined`,
     /// `suspect: 2 interval(s) without a frame`, `recovered: …`.
     pub last_change: String,
+}
+
+/// One page of `GET /sessions?limit=N&after=CURSOR`: established sessions in
+/// slab order (the order in which slots were allocated, not by name).
+///
+/// Paging is consistent for sessions that stay: a session keeps its slot
+/// for its whole life, so one that exists from the first page to the last
+/// appears exactly once; one that comes or goes meanwhile may or may not.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SessionPage {
+    /// The sessions of this page; fewer than asked for (even none) when
+    /// the slots looked at in one turn of the loop held fewer.
+    pub sessions: Vec<SessionInfo>,
+    /// The cursor to pass as `after` for the next page; `None` (JSON
+    /// `null`) when this page is the last.
+    pub next: Option<u64>,
 }

@@ -63,6 +63,7 @@ impl TestServer {
         tokio::spawn(lubdub::admin::serve(
             admin_listener,
             handle.control(),
+            lubdub::admin::AdminConfig::default(),
             async {
                 let _ = stopped.await;
             },
@@ -148,10 +149,11 @@ impl TestServer {
         .expect("join")
     }
 
-    /// `GET /sessions` over real HTTP.
+    /// `GET /sessions` over real HTTP, sorted by name (the server streams
+    /// them in slab order).
     pub async fn sessions(&self) -> Vec<SessionInfo> {
         let url = format!("http://{}/sessions", self.admin);
-        tokio::task::spawn_blocking(move || {
+        let mut sessions = tokio::task::spawn_blocking(move || {
             ureq::get(&url)
                 .call()
                 .expect("admin answers")
@@ -160,7 +162,9 @@ impl TestServer {
                 .expect("a JSON list of sessions")
         })
         .await
-        .expect("join")
+        .expect("join");
+        sessions.sort_by(|a, b| a.name.cmp(&b.name));
+        sessions
     }
 }
 
