@@ -53,6 +53,12 @@ fn new_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
     }
 }
 
+/// One measured figure, printed before it is judged so that a failing
+/// run (the old server) reports it too; `bench/attacks.sh` collects them.
+fn figure(attack: u8, what: &str, value: impl std::fmt::Debug) {
+    println!("FIGURE attack={attack} {what}={value:?}");
+}
+
 fn loopback(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
@@ -365,7 +371,12 @@ fn a_broadcast_flood_leaves_bystanders_and_verdicts_alone() {
     let attack_ends = Instant::now();
     let rtts = probe.finish();
 
+    let baseline = p99(&rtts, attack_starts - Duration::from_secs(2), attack_starts);
+    let attacked = p99(&rtts, attack_starts, attack_ends);
+    figure(1, "probe_p99_before", baseline);
+    figure(1, "probe_p99_under_attack", attacked);
     let (reason, silent_ms) = server.dropped("silent");
+    figure(1, "silent_dropped_at_ms", silent_ms);
     assert_eq!(reason, "timeout");
     assert!(
         (1_000..=1_150).contains(&silent_ms),
@@ -373,8 +384,6 @@ fn a_broadcast_flood_leaves_bystanders_and_verdicts_alone() {
          (joined {:?} after the attack began)",
         silent_joined - attack_starts
     );
-    let baseline = p99(&rtts, attack_starts - Duration::from_secs(2), attack_starts);
-    let attacked = p99(&rtts, attack_starts, attack_ends);
     assert!(
         attacked <= baseline + RTT_ALLOWANCE,
         "probe p99 {attacked:?} under attack, {baseline:?} before"
@@ -528,10 +537,9 @@ fn a_reader_flooded_by_others_is_never_dropped() {
         told.extend(attacker.join().expect("an attacker"));
     }
     reading.store(false, Ordering::Relaxed);
-    let read = victim_reads
-        .join()
-        .expect("the victim's reader")
-        .unwrap_or_else(|error| panic!("{error}"));
+    let read = victim_reads.join().expect("the victim's reader");
+    figure(2, "victim", &read);
+    let read = read.unwrap_or_else(|error| panic!("{error}"));
     assert!(read > 1_000_000, "the victim read only {read} bytes");
     let metrics = server.metrics();
     assert_eq!(
@@ -635,6 +643,7 @@ fn resident_memory_stays_under_the_outbound_cap() {
     }
     let rtts = probe.finish();
     let grown = peak.saturating_sub(baseline);
+    figure(3, "resident_growth_bytes", grown);
     println!("resident memory: {baseline} bytes before, peak {peak} (+{grown}) under attack");
     let metrics = server.metrics();
     for line in metrics
@@ -714,18 +723,22 @@ fn refused_floods_get_one_share_of_a_turn_and_are_ended() {
     let newcomer = Peer::join(server.addr, loopback(81), "newcomer", 10_000, true)
         .expect("a new session joins during the flood");
     let handshake = handshake.elapsed();
+    figure(4, "new_handshake", handshake);
     let mut ended = Vec::new();
     for flooder in flooders {
         ended.push(flooder.join().expect("a flooder"));
     }
     let attack_ends = Instant::now();
     let rtts = probe.finish();
+    let before = p99(&rtts, attack_starts - Duration::from_secs(1), attack_starts);
+    let attacked = p99(&rtts, attack_starts, attack_ends);
+    figure(4, "probe_p99_before", before);
+    figure(4, "probe_p99_under_attack", attacked);
+    figure(4, "last_flooder_closed_after", ended.iter().max());
     assert!(
         handshake < Duration::from_millis(500),
         "a new handshake took {handshake:?} during the flood"
     );
-    let before = p99(&rtts, attack_starts - Duration::from_secs(1), attack_starts);
-    let attacked = p99(&rtts, attack_starts, attack_ends);
     assert!(
         attacked <= before + RTT_ALLOWANCE,
         "probe p99 {attacked:?} under attack, {before:?} before"

@@ -103,6 +103,11 @@ impl<D: Detector> EventLoop<D> {
             unreachable!("built as a MSG above");
         };
         let broadcast = outbound.to.is_empty();
+        // The budgets are checked before the recipients are looked for: a
+        // refused broadcast must not cost a walk over every session.
+        if let Err(refusal) = self.check_fanout(index) {
+            return self.refuse_fanout(index, refusal);
+        }
         let recipients: Vec<usize> = if broadcast {
             self.slots
                 .iter()
@@ -124,9 +129,7 @@ impl<D: Detector> EventLoop<D> {
             return true;
         }
         let deliveries = u32::try_from(recipients.len()).unwrap_or(u32::MAX);
-        if let Err(refusal) = self.spend_fanout(index, deliveries, encoded.len()) {
-            return self.refuse_fanout(index, refusal);
-        }
+        self.charge_fanout(index, deliveries, encoded.len());
         let mut delivered = 0u64;
         let mut busy = 0u64;
         let mut over_cap = 0u64;
@@ -173,15 +176,12 @@ impl<D: Detector> EventLoop<D> {
         self.notify(index, ReasonCode::RecipientBusy, text)
     }
 
-    /// Checks the sender's and the loop's fan-out budgets and the
-    /// server-wide outbound cap for `deliveries` writes of `len` bytes, and
-    /// charges both budgets when all three allow it.
-    fn spend_fanout(
-        &mut self,
-        index: usize,
-        deliveries: u32,
-        len: usize,
-    ) -> Result<(), FanoutRefusal> {
+    /// Whether the sender's and the loop's fan-out budgets and the
+    /// server-wide outbound cap let a fan-out start now. The budgets allow
+    /// a start by the debt alone, whatever its size (see
+    /// `lubdub_core::budget`), so this is decided before the recipients
+    /// are counted.
+    fn check_fanout(&mut self, index: usize) -> Result<(), FanoutRefusal> {
         let now_us = self.arrival_us;
         let sender_limits = self.config.sender_fanout_limits();
         let loop_limits = self.config.loop_fanout_limits();
@@ -201,6 +201,15 @@ impl<D: Detector> EventLoop<D> {
                 return Err(FanoutRefusal::Memory);
             }
         }
+        Ok(())
+    }
+
+    /// Charges a fan-out of `deliveries` writes of `len` bytes to the
+    /// sender's and the loop's budgets.
+    fn charge_fanout(&mut self, index: usize, deliveries: u32, len: usize) {
+        let now_us = self.arrival_us;
+        let sender_limits = self.config.sender_fanout_limits();
+        let loop_limits = self.config.loop_fanout_limits();
         self.loop_fanout
             .charge(now_us, deliveries, len, &loop_limits);
         if let Some(State::Established(session)) =
@@ -210,7 +219,6 @@ impl<D: Detector> EventLoop<D> {
                 .fanout
                 .charge(now_us, deliveries, len, &sender_limits);
         }
-        Ok(())
     }
 
     /// Tells the sender its MSG was not delivered and counts a strike;
@@ -323,6 +331,17 @@ impl<D: Detector> EventLoop<D> {
             return;
         }
         self.last_shed = now;
+        // Counted afresh: the running total follows every write, but a TLS
+        // queue's size is an estimate that a close_notify can move.
+        self.outbound_total = self
+            .slots
+            .iter()
+            .map(|(_, slot)| slot.conn.held_bytes())
+            .sum();
+        self.metrics.outbound_queued(self.outbound_total);
+        if self.outbound_total < self.outbound_cap {
+            return;
+        }
         let clock = self.queue_clock();
         let mut stuck: Vec<(usize, usize)> = self
             .slots
