@@ -17,7 +17,7 @@ run() {
     echo "== $label: $binary"
     env LUBDUB_BIN="$binary" ${legacy:+LUBDUB_LEGACY=1} \
         cargo test --release --locked -p lubdub --test attacks -- --nocapture --test-threads 1 2>&1 |
-        grep -E '^FIGURE|^test .* (ok|FAILED)$' || true
+        grep -oE 'FIGURE.*|test [a-z_]+ \.\.\. (ok|FAILED)|^(ok|FAILED)$' || true
 }
 run "before (legacy flags)" "$old" 1
 run "after" "$new" ""

@@ -224,6 +224,22 @@ fn resident(pid: u32) -> u64 {
     kib * 1024
 }
 
+/// CPU time a process has used so far (user + system), from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a stat line")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
 /// A server process with the limits under test.
 struct Server {
     process: Proc,
@@ -339,6 +355,7 @@ fn a_broadcast_flood_leaves_bystanders_and_verdicts_alone() {
     let probe = Probe::start(server.addr, "probe");
     std::thread::sleep(Duration::from_secs(2));
     let attack_starts = Instant::now();
+    let cpu_before = cpu_time(server.process.child.id());
 
     // Silent from its WELCOME on: dead 5 × 200 ms later.
     let silent = Peer::join(server.addr, loopback(1), "silent", 200, true).expect("joins");
@@ -369,6 +386,12 @@ fn a_broadcast_flood_leaves_bystanders_and_verdicts_alone() {
         std::thread::sleep(Duration::from_millis(10).saturating_sub(sent.elapsed()));
     }
     let attack_ends = Instant::now();
+    let cpu = cpu_time(server.process.child.id()).saturating_sub(cpu_before);
+    figure(
+        1,
+        "server_cpu_share",
+        cpu.as_secs_f64() / (attack_ends - attack_starts).as_secs_f64(),
+    );
     let rtts = probe.finish();
 
     let baseline = p99(&rtts, attack_starts - Duration::from_secs(2), attack_starts);
