@@ -388,6 +388,10 @@ pub(crate) struct EventLoop<D: Detector> {
     loop_fanout: lubdub_core::budget::FanoutBudget,
     /// When the largest stuck queues were last looked for (at the cap).
     last_shed: Instant,
+    /// MSGs accepted for fan-out, written a slice per turn (`relay.rs`).
+    fanouts: VecDeque<relay::Fanout>,
+    /// Deliveries waiting in `fanouts`.
+    pending_deliveries: usize,
     /// BYEs of sessions already declared dead, waiting to be written,
     /// oldest first; see [`FAREWELLS_PER_TURN`].
     farewells: VecDeque<(usize, u32, Frame)>,
@@ -464,6 +468,8 @@ impl<D: Detector> EventLoop<D> {
             outbound_cap,
             loop_fanout: lubdub_core::budget::FanoutBudget::new(),
             last_shed: origin,
+            fanouts: VecDeque::new(),
+            pending_deliveries: 0,
             farewells: VecDeque::new(),
             presence,
             metrics,
@@ -491,6 +497,7 @@ impl<D: Detector> EventLoop<D> {
             let timeout = if self.farewells.is_empty()
                 && self.unfinished_reads.is_empty()
                 && self.waiting_reads.is_empty()
+                && self.fanouts.is_empty()
                 && !self.commands_waiting
             {
                 self.wheel.next_expiry().map(|at| {
@@ -559,6 +566,7 @@ impl<D: Detector> EventLoop<D> {
             // that passed while this batch was handled is judged after the
             // next poll, once the frames that arrived meanwhile are read.
             self.expire_timers();
+            self.deliver_fanouts();
             self.write_farewells(FAREWELLS_PER_TURN);
             if self.shutdown_complete() {
                 return Ok(());
@@ -1448,6 +1456,9 @@ impl<D: Detector> EventLoop<D> {
             }
         }
         self.write_farewells(usize::MAX);
+        // Every session is told to go: messages not yet written are not.
+        self.fanouts.clear();
+        self.pending_deliveries = 0;
         let indices: Vec<usize> = self.slots.iter().map(|(index, _)| index).collect();
         let spread = reconnect_spread(indices.len());
         info!(
