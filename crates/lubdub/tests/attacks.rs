@@ -4,8 +4,9 @@
 //! sessions dropped at their deadline, no reader dropped, memory under the
 //! cap, floods ended.
 //!
-//! Attacks 1, 2 and 4 fail against the server before issue 12 (commit
-//! ea87978; attack 3 does not, see its comment): run with
+//! Attacks 1, 2, 4 and the parked form of 3 fail against the server
+//! before issue 12 (commit ea87978; the flood form of 3 does not, see its
+//! comment): run with
 //! `LUBDUB_BIN=/path/to/old/lubdub LUBDUB_LEGACY=1` (legacy leaves out the
 //! flags the old server does not know). What each showed there is in its
 //! doc comment and in BENCHMARKS.md.
@@ -589,10 +590,10 @@ fn a_reader_flooded_by_others_is_never_dropped() {
 /// This test does NOT fail on the code before issue 12: under a plain
 /// flood the old server dropped each sink as soon as its 1 MiB queue
 /// overflowed, which freed the memory. The attack that held 3.4 GiB kept
-/// 4,000 queues parked just under 1 MiB, which takes pacing aware of how
-/// much each kernel socket buffer absorbs (about 1 MB here); that variant
-/// is not reproduced. What this test shows is that the cap holds under
-/// the hardest flood the new server allows.
+/// queues parked just under 1 MiB: that is
+/// `parked_queues_stay_under_the_outbound_cap`, which does fail there.
+/// What this test shows is that the cap holds under the hardest flood the
+/// new server allows.
 #[test]
 fn resident_memory_stays_under_the_outbound_cap() {
     let _alone = one_at_a_time();
@@ -694,6 +695,144 @@ fn resident_memory_stays_under_the_outbound_cap() {
     );
     drop(sinks);
     drop(readers.runtime);
+}
+
+/// Attack 3 as the issue made it: queues parked just under the old
+/// per-session bound. A calibrating sender finds how many 60 KB messages a
+/// session that never reads takes before the server drops it (or refuses
+/// more); 20 senders then send each of 300 such sessions two fewer, at 100
+/// MSGs a second each, and stop.
+///
+/// Before issue 12 every queue was held just under 1 MiB for as long as
+/// the sessions stayed, nobody dropped (4,000 such sessions held 3.4 GiB).
+/// Now the server-wide cap (64 MiB here) holds, and the drain rule drops
+/// the parked sessions after `--slow-consumer-timeout`.
+#[test]
+fn parked_queues_stay_under_the_outbound_cap() {
+    let _alone = one_at_a_time();
+    const CAP: u64 = 64 * 1024 * 1024;
+    const SINKS: usize = 300;
+    const SENDERS: usize = 20;
+    let cap = CAP.to_string();
+    let server = Server::start(&new_flags(&[
+        "--max-outbound-total",
+        &cap,
+        // The cap and the drain rule, not the budgets, are under test.
+        "--max-deliveries-per-sec",
+        "0",
+        "--max-fanout-bytes-per-sec",
+        "0",
+        "--max-deliveries-per-sec-total",
+        "0",
+        "--max-fanout-bytes-per-sec-total",
+        "0",
+    ]));
+    let pid = server.process.child.id();
+    let sink = |name: String, source: IpAddr| {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .expect("bind");
+        socket.connect(&server.addr.into()).expect("connect");
+        let mut peer = Peer {
+            stream: socket.into(),
+            inbox: Vec::new(),
+        };
+        peer.send(&Frame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            flags: 0,
+            requested_interval_ms: 30_000,
+            name,
+            credential: Vec::new(),
+        }))
+        .expect("HELLO");
+        assert!(matches!(peer.next(), Ok(Frame::Welcome(_))));
+        peer
+    };
+    let sinks: Vec<Peer> = (0..SINKS)
+        .map(|index| sink(format!("sink-{index}"), loopback(70 + (index / 100) as u8)))
+        .collect();
+    let baseline = resident(pid);
+
+    // Calibration, on a session of its own.
+    let _calibrated = sink("calibrated".to_owned(), loopback(69));
+    let mut calibrator =
+        Peer::join(server.addr, loopback(68), "calibrator", 30_000, true).expect("joins");
+    calibrator
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("timeout");
+    let body = vec![b'!'; 60_000];
+    let mut sent = 0usize;
+    let taken = loop {
+        calibrator
+            .send(&message("calibrated", body.clone()))
+            .expect("MSG");
+        sent += 1;
+        match calibrator.next() {
+            Ok(Frame::Notice(reason)) => {
+                figure(3, "calibrated_by", reason.code);
+                break sent.saturating_sub(3).max(1);
+            }
+            Ok(other) => panic!("the calibrator got {other:?}"),
+            Err(_) => assert!(sent < 1_000, "no limit after {sent} messages"),
+        }
+    };
+    figure(3, "parked_messages_per_session", taken);
+
+    let attack_starts = Instant::now();
+    let senders: Vec<JoinHandle<()>> = (0..SENDERS)
+        .map(|sender| {
+            let mut peer = Peer::join(
+                server.addr,
+                loopback(60),
+                &format!("parker-{sender}"),
+                30_000,
+                true,
+            )
+            .expect("a sender joins");
+            let body = body.clone();
+            std::thread::spawn(move || {
+                for _ in 0..taken {
+                    for index in (sender..SINKS).step_by(SENDERS) {
+                        let started = Instant::now();
+                        if peer
+                            .send(&message(&format!("sink-{index}"), body.clone()))
+                            .is_err()
+                        {
+                            return;
+                        }
+                        std::thread::sleep(
+                            Duration::from_millis(10).saturating_sub(started.elapsed()),
+                        );
+                    }
+                }
+                // Kept open, not read, until the end of the test.
+                std::thread::sleep(Duration::from_secs(3));
+            })
+        })
+        .collect();
+    let mut peak = baseline;
+    for sender in senders {
+        while !sender.is_finished() {
+            peak = peak.max(resident(pid));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let grown = peak.saturating_sub(baseline);
+    figure(3, "parked_resident_growth_bytes", grown);
+    println!(
+        "parked: {taken} messages a session, resident memory +{grown} bytes at the peak, \
+         attack {:?}",
+        attack_starts.elapsed()
+    );
+    assert!(
+        grown <= CAP + 32 * 1024 * 1024,
+        "resident memory grew by {grown} bytes, cap {CAP}"
+    );
+    drop(sinks);
 }
 
 /// Attack 4: fifty connections from one address stream 10-byte MSGs as
