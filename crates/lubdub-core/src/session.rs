@@ -325,6 +325,18 @@ impl Conduct {
         })
     }
 
+    /// A MSG of this session was not delivered for a reason that is not
+    /// its own doing (the server's shared budget or memory cap): no strike.
+    /// Returns whether this refusal starts a run, so that one NOTICE tells
+    /// the sender.
+    pub fn refuse_message_without_strike(&mut self) -> bool {
+        let first = self.refused_in_run == 0;
+        if first {
+            self.refused_in_run = 1;
+        }
+        first
+    }
+
     /// A MSG of this session was delivered at `now_us`. The next refusal
     /// warns again, and a sender with no strike for two strike spacings
     /// (so at least one spacing without a refusal) is forgiven.
@@ -768,6 +780,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn refusals_that_are_not_the_senders_doing_are_no_strikes() {
+        let limits = ConductLimits {
+            refusal_strikes: 2,
+            ..ConductLimits::default()
+        };
+        let mut conduct = Conduct::new();
+        assert!(conduct.refuse_message_without_strike(), "the first warns");
+        for _ in 0..10_000 {
+            assert!(!conduct.refuse_message_without_strike());
+        }
+        // Its own refusals still count from zero.
+        assert!(conduct
+            .refuse_message(SECOND, &limits, ReasonCode::RateLimited, String::new)
+            .is_ok());
+        conduct.message_delivered(10 * SECOND);
+        assert!(
+            conduct.refuse_message_without_strike(),
+            "a new run warns again"
+        );
     }
 
     #[test]

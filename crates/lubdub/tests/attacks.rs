@@ -547,6 +547,8 @@ fn a_reader_flooded_by_others_is_never_dropped() {
             }
         })
     };
+    std::thread::sleep(Duration::from_secs(1));
+    let attack_starts = Instant::now();
     let attackers = attack(
         server.addr,
         loopback(50),
@@ -576,8 +578,16 @@ fn a_reader_flooded_by_others_is_never_dropped() {
             .any(|code| matches!(code, ReasonCode::RecipientBusy | ReasonCode::RateLimited)),
         "the senders were not told: {told:?}"
     );
+    let attack_ends = Instant::now();
     let rtts = probe.finish();
-    assert!(!rtts.is_empty());
+    let before = p99(&rtts, attack_starts - Duration::from_secs(1), attack_starts);
+    let attacked = p99(&rtts, attack_starts, attack_ends);
+    figure(2, "probe_p99_before", before);
+    figure(2, "probe_p99_under_attack", attacked);
+    assert!(
+        attacked <= before + RTT_ALLOWANCE,
+        "probe p99 {attacked:?} under attack, {before:?} before"
+    );
 }
 
 /// Attack 3: outbound memory. 400 sessions that never read, flooded with
@@ -676,9 +686,11 @@ fn resident_memory_stays_under_the_outbound_cap() {
     {
         println!("{line}");
     }
-    // The cap counts queue buffers; allocator and kernel-side slack on top.
+    // The cap counts queue buffers; the allocator's slack comes on top:
+    // buffers freed by shed sessions are not all returned to the system
+    // at once (up to 26 MiB over the cap was measured here).
     assert!(
-        grown <= CAP + 32 * 1024 * 1024,
+        grown <= CAP + 48 * 1024 * 1024,
         "resident memory grew by {grown} bytes, cap {CAP}"
     );
     // With the budgets lifted the loop is busy writing: round trips are

@@ -79,7 +79,7 @@ pub struct Connection {
     /// The last frame is queued: the write side is shut once it is out.
     farewell_written: bool,
     /// Reading was cut short by the per-turn read cap: the socket is in the
-    /// loop's list of reads to finish, once (see `event_loop::fair_reads`).
+    /// loop's list of reads to finish, once (see `EventLoop::defer_read`).
     pub read_pending: bool,
     /// With `read_pending`: read on to the end of the stream.
     pub read_to_eof: bool,
@@ -112,7 +112,12 @@ impl Connection {
     /// Socket errors other than `WouldBlock` and `Interrupted`; TLS errors.
     pub fn read_into(&mut self, scratch: &mut [u8]) -> io::Result<ReadOutcome> {
         if let Some(tls) = &mut self.tls {
-            let outcome = tls.read_into(&mut self.stream, self.peer, scratch)?;
+            let mut sealed = Vec::new();
+            let outcome = tls.read_into(&mut self.stream, self.peer, scratch, &mut sealed);
+            // Handshake answers, tickets, alerts: after what is queued.
+            let answered = self.write_or_queue(&sealed);
+            let outcome = outcome?;
+            answered?;
             if matches!(outcome, ReadOutcome::TlsRequired) {
                 self.tls = None;
             }
@@ -166,26 +171,18 @@ impl Connection {
     }
 
     /// Bytes accepted for sending that the socket has not taken yet (on
-    /// TLS connections an estimate within a record's overhead).
+    /// TLS connections, sealed records: rustls holds none).
     pub fn queued_len(&self) -> usize {
-        match &self.tls {
-            Some(tls) => tls.queued_estimate(),
-            None => self.outbox_len(),
-        }
+        self.outbox_len()
     }
 
     /// Memory the outbound queue holds: its buffer's capacity (a queue
-    /// that drained keeps its buffer until it is empty), or on TLS
-    /// connections the estimate of [`queued_len`](Self::queued_len). The
-    /// server-wide cap counts this, so that it bounds resident memory.
+    /// that drained keeps its buffer until it is empty). The server-wide
+    /// cap counts this, so that it bounds resident memory.
     pub fn held_bytes(&self) -> usize {
-        match &self.tls {
-            Some(tls) => tls.queued_estimate(),
-            None => self
-                .buffers
-                .as_ref()
-                .map_or(0, |buffers| buffers.outbox.capacity()),
-        }
+        self.buffers
+            .as_ref()
+            .map_or(0, |buffers| buffers.outbox.capacity())
     }
 
     /// Whether bytes queued longer than the patience ago are still waiting.
@@ -258,9 +255,21 @@ impl Connection {
     }
 
     fn send_unwatched(&mut self, bytes: &[u8], max_queued: usize) -> io::Result<SendOutcome> {
-        if let Some(tls) = &mut self.tls {
-            return tls.send(&mut self.stream, bytes, max_queued);
+        match &mut self.tls {
+            Some(tls) => {
+                let mut sealed = Vec::with_capacity(bytes.len() + 64);
+                tls.seal(bytes, &mut sealed)?;
+                // Refused here, the records are lost and the stream with
+                // them; the caller closes the connection then anyway.
+                self.queue_bytes(&sealed, max_queued)
+            }
+            None => self.queue_bytes(bytes, max_queued),
         }
+    }
+
+    /// Writes `bytes` after what is queued: at once when nothing is, and
+    /// queues what the socket does not take, within `max_queued`.
+    fn queue_bytes(&mut self, bytes: &[u8], max_queued: usize) -> io::Result<SendOutcome> {
         let mut written = 0;
         let queued = self.outbox_len();
         if queued == 0 {
@@ -292,10 +301,16 @@ impl Connection {
         flushed
     }
 
-    fn flush_unwatched(&mut self) -> io::Result<()> {
-        if let Some(tls) = &mut self.tls {
-            return tls.flush(&mut self.stream);
+    /// Writes or queues records the connection itself produced (TLS
+    /// handshake answers, alerts, close_notify): small, and never refused.
+    fn write_or_queue(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
         }
+        self.queue_bytes(bytes, usize::MAX).map(|_| ())
+    }
+
+    fn flush_unwatched(&mut self) -> io::Result<()> {
         let Some(buffers) = self.buffers.as_mut() else {
             return Ok(());
         };
@@ -322,7 +337,7 @@ impl Connection {
 
     /// Whether every accepted byte has been handed to the socket.
     pub fn is_flushed(&self) -> bool {
-        self.outbox_len() == 0 && self.tls.as_ref().map_or(true, |tls| tls.is_flushed())
+        self.outbox_len() == 0
     }
 
     /// Records that the last frame was queued: nothing else will be sent.
@@ -343,7 +358,10 @@ impl Connection {
             return;
         }
         if let Some(tls) = &mut self.tls {
-            if !tls.close_notify(&mut self.stream) {
+            let mut sealed = Vec::new();
+            tls.close_notify(&mut sealed);
+            // A reset already: nothing more will go out, FIN or not.
+            if self.write_or_queue(&sealed).is_ok() && !self.is_flushed() {
                 return;
             }
         }

@@ -392,6 +392,9 @@ pub(crate) struct EventLoop<D: Detector> {
     fanouts: VecDeque<relay::Fanout>,
     /// Deliveries waiting in `fanouts`.
     pending_deliveries: usize,
+    /// Bytes of the MSGs waiting in `fanouts`, counted against the
+    /// outbound cap with the queues.
+    pending_bytes: usize,
     /// BYEs of sessions already declared dead, waiting to be written,
     /// oldest first; see [`FAREWELLS_PER_TURN`].
     farewells: VecDeque<(usize, u32, Frame)>,
@@ -470,6 +473,7 @@ impl<D: Detector> EventLoop<D> {
             last_shed: origin,
             fanouts: VecDeque::new(),
             pending_deliveries: 0,
+            pending_bytes: 0,
             farewells: VecDeque::new(),
             presence,
             metrics,
@@ -1459,6 +1463,7 @@ impl<D: Detector> EventLoop<D> {
         // Every session is told to go: messages not yet written are not.
         self.fanouts.clear();
         self.pending_deliveries = 0;
+        self.pending_bytes = 0;
         let indices: Vec<usize> = self.slots.iter().map(|(index, _)| index).collect();
         let spread = reconnect_spread(indices.len());
         info!(

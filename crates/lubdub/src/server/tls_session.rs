@@ -1,6 +1,10 @@
 //! One TLS connection's rustls state, and the socket IO that goes through
 //! it: ciphertext from the socket is decrypted into the event loop's
-//! scratch buffer, plaintext to send is encrypted into a bounded queue.
+//! scratch buffer; plaintext to send, handshake answers and alerts are
+//! sealed into ciphertext handed to the caller, which writes it or queues
+//! it in the connection's own outbox like a plain connection's bytes. So
+//! rustls never holds unsent bytes, and a queue's size is exact: the
+//! server's fair-delivery share and outbound cap count it.
 //!
 //! [`Connection`](super::connection::Connection) holds a boxed
 //! [`TlsSession`] only on TLS connections, so plain sessions pay one null
@@ -14,7 +18,7 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use tracing::warn;
 
-use super::connection::{ReadOutcome, SendOutcome};
+use super::connection::ReadOutcome;
 use super::tls::is_tls_record_start;
 
 /// A TLS connection's state beside its socket.
@@ -24,12 +28,6 @@ pub struct TlsSession {
     /// The first byte was seen to open a TLS record; until then a peer
     /// speaking plain lubdub is told so in plain.
     sniffed: bool,
-    /// Plaintext accepted and ciphertext written since the queue was last
-    /// empty: rustls does not say how much it holds, and the server's
-    /// outbound cap counts every queue. Reset whenever nothing is left, so
-    /// the estimate is off by at most the records' overhead since then.
-    accepted_since_empty: u64,
-    written_since_empty: u64,
 }
 
 impl TlsSession {
@@ -41,8 +39,6 @@ impl TlsSession {
         Ok(Box::new(Self {
             tls: rustls::ServerConnection::new(Arc::clone(config))?,
             sniffed: false,
-            accepted_since_empty: 0,
-            written_since_empty: 0,
         }))
     }
 
@@ -63,6 +59,7 @@ impl TlsSession {
         stream: &mut TcpStream,
         peer: SocketAddr,
         scratch: &mut [u8],
+        sealed: &mut Vec<u8>,
     ) -> io::Result<ReadOutcome> {
         if !self.sniffed {
             let mut first = [0u8; 1];
@@ -114,103 +111,49 @@ impl TlsSession {
             if let Err(error) = self.tls.process_new_packets() {
                 // The alert rustls queued tells the peer why; best effort,
                 // the connection closes either way.
-                let _ = self.write_tls(stream);
+                self.seal_pending(sealed);
                 warn!(%peer, %error, "TLS error, closing the connection");
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("TLS: {error}"),
                 ));
             }
-            // Handshake answers and session tickets go out at once: with
-            // edge-triggered readiness, room the socket already has is
-            // never announced again.
-            self.write_tls(stream)?;
+            // Handshake answers and session tickets go out at once (the
+            // caller writes `sealed`): with edge-triggered readiness, room
+            // the socket already has is never announced again.
+            self.seal_pending(sealed);
         }
     }
 
-    /// Encrypts `bytes` and writes what the socket takes; the rest waits in
-    /// rustls, whose buffer is bounded by `max_queued` like a plain
-    /// connection's queue, so a peer that does not read is dropped, not
-    /// buffered for without bound.
+    /// Encrypts `bytes` into records appended to `sealed`.
     ///
     /// # Errors
-    /// Socket errors other than `WouldBlock` and `Interrupted`.
-    pub fn send(
-        &mut self,
-        stream: &mut TcpStream,
-        bytes: &[u8],
-        max_queued: usize,
-    ) -> io::Result<SendOutcome> {
-        self.tls.set_buffer_limit(Some(max_queued));
-        let mut rest = bytes;
-        loop {
-            let accepted = self.tls.writer().write(rest)?;
-            self.accepted_since_empty += accepted as u64;
-            rest = &rest[accepted..];
-            self.write_tls(stream)?;
-            if rest.is_empty() {
-                return Ok(SendOutcome::Sent);
-            }
-            // Still full after the socket took what it would: the peer is
-            // not reading. (With room made, the next round accepts more.)
-            if accepted == 0 || self.tls.wants_write() {
-                return Ok(SendOutcome::QueueFull);
-            }
-        }
+    /// What rustls says when it cannot encrypt (it cannot, for example,
+    /// after a close_notify was sent).
+    pub fn seal(&mut self, bytes: &[u8], sealed: &mut Vec<u8>) -> io::Result<()> {
+        // Nothing stays in rustls: its buffer limit does not apply.
+        self.tls.set_buffer_limit(None);
+        self.tls.writer().write_all(bytes)?;
+        self.seal_pending(sealed);
+        Ok(())
     }
 
-    /// Writes queued records after the socket became writable.
-    ///
-    /// # Errors
-    /// Socket errors other than `WouldBlock` and `Interrupted`.
-    pub fn flush(&mut self, stream: &mut TcpStream) -> io::Result<()> {
-        self.write_tls(stream)
-    }
-
-    /// Whether every encrypted byte has been handed to the socket.
-    pub fn is_flushed(&self) -> bool {
-        !self.tls.wants_write()
-    }
-
-    /// Bytes queued and not yet written, estimated (see the counters).
-    pub fn queued_estimate(&self) -> usize {
-        if self.is_flushed() {
-            return 0;
-        }
-        usize::try_from(
-            self.accepted_since_empty
-                .saturating_sub(self.written_since_empty),
-        )
-        .unwrap_or(usize::MAX)
-    }
-
-    /// Queues close_notify (once) and writes what the socket takes. Returns
-    /// whether nothing is left to write, so that FIN may follow: a FIN
-    /// before close_notify would look like a truncation to the peer.
-    pub fn close_notify(&mut self, stream: &mut TcpStream) -> bool {
+    /// Appends close_notify (once) to `sealed`: a FIN before it would look
+    /// like a truncation to the peer.
+    pub fn close_notify(&mut self, sealed: &mut Vec<u8>) {
         // rustls queues the alert only once however often this is called.
         self.tls.send_close_notify();
-        match self.write_tls(stream) {
-            Ok(()) => self.is_flushed(),
-            // Reset already: nothing more will go out, FIN or not.
-            Err(_) => true,
-        }
+        self.seal_pending(sealed);
     }
 
-    fn write_tls(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+    /// Moves every record rustls has ready into `sealed`.
+    fn seal_pending(&mut self, sealed: &mut Vec<u8>) {
         while self.tls.wants_write() {
-            match retry_interrupted(|| self.tls.write_tls(stream)) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => self.written_since_empty += written as u64,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) => return Err(error),
+            // Writing into a Vec cannot fail.
+            if !matches!(self.tls.write_tls(sealed), Ok(n) if n > 0) {
+                break;
             }
         }
-        if !self.tls.wants_write() {
-            self.accepted_since_empty = 0;
-            self.written_since_empty = 0;
-        }
-        Ok(())
     }
 }
 

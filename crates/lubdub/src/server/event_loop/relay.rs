@@ -159,6 +159,7 @@ impl<D: Detector> EventLoop<D> {
         let deliveries = u32::try_from(recipients.len()).unwrap_or(u32::MAX);
         self.charge_fanout(index, deliveries, encoded.len());
         self.pending_deliveries += recipients.len();
+        self.pending_bytes += encoded.len();
         self.fanouts.push_back(Fanout {
             sender: (index, generation_of(&self.slots, index)),
             at_us: self.arrival_us,
@@ -211,6 +212,7 @@ impl<D: Detector> EventLoop<D> {
                 self.fanouts.push_front(fanout);
                 return;
             }
+            self.pending_bytes -= fanout.encoded.len();
             self.finish_fanout(fanout);
         }
     }
@@ -276,9 +278,9 @@ impl<D: Detector> EventLoop<D> {
                 wait: Duration::from_millis(100),
             });
         }
-        if self.outbound_total >= self.outbound_cap {
+        if self.outbound_total + self.pending_bytes >= self.outbound_cap {
             self.shed();
-            if self.outbound_total >= self.outbound_cap {
+            if self.outbound_total + self.pending_bytes >= self.outbound_cap {
                 return Err(FanoutRefusal::Memory);
             }
         }
@@ -345,6 +347,16 @@ impl<D: Detector> EventLoop<D> {
         else {
             return false;
         };
+        if budget != "sender" {
+            // The loop's budget and the memory cap are shared: a sender
+            // refused for them may be an innocent bystander of someone
+            // else's flood, so this is no strike (one NOTICE per run).
+            return if session.conduct.refuse_message_without_strike() {
+                self.notify(index, code, text)
+            } else {
+                true
+            };
+        }
         match session
             .conduct
             .refuse_message(now_us, &limits, code, || text)
@@ -379,8 +391,10 @@ impl<D: Detector> EventLoop<D> {
             return Delivery::Busy;
         }
         // Checked per delivery, not only per fan-out, so that one broadcast
-        // cannot carry the total past the cap by its whole size.
-        if queued > 0 && self.outbound_total + encoded.len() > self.outbound_cap {
+        // cannot carry the total past the cap by its whole size; and for an
+        // empty queue too (the cap is at least one queue, so at least one
+        // frame), else every idle session could take one frame beyond it.
+        if self.outbound_total + encoded.len() > self.outbound_cap {
             return Delivery::OverCap;
         }
         if self.send(recipient, encoded) {
