@@ -52,6 +52,52 @@ pub enum SendOutcome {
     QueueFull,
 }
 
+/// The bits of [`Flags`].
+pub mod flag {
+    /// FIN sent. Kept because on Linux every `shutdown` wakes the socket's
+    /// pollers: repeating it on each writable edge made a peer that holds
+    /// its end open spin the event loop (millions of calls a second).
+    pub const WRITE_SHUT: u8 = 1;
+    /// The last frame is queued: the write side is shut once it is out.
+    pub const FAREWELL_WRITTEN: u8 = 1 << 1;
+    /// Reading was cut short (or not begun) for the turn's read budget:
+    /// the socket is in one of the loop's lists of reads for the next
+    /// turn, once (see `EventLoop::defer_read`).
+    pub const READ_PENDING: u8 = 1 << 2;
+    /// With `READ_PENDING`: read on to the end of the stream.
+    pub const READ_TO_EOF: u8 = 1 << 3;
+    /// A wheel entry watches the queue's drain checkpoint: one at a time,
+    /// however often the queue empties and fills.
+    pub const DRAIN_TIMER_ARMED: u8 = 1 << 4;
+}
+
+/// A connection's flags (the bits of [`flag`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags(u8);
+
+impl Flags {
+    /// Whether `bit` is set.
+    pub fn get(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// Sets or clears `bit`.
+    pub fn set(&mut self, bit: u8, on: bool) {
+        if on {
+            self.0 |= bit;
+        } else {
+            self.0 &= !bit;
+        }
+    }
+
+    /// Sets or clears `bit`, returning whether it was set before.
+    pub fn replace(&mut self, bit: u8, on: bool) -> bool {
+        let was = self.get(bit);
+        self.set(bit, on);
+        was
+    }
+}
+
 /// The bytes a connection holds between reads or writes.
 #[derive(Debug, Default)]
 struct Buffers {
@@ -72,20 +118,14 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// Partial inbound frame and unsent outbound bytes; `None` when both are empty.
     buffers: Option<Box<Buffers>>,
-    /// FIN sent. Kept because on Linux every `shutdown` wakes the socket's
-    /// pollers: repeating it on each writable edge made a peer that holds
-    /// its end open spin the event loop (millions of calls a second).
-    write_shut: bool,
-    /// The last frame is queued: the write side is shut once it is out.
-    farewell_written: bool,
-    /// Reading was cut short by the per-turn read cap: the socket is in the
-    /// loop's list of reads to finish, once (see `EventLoop::defer_read`).
-    pub read_pending: bool,
-    /// With `read_pending`: read on to the end of the stream.
-    pub read_to_eof: bool,
-    /// A wheel entry watches the queue's drain checkpoint: one at a time,
-    /// however often the queue empties and fills.
-    pub drain_timer_armed: bool,
+    /// FIN sent, farewell queued, reads listed for the next turn, ... in
+    /// one byte: see [`flag`]. Every idle session holds them, so they are
+    /// bits rather than five `bool`s (which made the slot 8 bytes larger).
+    pub flags: Flags,
+    /// The turn of the loop (wrapping) in which the socket was last read:
+    /// a socket read from the list of waiting reads is not read again for
+    /// an event of the same turn, so that it gets one share a turn.
+    pub read_turn: u8,
     /// rustls state of a TLS connection; `None` on plain ones.
     tls: Option<Box<TlsSession>>,
 }
@@ -97,11 +137,8 @@ impl Connection {
             stream,
             peer,
             buffers: None,
-            write_shut: false,
-            farewell_written: false,
-            read_pending: false,
-            read_to_eof: false,
-            drain_timer_armed: false,
+            flags: Flags::default(),
+            read_turn: 0,
             tls,
         }
     }
@@ -342,19 +379,19 @@ impl Connection {
 
     /// Records that the last frame was queued: nothing else will be sent.
     pub fn mark_farewell_written(&mut self) {
-        self.farewell_written = true;
+        self.flags.set(flag::FAREWELL_WRITTEN, true);
     }
 
     /// Whether the last frame was queued.
     pub fn farewell_written(&self) -> bool {
-        self.farewell_written
+        self.flags.get(flag::FAREWELL_WRITTEN)
     }
 
     /// Sends FIN after the bytes already written, once; reading goes on.
     /// On TLS connections close_notify goes first, and FIN waits until it
     /// is out (the next writable event calls this again).
     pub fn shutdown_write(&mut self) {
-        if self.write_shut {
+        if self.flags.get(flag::WRITE_SHUT) {
             return;
         }
         if let Some(tls) = &mut self.tls {
@@ -365,7 +402,7 @@ impl Connection {
                 return;
             }
         }
-        self.write_shut = true;
+        self.flags.set(flag::WRITE_SHUT, true);
         // Already reset: nothing more goes out either way.
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
@@ -391,14 +428,14 @@ mod tests {
 
     #[test]
     fn an_idle_plain_connection_stays_small() {
-        // Socket, peer address, buffer box, TLS box and five flags: every
+        // Socket, peer address, buffer box, TLS box a byte of flags and a turn stamp: every
         // byte here is paid by every idle session (target: 0.5 KiB in all),
         // so nothing else may creep in. (mio's socket is 4 bytes in
         // release builds, 16 in debug ones.)
         let parts = std::mem::size_of::<TcpStream>()
             + std::mem::size_of::<SocketAddr>()
             + 2 * std::mem::size_of::<usize>()
-            + 5;
+            + 2;
         assert!(std::mem::size_of::<Connection>() <= parts.next_multiple_of(8));
     }
 }

@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 
 use super::admission::Admission;
 use super::config::ServerConfig;
-use super::connection::{Connection, ReadOutcome, SendOutcome};
+use super::connection::{flag, Connection, ReadOutcome, SendOutcome};
 use super::metrics::{ServerMetrics, StateCounts};
 use super::presence::{DropReason, Presence, PresenceEvent, PresenceKind};
 use super::registry::{Claim, NodeId, Registry, RegistryError};
@@ -369,7 +369,7 @@ pub(crate) struct EventLoop<D: Detector> {
     due: Vec<TimerKey>,
     /// Sockets whose reading was cut short by [`MAX_FULL_READS_PER_TURN`]:
     /// slab index and generation, each at most once (its connection's
-    /// `read_pending`), read after the next turn's events. Listed twice, a
+    /// `flag::READ_PENDING`), read after the next turn's events. Listed twice, a
     /// socket got a share per entry, and a flooder gained an entry a turn.
     unfinished_reads: Vec<(usize, u32)>,
     /// Sockets that had data but got no read at all because the turn's
@@ -380,6 +380,9 @@ pub(crate) struct EventLoop<D: Detector> {
     full_reads_left: u32,
     /// When this turn's [`READ_SLICE`] ends.
     read_slice_ends: Instant,
+    /// This turn's number, wrapping: a socket's `read_turn` is compared
+    /// with it (a wrapped stamp at worst defers one read by one turn).
+    turn: u8,
     /// Bytes queued for sending over all connections, against
     /// `outbound_cap` (see `relay.rs`).
     outbound_total: usize,
@@ -467,6 +470,7 @@ impl<D: Detector> EventLoop<D> {
             waiting_reads: Vec::new(),
             full_reads_left: FULL_READS_PER_TURN,
             read_slice_ends: origin,
+            turn: 0,
             outbound_total: 0,
             outbound_cap,
             loop_fanout: lubdub_core::budget::FanoutBudget::new(),
@@ -537,6 +541,7 @@ impl<D: Detector> EventLoop<D> {
             // (floods), within one budget of full reads. A listed socket is
             // not read for its new events too: one share a turn, not two.
             self.full_reads_left = FULL_READS_PER_TURN;
+            self.turn = self.turn.wrapping_add(1);
             self.read_slice_ends = self.real_now + READ_SLICE;
             let waiting = std::mem::take(&mut self.waiting_reads);
             let cut_short = std::mem::take(&mut self.unfinished_reads);
@@ -696,13 +701,19 @@ impl<D: Detector> EventLoop<D> {
             // read on to the end of the stream to see it.
             let until_eof = event.is_read_closed() || event.is_error();
             if let Some(slot) = self.slots.get_mut(index) {
-                if slot.conn.read_pending {
+                if slot.conn.flags.get(flag::READ_PENDING) {
                     // Listed to be read next turn already.
-                    slot.conn.read_to_eof |= until_eof;
+                    if until_eof {
+                        slot.conn.flags.set(flag::READ_TO_EOF, true);
+                    }
                     return;
                 }
             }
-            if self.full_reads_left == 0 {
+            let read_this_turn = self
+                .slots
+                .get(index)
+                .is_some_and(|slot| slot.conn.read_turn == self.turn);
+            if self.full_reads_left == 0 || read_this_turn {
                 self.defer_read(index, until_eof, false);
                 return;
             }
@@ -717,8 +728,10 @@ impl<D: Detector> EventLoop<D> {
         let Some(slot) = self.slots.get_mut(index) else {
             return;
         };
-        slot.conn.read_to_eof |= until_eof;
-        if !std::mem::replace(&mut slot.conn.read_pending, true) {
+        if until_eof {
+            slot.conn.flags.set(flag::READ_TO_EOF, true);
+        }
+        if !slot.conn.flags.replace(flag::READ_PENDING, true) {
             let list = if cut_short {
                 &mut self.unfinished_reads
             } else {
@@ -735,7 +748,7 @@ impl<D: Detector> EventLoop<D> {
             let Some(slot) = self.slots.get_mut(index) else {
                 continue;
             };
-            if slot.generation != generation || !slot.conn.read_pending {
+            if slot.generation != generation || !slot.conn.flags.get(flag::READ_PENDING) {
                 continue;
             }
             if self.full_reads_left == 0 {
@@ -747,13 +760,16 @@ impl<D: Detector> EventLoop<D> {
                 list.push((index, generation));
                 continue;
             }
-            slot.conn.read_pending = false;
-            let until_eof = std::mem::take(&mut slot.conn.read_to_eof);
+            slot.conn.flags.set(flag::READ_PENDING, false);
+            let until_eof = slot.conn.flags.replace(flag::READ_TO_EOF, false);
             self.read(index, until_eof);
         }
     }
 
     fn read(&mut self, index: usize, until_eof: bool) {
+        if let Some(slot) = self.slots.get_mut(index) {
+            slot.conn.read_turn = self.turn;
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut full_reads = 0;
         while let Some(slot) = self.slots.get_mut(index) {

@@ -467,7 +467,11 @@ impl<D: Detector> EventLoop<D> {
         let Some(due_ms) = slot.conn.drain_due_ms() else {
             return;
         };
-        if std::mem::replace(&mut slot.conn.drain_timer_armed, true) {
+        if slot
+            .conn
+            .flags
+            .replace(super::super::connection::flag::DRAIN_TIMER_ARMED, true)
+        {
             return;
         }
         self.wheel.insert(
@@ -484,7 +488,9 @@ impl<D: Detector> EventLoop<D> {
     /// did not drain, else the next checkpoint (if any) is watched.
     pub(super) fn check_drain(&mut self, index: usize, generation: u32) {
         if let Some(slot) = self.slots.get_mut(index) {
-            slot.conn.drain_timer_armed = false;
+            slot.conn
+                .flags
+                .set(super::super::connection::flag::DRAIN_TIMER_ARMED, false);
         }
         if !self.drop_if_stuck(index) {
             self.watch_drain(index, generation);
