@@ -5,7 +5,8 @@
 //! the server acts on, or a [`Violation`] that ends the connection with a
 //! reason code ([`admit`]); for an established session, [`Conduct`] also
 //! holds it to its rates of PINGs and messages. Pure, with time passed in,
-//! so that it can be unit-tested and fuzzed without sockets.
+//! so that it can be unit-tested and fuzzed without sockets. One job; more
+//! than half of the file is its unit tests (strike and forgiveness cases).
 
 use std::time::Duration;
 

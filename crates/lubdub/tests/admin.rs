@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::process::{lubdub, Proc, PATIENCE};
+use common::process::{start_server_under, PATIENCE};
 use common::{fast_config, RawConn, TestServer};
 use lubdub::server::SessionInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -213,28 +213,11 @@ async fn half_sent_admin_requests_cannot_starve_the_protocol_port() {
     const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
     const CAP: usize = 64;
     const ATTACKERS: usize = 1_200;
-    let mut server = Proc::spawn(
-        std::process::Command::new("prlimit")
-            .arg("--nofile=1024:1024")
-            .arg("--")
-            .arg(lubdub().get_program())
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--max-connections-per-ip",
-                "0",
-                "--accept-rate-per-ip",
-                "0",
-            ]),
+    let (mut server, listen, admin) = start_server_under(
+        &["prlimit", "--nofile=1024:1024", "--"],
+        &["--max-connections-per-ip", "0", "--accept-rate-per-ip", "0"],
     );
-    let ready = server.expect_stderr("lubdub server ready");
-    let listen: std::net::SocketAddr = common::process::field(&ready, "listen")
-        .parse()
-        .expect("an address");
-    let admin = common::process::field(&ready, "admin").to_owned();
+    let listen: std::net::SocketAddr = listen.parse().expect("an address");
     let pid = server.child.id();
     let files_before = open_files(pid);
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::process::{field, lubdub, Proc};
+use common::process::{start_server_under, Proc};
 use common::RawConn;
 use lubdub::core::protocol::codec::ping_bytes;
 use lubdub::core::protocol::Frame;
@@ -34,32 +34,23 @@ const PHASE: Duration = Duration::from_secs(5);
 /// comes from 127.0.0.1) and the PING limit off (bystanders PING every
 /// 20 ms to measure round trips).
 fn start() -> (Proc, SocketAddr, String) {
-    let mut server = Proc::spawn(
-        std::process::Command::new("taskset")
-            .args(["-c", "0"])
-            .arg(lubdub().get_program())
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--interval",
-                "2s",
-                "--max-missed",
-                &MAX_MISSED.to_string(),
-                "--max-connections-per-ip",
-                "0",
-                "--accept-rate-per-ip",
-                "0",
-                "--max-pings-per-interval",
-                "0",
-            ]),
+    let max_missed = MAX_MISSED.to_string();
+    let (server, listen, admin) = start_server_under(
+        &["taskset", "-c", "0"],
+        &[
+            "--interval",
+            "2s",
+            "--max-missed",
+            &max_missed,
+            "--max-connections-per-ip",
+            "0",
+            "--accept-rate-per-ip",
+            "0",
+            "--max-pings-per-interval",
+            "0",
+        ],
     );
-    let ready = server.expect_stderr("lubdub server ready");
-    let listen = field(&ready, "listen").parse().expect("an address");
-    let admin = field(&ready, "admin").to_owned();
-    (server, listen, admin)
+    (server, listen.parse().expect("an address"), admin)
 }
 
 /// One-way sessions with a 10 s interval that PING every 5 s and read

@@ -45,6 +45,18 @@ const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// under attack. Before issue 12 these attacks added seconds.
 const RTT_ALLOWANCE: Duration = Duration::from_millis(50);
 
+/// Every fan-out budget lifted: the server-wide cap alone stands.
+const NO_FANOUT_BUDGETS: [&str; 8] = [
+    "--max-deliveries-per-sec",
+    "0",
+    "--max-fanout-bytes-per-sec",
+    "0",
+    "--max-deliveries-per-sec-total",
+    "0",
+    "--max-fanout-bytes-per-sec-total",
+    "0",
+];
+
 /// Flags only the current server knows, left out with `LUBDUB_LEGACY=1`.
 fn new_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
     if std::env::var_os("LUBDUB_LEGACY").is_some() {
@@ -72,7 +84,20 @@ struct Peer {
 
 impl Peer {
     fn connect(addr: SocketAddr, source: IpAddr) -> io::Result<Peer> {
+        Peer::connect_receiving(addr, source, None)
+    }
+
+    /// Connects with the receive buffer set to `receive_buffer` bytes when
+    /// given (a small one: the server's queue for this peer fills sooner).
+    fn connect_receiving(
+        addr: SocketAddr,
+        source: IpAddr,
+        receive_buffer: Option<usize>,
+    ) -> io::Result<Peer> {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        if let Some(size) = receive_buffer {
+            socket.set_recv_buffer_size(size)?;
+        }
         socket.bind(&SocketAddr::new(source, 0).into())?;
         socket.connect(&addr.into())?;
         let stream: TcpStream = socket.into();
@@ -91,8 +116,22 @@ impl Peer {
         interval_ms: u32,
         acks: bool,
     ) -> Result<Peer, String> {
-        let mut peer = Peer::connect(addr, source).map_err(|error| format!("{name}: {error}"))?;
-        peer.send(&Frame::Hello(Hello {
+        let peer = Peer::connect(addr, source).map_err(|error| format!("{name}: {error}"))?;
+        peer.hello(name, interval_ms, acks)
+    }
+
+    /// A one-way session with a 4 KiB receive buffer that will never read:
+    /// what it is sent piles up in the server.
+    fn sink(addr: SocketAddr, source: IpAddr, name: &str, interval_ms: u32) -> Peer {
+        Peer::connect_receiving(addr, source, Some(4096))
+            .expect("a sink connects")
+            .hello(name, interval_ms, false)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Sends HELLO and waits for WELCOME.
+    fn hello(mut self, name: &str, interval_ms: u32, acks: bool) -> Result<Peer, String> {
+        self.send(&Frame::Hello(Hello {
             version: PROTOCOL_VERSION,
             flags: if acks { flags::ACKS_WANTED } else { 0 },
             requested_interval_ms: interval_ms,
@@ -100,8 +139,8 @@ impl Peer {
             credential: Vec::new(),
         }))
         .map_err(|error| format!("{name}: HELLO: {error}"))?;
-        match peer.next() {
-            Ok(Frame::Welcome(_)) => Ok(peer),
+        match self.next() {
+            Ok(Frame::Welcome(_)) => Ok(self),
             other => Err(format!("{name}: expected WELCOME, got {other:?}")),
         }
     }
@@ -609,48 +648,26 @@ fn resident_memory_stays_under_the_outbound_cap() {
     let _alone = one_at_a_time();
     const CAP: u64 = 64 * 1024 * 1024;
     let cap = CAP.to_string();
-    let server = Server::start(&new_flags(&[
-        "--max-outbound-total",
-        &cap,
-        // Only the cap stops them here: not the time rule, and not the
-        // fan-out budgets, without which the loop writes as fast as it can
-        // (the kernel's socket buffers fill first, then the queues).
-        "--slow-consumer-timeout",
-        "60s",
-        "--max-deliveries-per-sec",
-        "0",
-        "--max-fanout-bytes-per-sec",
-        "0",
-        "--max-deliveries-per-sec-total",
-        "0",
-        "--max-fanout-bytes-per-sec-total",
-        "0",
-    ]));
+    let server = Server::start(&new_flags(
+        &[
+            "--max-outbound-total",
+            &cap,
+            // Only the cap stops them here: not the time rule, and not the
+            // fan-out budgets, without which the loop writes as fast as it can
+            // (the kernel's socket buffers fill first, then the queues).
+            "--slow-consumer-timeout",
+            "60s",
+        ]
+        .into_iter()
+        .chain(NO_FANOUT_BUDGETS)
+        .collect::<Vec<_>>(),
+    ));
     let pid = server.process.child.id();
     let readers = Readers::join(server.addr, 50, 2, 50);
     let sinks: Vec<Peer> = (0..400)
         .map(|index| {
-            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-                .expect("socket");
-            socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-            socket
-                .bind(&SocketAddr::new(loopback(70 + (index / 100) as u8), 0).into())
-                .expect("bind");
-            socket.connect(&server.addr.into()).expect("connect");
-            let mut peer = Peer {
-                stream: socket.into(),
-                inbox: Vec::new(),
-            };
-            peer.send(&Frame::Hello(Hello {
-                version: PROTOCOL_VERSION,
-                flags: 0,
-                requested_interval_ms: 10_000,
-                name: format!("sink-{index}"),
-                credential: Vec::new(),
-            }))
-            .expect("HELLO");
-            assert!(matches!(peer.next(), Ok(Frame::Welcome(_))));
-            peer
+            let source = loopback(70 + (index / 100) as u8);
+            Peer::sink(server.addr, source, &format!("sink-{index}"), 10_000)
         })
         .collect();
     let probe = Probe::start(server.addr, "probe");
@@ -726,50 +743,24 @@ fn parked_queues_stay_under_the_outbound_cap() {
     const SINKS: usize = 300;
     const SENDERS: usize = 20;
     let cap = CAP.to_string();
-    let server = Server::start(&new_flags(&[
-        "--max-outbound-total",
-        &cap,
-        // The cap and the drain rule, not the budgets, are under test.
-        "--max-deliveries-per-sec",
-        "0",
-        "--max-fanout-bytes-per-sec",
-        "0",
-        "--max-deliveries-per-sec-total",
-        "0",
-        "--max-fanout-bytes-per-sec-total",
-        "0",
-    ]));
+    let server = Server::start(&new_flags(
+        &["--max-outbound-total", &cap]
+            .into_iter()
+            // The cap and the drain rule, not the budgets, are under test.
+            .chain(NO_FANOUT_BUDGETS)
+            .collect::<Vec<_>>(),
+    ));
     let pid = server.process.child.id();
-    let sink = |name: String, source: IpAddr| {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-        socket
-            .bind(&SocketAddr::new(source, 0).into())
-            .expect("bind");
-        socket.connect(&server.addr.into()).expect("connect");
-        let mut peer = Peer {
-            stream: socket.into(),
-            inbox: Vec::new(),
-        };
-        peer.send(&Frame::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            flags: 0,
-            requested_interval_ms: 30_000,
-            name,
-            credential: Vec::new(),
-        }))
-        .expect("HELLO");
-        assert!(matches!(peer.next(), Ok(Frame::Welcome(_))));
-        peer
-    };
     let sinks: Vec<Peer> = (0..SINKS)
-        .map(|index| sink(format!("sink-{index}"), loopback(70 + (index / 100) as u8)))
+        .map(|index| {
+            let source = loopback(70 + (index / 100) as u8);
+            Peer::sink(server.addr, source, &format!("sink-{index}"), 30_000)
+        })
         .collect();
     let baseline = resident(pid);
 
     // Calibration, on a session of its own.
-    let _calibrated = sink("calibrated".to_owned(), loopback(69));
+    let _calibrated = Peer::sink(server.addr, loopback(69), "calibrated", 30_000);
     let mut calibrator =
         Peer::join(server.addr, loopback(68), "calibrator", 30_000, true).expect("joins");
     calibrator

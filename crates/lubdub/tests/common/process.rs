@@ -141,21 +141,36 @@ pub fn start_server(extra: &[&str]) -> (Proc, String, String) {
 /// Like [`start_server`], and waits for a start-up line containing
 /// `credentials_line` (which tells whether credentials are required).
 pub fn start_server_saying(extra: &[&str], credentials_line: &str) -> (Proc, String, String) {
-    let mut server = Proc::spawn(
-        lubdub()
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-            ])
-            .args(extra),
-    );
+    let (mut server, listen, admin) = start_server_under(&[], extra);
+    server.expect_stderr(credentials_line);
+    (server, listen, admin)
+}
+
+/// Like [`start_server`], run by `wrapper` (for example `taskset -c 0` or
+/// `prlimit --nofile=1024:1024 --`; empty: directly); returns once the
+/// server says it is ready.
+pub fn start_server_under(wrapper: &[&str], extra: &[&str]) -> (Proc, String, String) {
+    let mut command = match wrapper.split_first() {
+        Some((program, arguments)) => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(lubdub().get_program());
+            command
+        }
+        None => lubdub(),
+    };
+    command
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args(extra);
+    let mut server = Proc::spawn(&mut command);
     let ready = server.expect_stderr("lubdub server ready");
     let listen = field(&ready, "listen").to_owned();
     let admin = field(&ready, "admin").to_owned();
-    server.expect_stderr(credentials_line);
     (server, listen, admin)
 }
 

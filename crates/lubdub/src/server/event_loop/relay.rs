@@ -4,32 +4,23 @@
 //! → the sender's and the loop's fan-out budgets (deliveries and bytes,
 //! `lubdub_core::budget`) → the server-wide outbound cap → one delivery per
 //! recipient, each refused when the recipient's queue already holds its
-//! share of messages. Refusals go back to the sender as NOTICEs and count
-//! as strikes (`Conduct::refuse_message`); the receiver is never punished
-//! for what others send it.
+//! share of messages. Refusals go back to the sender as NOTICEs; those for
+//! its own budget count as strikes (`Conduct::refuse_message`). The
+//! receiver is never punished for what others send it. Accepted fan-outs
+//! wait in one FIFO and are written a slice per turn.
 //!
-//! Every queue is watched for draining (`lubdub_core::drain`): a session
-//! whose queued bytes do not leave within `--slow-consumer-timeout` is
-//! dropped as a slow consumer, checked when something is delivered to it
-//! and at each of its liveness checks.
+//! The queues themselves (their accounting, the cap's shedding, the drain
+//! rule) are `outbound.rs`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lubdub_core::detector::Detector;
 use lubdub_core::protocol::codec;
 use lubdub_core::protocol::{Frame, Message, Reason, ReasonCode};
 use lubdub_core::session::Inbound;
 
-use super::super::connection::QueueClock;
 use super::super::presence::DropReason;
 use super::{EventLoop, State};
-
-/// How often, at most, the loop looks for stuck queues to shed when the
-/// server-wide outbound cap is reached: the search walks every connection.
-const SHED_SCAN_SPACING: Duration = Duration::from_millis(100);
-/// A queue that took no byte for this long counts as not draining when
-/// the loop must shed queues to stay under the cap.
-const SHED_IDLE_MS: u64 = 1_000;
 
 /// Deliveries written per turn of the loop: a broadcast to 1,000 sessions
 /// written in one turn held every PONG behind it (10–16 ms p99 in release
@@ -70,26 +61,6 @@ enum Delivery {
 }
 
 impl<D: Detector> EventLoop<D> {
-    /// The clock the outbound queues' drain watches are kept by.
-    pub(super) fn queue_clock(&self) -> QueueClock {
-        QueueClock {
-            now_ms: u64::try_from(self.now.saturating_duration_since(self.origin).as_millis())
-                .unwrap_or(u64::MAX),
-            patience_ms: u64::try_from(self.config.slow_consumer_timeout.as_millis())
-                .unwrap_or(u64::MAX),
-        }
-    }
-
-    /// Keeps the server-wide count of queued bytes when one queue went
-    /// from `before` to `after` bytes.
-    pub(super) fn account(&mut self, before: usize, after: usize) {
-        if before == after {
-            return;
-        }
-        self.outbound_total = (self.outbound_total + after).saturating_sub(before);
-        self.metrics.outbound_queued(self.outbound_total);
-    }
-
     /// Bytes of messages from others a recipient's queue may hold: half of
     /// `--max-outbound`, so that the other half is always free for its
     /// PONGs, NOTICEs and farewell, and a flood aimed at it fills neither.
@@ -414,103 +385,6 @@ impl<D: Detector> EventLoop<D> {
             Some(slot) if slot.conn.queued_len() > share => true,
             Some(_) => self.send_frame(index, &Frame::Notice(Reason::new(code, text))),
         }
-    }
-
-    /// At the server-wide cap: drops the largest queues that are not
-    /// draining (no byte taken for [`SHED_IDLE_MS`]) as slow consumers,
-    /// until the queued total is under nine tenths of the cap. Queues that
-    /// drain are left alone; new fan-out waits for them instead.
-    pub(super) fn shed(&mut self) {
-        let now = Instant::now();
-        if now.saturating_duration_since(self.last_shed) < SHED_SCAN_SPACING {
-            return;
-        }
-        self.last_shed = now;
-        // Counted afresh: the running total follows every write, but a TLS
-        // queue's size is an estimate that a close_notify can move.
-        self.outbound_total = self
-            .slots
-            .iter()
-            .map(|(_, slot)| slot.conn.held_bytes())
-            .sum();
-        self.metrics.outbound_queued(self.outbound_total);
-        if self.outbound_total < self.outbound_cap {
-            return;
-        }
-        let clock = self.queue_clock();
-        let mut stuck: Vec<(usize, usize)> = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| matches!(slot.state, State::Established(_)))
-            .map(|(index, slot)| (slot.conn.held_bytes(), index, slot))
-            .filter(|(queued, _, slot)| {
-                *queued > 0 && slot.conn.idle_ms(clock.now_ms) >= SHED_IDLE_MS
-            })
-            .map(|(queued, index, _)| (queued, index))
-            .collect();
-        stuck.sort_unstable_by_key(|&(queued, _)| std::cmp::Reverse(queued));
-        let target = self.outbound_cap / 10 * 9;
-        for (_, index) in stuck {
-            if self.outbound_total <= target {
-                break;
-            }
-            self.close(index, DropReason::SlowConsumer);
-        }
-    }
-
-    /// Schedules the check of the queue of the connection at `index`
-    /// (of `generation`) that just became non-empty, at its checkpoint.
-    pub(super) fn watch_drain(&mut self, index: usize, generation: u32) {
-        let Some(slot) = self.slots.get_mut(index) else {
-            return;
-        };
-        let Some(due_ms) = slot.conn.drain_due_ms() else {
-            return;
-        };
-        if slot
-            .conn
-            .flags
-            .replace(super::super::connection::flag::DRAIN_TIMER_ARMED, true)
-        {
-            return;
-        }
-        self.wheel.insert(
-            self.origin + Duration::from_millis(due_ms),
-            super::TimerKey {
-                index: index as u32,
-                generation,
-                kind: super::TimerKind::Drain,
-            },
-        );
-    }
-
-    /// A drain checkpoint came due: the session is dropped if its queue
-    /// did not drain, else the next checkpoint (if any) is watched.
-    pub(super) fn check_drain(&mut self, index: usize, generation: u32) {
-        if let Some(slot) = self.slots.get_mut(index) {
-            slot.conn
-                .flags
-                .set(super::super::connection::flag::DRAIN_TIMER_ARMED, false);
-        }
-        if !self.drop_if_stuck(index) {
-            self.watch_drain(index, generation);
-        }
-    }
-
-    /// Whether the established session at `index` stopped draining its
-    /// queue; it is then closed as a slow consumer. Run at each of its
-    /// liveness checks, so that a session nobody sends to any more is
-    /// caught too.
-    pub(super) fn drop_if_stuck(&mut self, index: usize) -> bool {
-        let now_ms = self.queue_clock().now_ms;
-        let stuck = self
-            .slots
-            .get(index)
-            .is_some_and(|slot| slot.conn.is_stuck(now_ms));
-        if stuck {
-            self.close(index, DropReason::SlowConsumer);
-        }
-        stuck
     }
 }
 
