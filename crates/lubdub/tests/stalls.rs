@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -172,6 +172,22 @@ fn a_stopped_server_keeps_its_healthy_sessions_and_still_drops_the_dead() {
     std::thread::sleep(Duration::from_millis(300));
     paced.ping(2);
 
+    // From here on `paced` heartbeats from its own thread, so that how long
+    // the test waits for log lines cannot stretch its silence.
+    let pacing = Arc::new(AtomicBool::new(true));
+    let pacer = {
+        let pacing = pacing.clone();
+        std::thread::spawn(move || {
+            let mut seq = 2;
+            while pacing.load(Ordering::SeqCst) {
+                std::thread::sleep(INTERVAL);
+                seq += 1;
+                paced.ping(seq);
+            }
+            (paced, seq)
+        })
+    };
+
     let (stall, _) = expect_timed(&mut server, "could not run for");
     assert!(
         field(&stall, "stalled_ms").parse::<u64>().expect("ms") >= 900,
@@ -214,12 +230,11 @@ fn a_stopped_server_keeps_its_healthy_sessions_and_still_drops_the_dead() {
     );
 
     // By now (one deadline after the resume) any wrong verdict on the
-    // healthy sessions would have been given: none was.
-    // (`paced` keeps heartbeating meanwhile.)
-    std::thread::sleep(DEADLINE / 2);
-    paced.ping(3);
-    std::thread::sleep(DEADLINE / 2);
-    paced.ping(4);
+    // healthy sessions would have been given; one more deadline passes to
+    // be sure that none was. (`paced` keeps heartbeating meanwhile.)
+    std::thread::sleep(DEADLINE);
+    pacing.store(false, Ordering::SeqCst);
+    let (mut paced, last_seq) = pacer.join().expect("paced kept its heartbeat");
     let wrongly_dropped: Vec<&String> = server
         .transcript
         .iter()
@@ -260,7 +275,7 @@ fn a_stopped_server_keeps_its_healthy_sessions_and_still_drops_the_dead() {
         ids(&before),
         "the same 201 sessions, none re-joined"
     );
-    paced.ping(5);
+    paced.ping(last_seq + 1);
     hung.signal("-CONT");
 }
 
