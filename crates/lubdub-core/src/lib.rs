@@ -15,9 +15,12 @@
 //! - [`client`]: the client's heartbeat schedule and server-death detection.
 //! - [`stall`]: the listening clock, which does not count a process's own
 //!   stalls as its peers' silence.
+//! - [`backlog`]: the PING allowance after a stall, which does not count
+//!   heartbeats held up by it as a flood.
 
 #![deny(missing_docs)]
 
+pub mod backlog;
 pub mod budget;
 pub mod client;
 pub mod detector;

@@ -80,11 +80,17 @@ impl Gcra {
     /// Counts an event at `now_us` if `rate` allows it; a refused event is
     /// not counted, so a flow that slows down to its rate is allowed again.
     pub fn allow(&mut self, now_us: u64, rate: Rate) -> bool {
+        self.allow_with_grace(now_us, rate, 0)
+    }
+
+    /// [`allow`](Self::allow) with `grace_us` more burst tolerance: events
+    /// that may have been held up that long arrive together.
+    pub fn allow_with_grace(&mut self, now_us: u64, rate: Rate, grace_us: u64) -> bool {
         if rate.is_unlimited() {
             return true;
         }
         let next = self.next_us.max(now_us);
-        if next - now_us > rate.tolerance_us() {
+        if next - now_us > rate.tolerance_us().saturating_add(grace_us) {
             return false;
         }
         self.next_us = next.saturating_add(rate.spacing_us);

@@ -206,6 +206,24 @@ impl Conduct {
         interval: Duration,
         limits: &ConductLimits,
     ) -> Result<Inbound, Violation> {
+        self.admit_held_up(frame, now_us, 0, interval, limits)
+    }
+
+    /// [`admit`](Self::admit) for a frame that may have waited unread up
+    /// to `held_up_us` because the server could not run (see
+    /// [`StallGrace`](crate::backlog::StallGrace)): PINGs sent meanwhile
+    /// are allowed that much more at once, and are no flood.
+    ///
+    /// # Errors
+    /// As [`admit`](Self::admit).
+    pub fn admit_held_up(
+        &mut self,
+        frame: Frame,
+        now_us: u64,
+        held_up_us: u64,
+        interval: Duration,
+        limits: &ConductLimits,
+    ) -> Result<Inbound, Violation> {
         let inbound = admit(Phase::Established, frame)?;
         match inbound {
             Inbound::Ping { .. } => {
@@ -219,7 +237,7 @@ impl Conduct {
                 // flood was forgiven (and warned again) at each of them,
                 // never ending (found by the session_machine fuzz target).
                 let rested = self.pings.is_idle(now_us) && !self.ping_refused;
-                if self.pings.allow(now_us, rate) {
+                if self.pings.allow_with_grace(now_us, rate, held_up_us) {
                     self.ping_refused = false;
                     if rested {
                         self.ping_strikes = 0;
@@ -464,6 +482,104 @@ mod tests {
                 assert!(matches!(extra, Ok(Inbound::Ping { .. })), "{extra:?}");
             }
         }
+    }
+
+    /// A client on its schedule (a PING every 4/5 interval) through a
+    /// server stall of `stalled`: the PINGs sent meanwhile are read at the
+    /// resume, then the schedule goes on for three stalls' length. Returns
+    /// the first PING not answered, if any.
+    fn ping_through_a_stall(
+        limits: &ConductLimits,
+        stalled: Duration,
+        grace: bool,
+    ) -> Option<Result<Inbound, Violation>> {
+        let interval = Duration::from_secs(1);
+        let gap = 800_000;
+        let mut conduct = Conduct::new();
+        let mut stall = crate::backlog::StallGrace::new();
+        let stalled_us = stalled.as_micros() as u64;
+        let (stops, resumes) = (60 * SECOND, 60 * SECOND + stalled_us);
+        if grace {
+            stall.stalled(resumes, stalled);
+        }
+        let mut sent = 10 * SECOND;
+        while sent < resumes + 3 * stalled_us {
+            // PINGs sent during the stall are read at the resume.
+            let read = if sent < stops {
+                sent
+            } else {
+                sent.max(resumes)
+            };
+            let held_up = if read >= resumes {
+                stall.grace_at(read)
+            } else {
+                0
+            };
+            let answer = conduct.admit_held_up(ping(1), read, held_up, interval, limits);
+            if !matches!(answer, Ok(Inbound::Ping { .. })) {
+                return Some(answer);
+            }
+            sent += gap;
+        }
+        None
+    }
+
+    #[test]
+    fn pings_held_up_by_a_server_stall_are_no_flood() {
+        for per_interval in 2..=6 {
+            // As the server sets them: one deadline (5 intervals) at once.
+            let limits = ConductLimits {
+                pings_per_interval: per_interval,
+                ping_burst: per_interval * 5 + 1,
+                ..ConductLimits::default()
+            };
+            for seconds in [1, 8, 20, 60, 600, 3_600] {
+                let stalled = Duration::from_secs(seconds);
+                let refused = ping_through_a_stall(&limits, stalled, true);
+                assert_eq!(refused, None, "{per_interval} a second, stall {stalled:?}");
+            }
+            // Without the allowance, the backlog of a stall longer than one
+            // deadline was warned as a flood.
+            let refused = ping_through_a_stall(&limits, Duration::from_secs(60), false);
+            assert!(
+                matches!(
+                    refused,
+                    Some(Ok(Inbound::Refused {
+                        code: ReasonCode::TooManyPings,
+                        notice: Some(_)
+                    }))
+                ),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_flood_after_a_stall_gains_at_most_the_stall() {
+        let limits = ConductLimits::default();
+        let interval = Duration::from_secs(1);
+        let rate = limits.ping_rate(interval);
+        let mut stall = crate::backlog::StallGrace::new();
+        let resumed = 100 * SECOND;
+        stall.stalled(resumed, Duration::from_secs(10));
+        let mut conduct = Conduct::new();
+        let answered = (0..1_000)
+            .filter(|_| {
+                let answer = conduct.admit_held_up(
+                    ping(1),
+                    resumed,
+                    stall.grace_at(resumed),
+                    interval,
+                    &limits,
+                );
+                matches!(answer, Ok(Inbound::Ping { .. }))
+            })
+            .count() as u64;
+        assert_eq!(
+            answered,
+            u64::from(rate.burst) + 10 * SECOND / rate.spacing_us,
+            "the burst and the stall's worth, no more"
+        );
     }
 
     fn burst_of_five() -> ConductLimits {

@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -277,6 +277,88 @@ fn a_stopped_server_keeps_its_healthy_sessions_and_still_drops_the_dead() {
     );
     paced.ping(last_seq + 1);
     hung.signal("-CONT");
+}
+
+/// What one heartbeating session saw: the highest PING answered and the
+/// NOTICEs it was sent.
+#[derive(Default)]
+struct Heard {
+    sent: AtomicU32,
+    answered: AtomicU32,
+    notices: std::sync::Mutex<Vec<String>>,
+}
+
+/// PINGs every 80 ms (the client's schedule at a 100 ms interval) through
+/// anything, recording what comes back.
+async fn heartbeat_and_listen(mut conn: RawConn, heard: Arc<Heard>) {
+    let mut ticker = tokio::time::interval(INTERVAL * 4 / 5);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let seq = heard.sent.fetch_add(1, Ordering::SeqCst) + 1;
+                conn.send_bytes(&ping_bytes(seq, 0)).await;
+            }
+            frame = conn.next_frame() => match frame {
+                Some(Frame::Pong { seq }) => {
+                    heard.answered.fetch_max(seq, Ordering::SeqCst);
+                }
+                Some(Frame::Notice(reason)) => {
+                    heard.notices.lock().expect("not poisoned").push(reason.text);
+                }
+                Some(_) => {}
+                None => return,
+            },
+        }
+    }
+}
+
+/// The PINGs a client sends while the server cannot run are read together
+/// at the resume: three seconds' worth here (37), where the rate rule
+/// allows one deadline's (21) at once. They are no flood: nobody is warned.
+#[test]
+fn a_stalled_server_warns_no_one_about_the_pings_it_could_not_read() {
+    let (mut server, listen, _) = fast_server();
+    let addr: SocketAddr = listen.parse().expect("an address");
+    let runtime = runtime();
+    let sessions: Vec<Arc<Heard>> = (0..3)
+        .map(|i| {
+            let heard = Arc::new(Heard::default());
+            let (conn, _, _) = runtime.block_on(RawConn::join(addr, &format!("s{i}"), 100, true));
+            runtime.spawn(heartbeat_and_listen(conn, heard.clone()));
+            heard
+        })
+        .collect();
+
+    server.signal("-STOP");
+    std::thread::sleep(Duration::from_secs(3));
+    server.signal("-CONT");
+    server.expect_stderr("could not run for");
+    // A second of the schedule after the resume, every PING answered.
+    for heard in &sessions {
+        let due = heard.sent.load(Ordering::SeqCst) + 12;
+        let deadline = Instant::now() + PATIENCE;
+        while heard.answered.load(Ordering::SeqCst) < due {
+            assert!(
+                Instant::now() < deadline,
+                "PINGs after the resume not answered; notices: {:?}",
+                heard.notices.lock().expect("not poisoned")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    for heard in &sessions {
+        let notices = heard.notices.lock().expect("not poisoned");
+        assert!(
+            notices.is_empty(),
+            "a healthy session was warned: {notices:?}"
+        );
+    }
+    let warned: Vec<String> = server
+        .lines_so_far()
+        .into_iter()
+        .filter(|line| line.contains("PINGs too frequent"))
+        .collect();
+    assert!(warned.is_empty(), "the server logged: {warned:?}");
 }
 
 #[test]

@@ -30,6 +30,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use lubdub_core::backlog::StallGrace;
 use lubdub_core::detector::{CheckOutcome, Detector, Transition};
 use lubdub_core::protocol::codec::{self, pong_bytes};
 use lubdub_core::protocol::inbox::{self, Fed};
@@ -203,16 +204,6 @@ fn process_cpu_time() -> Duration {
         .map_or(Duration::ZERO, Duration::from)
 }
 
-fn report_stall(stalled: Option<Duration>) {
-    if let Some(stalled) = stalled {
-        warn!(
-            stalled_ms = stalled.as_millis() as u64,
-            "the server could not run for {}; that time is not counted as anyone's silence",
-            humantime::format_duration(whole_millis(stalled))
-        );
-    }
-}
-
 /// Schedules a liveness check. A check before the session's verdict
 /// instant can at most make it suspect, an informational state, so it is
 /// put on a [`SUSPICION_GRID`] shared with every other session's: every
@@ -357,9 +348,12 @@ pub(crate) struct EventLoop<D: Detector> {
     origin: Instant,
     /// When the bytes being handled were read, in real time (µs since
     /// `origin`), for the rate limits: PINGs held up by a stall of this
-    /// loop arrive together in real time too, and the limits allow one
-    /// deadline's worth at once.
+    /// loop arrive together in real time too; the limits allow one
+    /// deadline's worth at once, and the stall's worth more after it
+    /// (`stall_grace`).
     arrival_us: u64,
+    /// The PING allowance after the latest stall.
+    stall_grace: StallGrace,
     /// Set when a shutdown began: the instant by which the loop stops,
     /// whatever is still open.
     draining_until: Option<Instant>,
@@ -459,6 +453,7 @@ impl<D: Detector> EventLoop<D> {
             conduct_limits: config.conduct_limits(),
             origin,
             arrival_us: 0,
+            stall_grace: StallGrace::new(),
             draining_until: None,
             slots: Slab::new(),
             wheel: DeadlineWheel::new(origin),
@@ -529,7 +524,8 @@ impl<D: Detector> EventLoop<D> {
                 }
                 None => timeout,
             };
-            report_stall(self.clock.sleeping(before, process_cpu_time, timeout));
+            let stalled = self.clock.sleeping(before, process_cpu_time, timeout);
+            self.stalled(before, stalled);
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 // After SIGSTOP and SIGCONT epoll_wait fails with EINTR; the
                 // next `sleeping` report catches the stall.
@@ -542,7 +538,7 @@ impl<D: Detector> EventLoop<D> {
             self.real_now = Instant::now();
             let wake = self.clock.woke(self.real_now, process_cpu_time);
             self.now = wake.listening;
-            report_stall(wake.stalled);
+            self.stalled(self.real_now, wake.stalled);
             // A turn reads, in this order: sockets that got no read last
             // turn, this turn's events, then sockets cut short last turn
             // (floods), within one budget of full reads. A listed socket is
@@ -620,6 +616,21 @@ impl<D: Detector> EventLoop<D> {
                 }
             }
         }
+    }
+
+    /// A stall of the loop, if `stalled`, ended at `resumed`: said, and
+    /// the PINGs held up by it are allowed through.
+    fn stalled(&mut self, resumed: Instant, stalled: Option<Duration>) {
+        let Some(stalled) = stalled else {
+            return;
+        };
+        warn!(
+            stalled_ms = stalled.as_millis() as u64,
+            "the server could not run for {}; that time is not counted as anyone's silence",
+            humantime::format_duration(whole_millis(stalled))
+        );
+        self.stall_grace
+            .stalled(self.micros_since_origin(resumed), stalled);
     }
 
     fn micros_since_origin(&self, at: Instant) -> u64 {
@@ -922,9 +933,10 @@ impl<D: Detector> EventLoop<D> {
                         None,
                     );
                 }
-                session.conduct.admit(
+                session.conduct.admit_held_up(
                     frame,
                     self.arrival_us,
+                    self.stall_grace.grace_at(self.arrival_us),
                     session.interval(),
                     &self.conduct_limits,
                 )

@@ -94,6 +94,14 @@ impl Proc {
         self.expect(true, needle)
     }
 
+    /// Every stderr line printed so far, without waiting for more.
+    pub fn lines_so_far(&mut self) -> Vec<String> {
+        while let Ok(line) = self.stderr.try_recv() {
+            self.transcript.push(line);
+        }
+        self.transcript.clone()
+    }
+
     pub fn type_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         writeln!(stdin, "{line}").expect("write to stdin");
