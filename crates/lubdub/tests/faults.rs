@@ -1065,7 +1065,7 @@ async fn a_client_that_never_reads_is_dropped_as_a_slow_consumer() {
     let drops = counters_by_reason(&text, "lubdub_sessions_dropped");
     assert_eq!(
         drops.keys().collect::<Vec<_>>(),
-        ["closed_by_peer", "slow_consumer"],
+        ["quit", "slow_consumer"],
         "{drops:?}"
     );
     assert_memory_back("slow consumers", baseline, during, after);
@@ -1844,13 +1844,14 @@ impl Fault {
     /// session drops and failed handshakes by reason.
     fn expected(self) -> (u64, &'static [&'static str], &'static [&'static str]) {
         match self {
-            Fault::CleanBye | Fault::AbruptClose => (1, &["closed_by_peer"], &[]),
+            Fault::CleanBye => (1, &["quit"], &[]),
+            Fault::AbruptClose => (1, &["closed_by_peer"], &[]),
             Fault::CloseMidFrame => (1, &["malformed_frame"], &[]),
             Fault::CloseBeforeHello => (0, &[], &["closed_by_peer"]),
             Fault::PartialHello => (0, &[], &["malformed_frame"]),
             Fault::GarbageAfterHello => (1, &["frame_too_large"], &[]),
             Fault::GarbageBeforeHello => (0, &[], &["frame_too_large"]),
-            Fault::Takeover => (2, &["taken_over", "closed_by_peer"], &[]),
+            Fault::Takeover => (2, &["taken_over", "quit"], &[]),
             Fault::SilentUntilTimeout => (0, &[], &["handshake_timeout"]),
         }
     }

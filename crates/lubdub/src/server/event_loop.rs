@@ -961,7 +961,7 @@ impl<D: Detector> EventLoop<D> {
             Ok(Inbound::Message(message)) => self.relay(index, message),
             Ok(Inbound::Bye(bye)) => {
                 debug!(peer = %slot.conn.peer, code = %bye.reason.code, text = %Escaped(&bye.reason.text), "BYE from peer");
-                self.close(index, DropReason::ClosedByPeer);
+                self.close(index, DropReason::Quit);
                 false
             }
             Ok(Inbound::Refused { code, notice }) => {

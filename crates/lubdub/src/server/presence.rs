@@ -18,7 +18,10 @@ use crate::escape::Escaped;
 pub enum DropReason {
     /// Silent until its deadline.
     Timeout,
-    /// The client sent BYE or closed its connection.
+    /// The client said BYE: it left on purpose (a client's `quit`).
+    Quit,
+    /// The client's connection closed without a BYE: the process was
+    /// killed, or its host or network failed.
     ClosedByPeer,
     /// Another connection claimed the name.
     TakenOver,
@@ -39,6 +42,7 @@ impl DropReason {
     pub fn label(self) -> &'static str {
         match self {
             DropReason::Timeout => "timeout",
+            DropReason::Quit => "quit",
             DropReason::ClosedByPeer => "closed_by_peer",
             DropReason::TakenOver => "taken_over",
             DropReason::ProtocolError(code) => code.label(),
