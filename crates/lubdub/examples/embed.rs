@@ -29,8 +29,8 @@ async fn main() -> anyhow::Result<()> {
                     println!("[{}] {}", message.from, String::from_utf8_lossy(&message.body));
                 }
                 Some(ClientEvent::Notice(reason)) => println!("server notice: {}", reason.text),
-                Some(ClientEvent::Status(Status::Stopped { reason })) => {
-                    println!("stopped: {reason}");
+                Some(ClientEvent::Status(Status::Stopped { reason, cause })) => {
+                    println!("stopped ({cause:?}): {reason}");
                     return Ok(());
                 }
                 Some(ClientEvent::Status(status)) => println!("status: {status:?}"),

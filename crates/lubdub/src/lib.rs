@@ -7,8 +7,11 @@
 //!   the server's configuration.
 //! - [`client`]: connect, send, receive and a stream of status changes, with
 //!   heartbeats and reconnection handled in the background.
+//! - [`address`]: `host:port` as people write it, checked (with the fix
+//!   in the message) and resolved.
 //! - [`escape`]: names and bodies a peer sent, made safe to print on a
 //!   terminal or in a log (control, format and invisible characters escaped).
+//! - [`report`]: an error and its causes as one line, each said once.
 //! - [`pem`]: the certificate and key files TLS reads (server and client).
 //! - [`admin`]: the HTTP API (`/sessions`, `/healthz`).
 //! - [`auth`]: credentials: signed tokens, the auth file of argon2id
@@ -24,12 +27,14 @@
 //! The protocol and detection rules live in the sans-IO crate
 //! [`lubdub_core`], re-exported here as [`core`].
 
+pub mod address;
 pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod escape;
 pub mod pem;
+pub mod report;
 pub mod server;
 #[cfg(feature = "simulate")]
 pub mod simulate;

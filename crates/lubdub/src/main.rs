@@ -11,7 +11,8 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            let said = lubdub::report::chain(error.as_ref());
+            eprintln!("error: {said}");
             ExitCode::FAILURE
         }
     }

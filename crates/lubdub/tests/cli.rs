@@ -11,13 +11,27 @@ fn two_clients_chat_through_the_server_and_are_listed() {
     let (mut server, listen, admin) = start_server(&[]);
     let mut alice = client(&listen, "alice", &[]);
     let mut bob = client(&listen, "bob", &[]);
+    let mut dave = client(&listen, "dave", &["--timestamps"]);
     server.expect_stderr("joined name=alice");
     server.expect_stderr("joined name=bob");
+    server.expect_stderr("joined name=dave");
 
+    let sent_at = std::time::SystemTime::now();
     alice.type_line("hello everyone");
     assert_eq!(bob.expect_stdout("hello"), "[alice] hello everyone");
+    // Stamped as the server's log is: UTC, to the microsecond.
+    let stamped = dave.expect_stdout("hello");
+    let (stamp, line) = stamped.split_once(' ').expect("a stamp, then the line");
+    assert_eq!(line, "[alice] hello everyone");
+    let at = humantime::parse_rfc3339(stamp).expect("an RFC 3339 time");
+    assert!(stamp.ends_with('Z') && stamp.len() == "2026-12-02T05:43:47.831639Z".len());
+    assert!(at
+        .duration_since(sent_at)
+        .is_ok_and(|after| after < Duration::from_secs(5)));
+    drop(dave);
+    // A direct message is marked as such; a broadcast is not.
     bob.type_line("@alice hi alice");
-    assert_eq!(alice.expect_stdout("hi"), "[bob] hi alice");
+    assert_eq!(alice.expect_stdout("hi"), "[bob → alice] hi alice");
     bob.type_line("@carol are you there?");
     bob.expect_stderr("no session named carol");
 
@@ -47,7 +61,7 @@ fn two_clients_chat_through_the_server_and_are_listed() {
     assert!(alice.wait().success());
     server.expect_stderr("dropped name=alice");
     let line = server.transcript.last().cloned().unwrap_or_default();
-    assert!(line.contains("reason=closed_by_peer"), "{line}");
+    assert!(line.contains("reason=quit"), "{line}");
 
     server.signal("-TERM");
     bob.expect_stderr("server lost");
@@ -199,12 +213,41 @@ fn bad_arguments_get_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("invalid name"), "{stderr}");
 
+    // Each cause said once, with the fix where there is one.
     let output = lubdub()
         .args(["client", "--name", "alice", "--server", "127.0.0.1:1"])
+        .args(["--give-up-after", "100ms"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(3), "gave up");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("cannot connect to 127.0.0.1:1: "), "{stderr}");
+    assert_eq!(last.matches("refused").count(), 1, "said once: {stderr}");
+
+    let output = lubdub()
+        .args(["client", "--name", "alice", "--server", "localhost"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no port in \"localhost\"; write localhost:7070"),
+        "{stderr}"
+    );
+
+    let (_holder, listen, _) = start_server(&[]);
+    let output = lubdub()
+        .args(["server", "--listen", &listen, "--admin", "localhost:0"])
         .output()
         .expect("runs");
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect to 127.0.0.1:1"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {listen}: ")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("in use").count(), 1, "said once: {stderr}");
 
     let output = lubdub()
         .args(["server", "--min-interval", "5s", "--interval", "1s"])

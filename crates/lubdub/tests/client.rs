@@ -131,7 +131,7 @@ async fn a_server_that_accepts_but_never_answers_hello_fails_the_connect() {
     config.connect_timeout = Duration::from_millis(200);
     // No patience: the unanswered HELLO is not retried (tests/first_connect.rs
     // shows the retries).
-    config.first_connect_patience = Duration::ZERO;
+    config.first_connect_patience = Some(Duration::ZERO);
     let started = Instant::now();
     let error = Client::connect(config)
         .await

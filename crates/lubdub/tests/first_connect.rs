@@ -1,7 +1,9 @@
-//! The first connect against a busy server (issue 12, item 5): REJECT
+//! The first connect: against a busy server (issue 12, item 5), REJECT
 //! `server_busy` and an unanswered HELLO are retried with backoff, by the
-//! library and by `lubdub client`; other refusals still end the first
-//! connect at once. The server is a scripted fake on a real socket.
+//! library and by `lubdub client`; so is a server that is not there yet
+//! (issue 13, item 1); refusals that the same HELLO would get again still
+//! end the first connect at once. The server is a scripted fake on a real
+//! socket.
 
 mod common;
 
@@ -45,6 +47,11 @@ fn busy() -> Answer {
 /// repeats); returns its address and the count of HELLOs it read.
 async fn scripted_server(script: Vec<Answer>) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    serve_script(listener, script)
+}
+
+/// [`scripted_server`] on a listener already bound.
+fn serve_script(listener: TcpListener, script: Vec<Answer>) -> (SocketAddr, Arc<AtomicUsize>) {
     let addr = listener.local_addr().expect("address");
     let hellos = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&hellos);
@@ -157,7 +164,7 @@ async fn other_refusals_end_the_first_connect_and_patience_bounds_the_retries() 
 
     let (addr, hellos) = scripted_server(vec![busy()]).await;
     let mut config = ClientConfig::new(addr.to_string(), "alice");
-    config.first_connect_patience = Duration::from_secs(1);
+    config.first_connect_patience = Some(Duration::from_secs(1));
     let started = Instant::now();
     let error = Client::connect(config).await.expect_err("always busy");
     let waited = started.elapsed();
@@ -169,4 +176,42 @@ async fn other_refusals_end_the_first_connect_and_patience_bounds_the_retries() 
     // attempt follows it.
     assert!(waited <= Duration::from_millis(1_500), "{waited:?}");
     assert!(hellos.load(Ordering::SeqCst) >= 2, "never retried");
+}
+
+/// Fails on the code before issue 13 (seen: `Client::connect` returned
+/// "cannot connect" at the first refused dial): a device that boots before
+/// its server waits for it.
+#[tokio::test]
+async fn the_library_first_connect_waits_for_its_server_to_come_up() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port();
+    let mut config = ClientConfig::new(format!("127.0.0.1:{port}"), "early");
+    config.first_connect_patience = None;
+    let (retried, mut retries) = tokio::sync::mpsc::unbounded_channel();
+    let connecting = tokio::spawn(Client::connect_reporting(config, move |error, _| {
+        let _ = retried.send(lubdub::report::chain(error));
+    }));
+    let first = tokio::time::timeout(common::PATIENCE, retries.recv())
+        .await
+        .expect("a retry reported")
+        .expect("a reason");
+    assert!(
+        first.starts_with(&format!("cannot connect to 127.0.0.1:{port}: ")),
+        "{first}"
+    );
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the port is free");
+    let (_, hellos) = serve_script(listener, vec![welcome()]);
+    let client = tokio::time::timeout(common::PATIENCE, connecting)
+        .await
+        .expect("connected once the server came up")
+        .expect("the task ran")
+        .expect("connects");
+    assert_eq!(client.welcome().session_id, 7);
+    assert_eq!(hellos.load(Ordering::SeqCst), 1);
+    client.close().await;
 }

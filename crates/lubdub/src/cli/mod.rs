@@ -34,8 +34,12 @@ pub struct Cli {
 enum Command {
     /// Run the heartbeat server (in-memory registry) and its admin HTTP API.
     Server(serve::ServerArgs),
-    /// Chat through a server: each stdin line is sent (`@bob hi` to bob, any
-    /// other line to everyone, `quit` to leave); messages print as `[alice] hi`.
+    /// Keep a session with a server and chat through it: each stdin line is
+    /// sent (`@bob hi` to bob, any other line to everyone, `quit` to
+    /// leave); messages print as `[alice] hi`, or `[alice → bob] hi` when
+    /// sent to you alone. Without input (--unattended, or stdin at
+    /// /dev/null) it runs as an agent until a signal.
+    #[command(after_help = chat::STATUSES_HELP)]
     Client(chat::ClientArgs),
     /// List the sessions a server holds, from its admin API.
     Sessions(sessions::SessionsArgs),
@@ -97,10 +101,23 @@ pub fn parse_duration_or_off(text: &str) -> Result<DurationOrOff, String> {
     Ok(DurationOrOff(Some(duration)))
 }
 
-/// Parses `host:port` socket addresses with a clear message.
+/// Parses a protocol address, `host:port` (a host name is resolved once,
+/// to its first address), with a message that says the fix.
 pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse()
-        .map_err(|_| format!("{text:?} is not an IP:port address, e.g. 127.0.0.1:7070"))
+    lubdub::address::resolve(text, 7070).map_err(|error| error.to_string())
+}
+
+/// [`parse_addr`] for the admin API's address.
+pub fn parse_admin_addr(text: &str) -> Result<SocketAddr, String> {
+    lubdub::address::resolve(text, 7071).map_err(|error| error.to_string())
+}
+
+/// Checks a protocol address, `host:port`, leaving the host name to be
+/// resolved at each connect.
+pub fn check_server_addr(text: &str) -> Result<String, String> {
+    lubdub::address::split(text, 7070)
+        .map(|_| text.trim().to_owned())
+        .map_err(|error| error.to_string())
 }
 
 /// Bytes the log writer gathers before a write(2); flushed whenever its queue is empty.

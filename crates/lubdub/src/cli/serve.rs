@@ -12,16 +12,18 @@ use clap::Args;
 use lubdub::server::{self, DetectorPolicy, InMemoryRegistry, ServerConfig, TlsFiles};
 use tracing::info;
 
-use super::{parse_addr, parse_duration, parse_duration_or_off, DurationOrOff};
+use super::{parse_addr, parse_admin_addr, parse_duration, parse_duration_or_off, DurationOrOff};
 
 /// Flags of `lubdub server`; each maps to a field of [`ServerConfig`].
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// Address the heartbeat protocol listens on.
+    /// Address the heartbeat protocol listens on, host:port (a host name
+    /// is resolved once, at start).
     #[arg(long, default_value = super::DEFAULT_LISTEN, value_parser = parse_addr)]
     listen: SocketAddr,
-    /// Address of the admin HTTP API (GET /sessions, GET /healthz).
-    #[arg(long, default_value = super::DEFAULT_ADMIN, value_parser = parse_addr)]
+    /// Address of the admin HTTP API, host:port: GET /sessions (who is
+    /// online), /healthz and /metrics (Prometheus).
+    #[arg(long, default_value = super::DEFAULT_ADMIN, value_parser = parse_admin_addr)]
     admin: SocketAddr,
     /// Heartbeat interval granted to clients that ask for none. A session
     /// silent this long is suspect.

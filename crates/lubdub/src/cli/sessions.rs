@@ -9,13 +9,13 @@ use clap::Args;
 use lubdub::escape::escape;
 use lubdub::server::SessionInfo;
 
-use super::parse_addr;
+use super::parse_admin_addr;
 
 /// Flags of `lubdub sessions`.
 #[derive(Debug, Args)]
 pub struct SessionsArgs {
     /// Address of the server's admin API.
-    #[arg(long, default_value = super::DEFAULT_ADMIN, value_parser = parse_addr)]
+    #[arg(long, default_value = super::DEFAULT_ADMIN, value_parser = parse_admin_addr)]
     admin: SocketAddr,
     /// Print the raw JSON array (in the server's slot order) instead of a
     /// table (sorted by name).

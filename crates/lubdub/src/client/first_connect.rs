@@ -1,7 +1,9 @@
-//! The first connection: a server that is there but busy (REJECT
-//! `server_busy`, or no answer to HELLO) is retried with backoff and full
-//! jitter until the client's patience runs out; any other failure is
-//! reported at once. Reconnects after a session have their own loop.
+//! The first connection: failures that a later attempt can cure (no server
+//! listening yet, unreachable, a busy server, no answer to HELLO) are
+//! retried with backoff and full jitter, as every reconnect is, until the
+//! client's patience runs out; a refusal that the same HELLO would get
+//! again is reported at once. Reconnects after a session have their own
+//! loop (`session`).
 
 use std::time::{Duration, Instant};
 
@@ -9,23 +11,25 @@ use super::transport::Established;
 use super::{dial, ClientConfig, ConnectError, TlsConnector};
 
 /// Dials until a session is established, `config.first_connect_patience`
-/// has passed, or a failure other than a busy server occurs. `on_retry`
-/// hears each busy answer and the delay before the next attempt.
+/// has passed, or a failure that retrying cannot cure occurs. `on_retry`
+/// hears each failed attempt and the delay before the next one.
 ///
 /// # Errors
 /// The last [`ConnectError`].
 pub(super) async fn establish(
     config: &ClientConfig,
     tls: Option<&TlsConnector>,
-    on_retry: &mut dyn FnMut(&ConnectError, Duration),
+    on_retry: &mut (dyn FnMut(&ConnectError, Duration) + Send),
 ) -> Result<Established, ConnectError> {
-    let give_up_at = Instant::now() + config.first_connect_patience;
+    let give_up_at = config
+        .first_connect_patience
+        .map(|patience| Instant::now() + patience);
     let mut attempt = 0;
     loop {
         match dial(config, tls).await {
-            Err(error) if error.is_busy() => {
+            Err(error) if error.is_retryable() => {
                 let delay = config.backoff.delay(attempt, rand::random::<f64>());
-                if Instant::now() + delay >= give_up_at {
+                if give_up_at.is_some_and(|give_up_at| Instant::now() + delay >= give_up_at) {
                     return Err(error);
                 }
                 attempt = attempt.saturating_add(1);

@@ -21,10 +21,13 @@ use super::tls::TlsConnector;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The name breaks the naming rules; no connection was attempted.
-    #[error("invalid name: {0}")]
+    #[error("invalid name")]
     InvalidName(#[from] lubdub_core::protocol::handshake::NameError),
+    /// The server address is not `host:port`; nothing was dialled.
+    #[error(transparent)]
+    InvalidAddress(#[from] crate::address::AddressError),
     /// TCP could not connect.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect {
         /// Server address.
         addr: String,
@@ -46,7 +49,7 @@ pub enum ConnectError {
     #[error("protocol error during the handshake: {0}")]
     Protocol(String),
     /// The connection failed during the handshake.
-    #[error("connection failed during the handshake: {0}")]
+    #[error("connection failed during the handshake")]
     Io(#[from] std::io::Error),
     /// The TLS settings cannot be used (unreadable or empty CA, certificate
     /// or key file, no system roots, a bad server name); nothing was dialled.
@@ -97,7 +100,7 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether retrying later can succeed: false for a bad name and for
+    /// Whether retrying later can succeed: false for a bad name or address and for
     /// rejections that the same HELLO would get again (invalid name,
     /// unauthorized, unsupported version, ...); true for temporary ones
     /// (server full, shutting down, handshake timeout) and codes this
@@ -107,6 +110,7 @@ impl ConnectError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ConnectError::InvalidName(_)
+            | ConnectError::InvalidAddress(_)
             | ConnectError::TlsSetup(_)
             | ConnectError::CertificateNotTrusted { .. }
             | ConnectError::CertificateNameMismatch { .. }
@@ -121,18 +125,6 @@ impl ConnectError {
                     | ReasonCode::Unknown(_)
             ),
             _ => true,
-        }
-    }
-
-    /// Whether the server is there but too busy to answer now: REJECT
-    /// `server_busy`, or no answer to HELLO in time. These are retried
-    /// with backoff on the first connect too, where other failures are
-    /// reported at once.
-    pub fn is_busy(&self) -> bool {
-        match self {
-            ConnectError::HandshakeTimeout { .. } => true,
-            ConnectError::Rejected(reason) => reason.code == ReasonCode::ServerBusy,
-            _ => false,
         }
     }
 }
@@ -267,6 +259,7 @@ pub async fn connect(
     tls: Option<&TlsConnector>,
 ) -> Result<Established, ConnectError> {
     lubdub_core::protocol::handshake::validate_name(hello.name)?;
+    crate::address::split(server, 7070)?;
     let connect_error = |source| ConnectError::Connect {
         addr: server.to_owned(),
         source,

@@ -45,11 +45,21 @@ impl Proc {
         Proc::spawn_logging(command, "info")
     }
 
+    /// Like [`Proc::spawn`], with standard input at /dev/null, as a
+    /// service or a container without `-i` runs it.
+    pub fn spawn_without_stdin(command: &mut Command) -> Proc {
+        Proc::spawn_with(command, "info", Stdio::null())
+    }
+
     /// Like [`Proc::spawn`], with `RUST_LOG` set to `filter`.
     pub fn spawn_logging(command: &mut Command, filter: &str) -> Proc {
+        Proc::spawn_with(command, filter, Stdio::piped())
+    }
+
+    fn spawn_with(command: &mut Command, filter: &str, stdin: Stdio) -> Proc {
         let mut child = command
             .env("RUST_LOG", filter)
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

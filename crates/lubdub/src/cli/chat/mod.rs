@@ -1,8 +1,12 @@
-//! `lubdub client`: seed 000's chat over the embeddable client. Lines from
-//! stdin are sent, messages go to stdout, status goes to stderr; what peers
-//! and the server sent is shown escaped (see `lubdub::escape`) unless --raw.
+//! `lubdub client`: seed 000's chat over the embeddable client, or an
+//! unattended agent that only heartbeats. Lines from stdin are sent (chat),
+//! messages go to stdout, status goes to stderr (`output`); each way the
+//! client can end has its exit status (`exit`).
 
-use std::io::Write;
+mod exit;
+mod input;
+mod output;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,18 +14,23 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use lubdub::auth::Credential;
-use lubdub::client::{Client, ClientConfig, ClientEvent, ClientTls, Status};
-use lubdub::core::protocol::Message;
-use lubdub::escape::{Escaped, EscapedBytes};
+use lubdub::client::{Client, ClientConfig, ClientEvent, ClientTls, Status, StopCause};
+use lubdub::escape::Escaped;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::signal::unix::{signal, SignalKind};
 
+use self::input::{parse_line, Line, Mode};
+use self::output::Printer;
 use super::parse_duration;
+
+pub use self::exit::STATUSES_HELP;
 
 /// Flags of `lubdub client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Server address, host:port.
-    #[arg(long, default_value = super::DEFAULT_LISTEN)]
+    /// Server address, host:port; a host name is resolved at each
+    /// connect.
+    #[arg(long, default_value = super::DEFAULT_LISTEN, value_parser = super::check_server_addr)]
     server: String,
     /// Name to go by; kept across reconnects. 1-64 bytes, no spaces or '@',
     /// nothing invisible, one script (docs/PROTOCOL.md, *Names*).
@@ -49,6 +58,23 @@ pub struct ClientArgs {
     /// title, forge a line or reorder text. Never use --raw on a terminal.
     #[arg(long)]
     raw: bool,
+    /// Start each printed line (messages and status) with the UTC time to
+    /// the microsecond, as the server's log does, to read the two side by side.
+    #[arg(long)]
+    timestamps: bool,
+    /// Do not read standard input: heartbeat, reconnect and print what
+    /// arrives until SIGTERM or SIGINT, or a refusal that reconnecting
+    /// cannot cure (see the exit statuses below). The default when
+    /// standard input is /dev/null, closed or an empty file (a service, a
+    /// container); otherwise lines are chat and end of input means `quit`.
+    #[arg(long)]
+    unattended: bool,
+    /// Stop trying to connect after this long without a first session
+    /// (exit status 3). By default the client keeps trying, with backoff,
+    /// as it does after losing a session: a device may boot before its
+    /// server.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    give_up_after: Option<Duration>,
 
     // TLS: any of these flags turns it on.
     /// Connect with TLS, trusting the system's root certificates (for a
@@ -107,58 +133,75 @@ impl ClientArgs {
     }
 }
 
-/// What one stdin line asks for.
-#[derive(Debug, PartialEq, Eq)]
-enum Line<'a> {
-    Quit,
-    Direct { to: &'a str, body: &'a str },
-    Broadcast(&'a str),
-    Nothing,
-}
-
-fn parse_line(line: &str) -> Line<'_> {
-    let trimmed = line.trim_end_matches(['\r', '\n']);
-    if trimmed.trim() == "quit" {
-        return Line::Quit;
-    }
-    if trimmed.trim().is_empty() {
-        return Line::Nothing;
-    }
-    if let Some(rest) = trimmed.strip_prefix('@') {
-        let (to, body) = rest.split_once(' ').unwrap_or((rest, ""));
-        return Line::Direct { to, body };
-    }
-    Line::Broadcast(trimmed)
-}
-
 pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(chat(args))
+    let result = runtime.block_on(chat(args));
+    // Reading stdin blocks a thread that dropping the runtime would wait
+    // for: a stopped client would hang until the next line.
+    runtime.shutdown_background();
+    result
 }
 
 async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let mode = Mode::choose(args.unattended);
+    let printer = Printer {
+        raw: args.raw,
+        timestamps: args.timestamps,
+        one_way: args.one_way,
+    };
     let mut config = ClientConfig::new(args.server.clone(), args.name.clone());
     config.interval = args.interval;
     config.one_way = args.one_way;
     config.credential = credential(&args)?;
     config.tls = args.tls();
+    config.first_connect_patience = args.give_up_after;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     // A REJECT's text comes from the server: shown escaped like the rest.
-    let mut client = Client::connect_reporting(config, |error, delay| {
-        eprintln!(
+    let connecting = Client::connect_reporting(config, |error, delay| {
+        printer.say(format_args!(
             "{}; retrying in {} ms",
-            Escaped(&error.to_string()),
+            Escaped(&lubdub::report::chain(error)),
             delay.as_millis()
-        );
-    })
-    .await
-    .map_err(|error| anyhow::anyhow!("{}", Escaped(&error.to_string())))?;
-    eprintln!("ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `quit` to leave", args.name);
+        ));
+    });
+    let mut client = tokio::select! {
+        connected = connecting => match connected {
+            Ok(client) => client,
+            Err(error) => {
+                let cause = StopCause::of_connect(&error);
+                let said = Escaped(&lubdub::report::chain(&error)).to_string();
+                match (cause, args.give_up_after) {
+                    (StopCause::GaveUp, Some(after)) => printer.say(format_args!(
+                        "gave up after {} without a session; the last attempt: {said}",
+                        humantime::format_duration(after)
+                    )),
+                    _ => printer.say(format_args!("error: {said}")),
+                }
+                return Ok(exit::status(cause));
+            }
+        },
+        _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
+        _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+    };
+    match mode {
+        Mode::Chat => printer.say(format_args!(
+            "ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `quit` to leave",
+            args.name
+        )),
+        Mode::Unattended => printer.say(format_args!(
+            "running unattended as {}: standard input is not read; stop with SIGTERM or Ctrl-C",
+            args.name
+        )),
+    }
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut reading = mode == Mode::Chat;
     loop {
         tokio::select! {
-            line = lines.next_line() => match line? {
+            line = lines.next_line(), if reading => match line? {
+                // End of input in chat means `quit`, as scripts expect.
                 None => {
                     client.close().await;
                     return Ok(ExitCode::SUCCESS);
@@ -166,91 +209,43 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
                 Some(line) => match parse_line(&line) {
                     Line::Quit => {
                         client.close().await;
-                        eprintln!("bye");
+                        printer.say("bye");
                         return Ok(ExitCode::SUCCESS);
                     }
                     Line::Direct { to, body } => {
-                        if client.send_to(to, body).await.is_err() { break; }
+                        if client.send_to(to, body).await.is_err() { reading = false; }
                     }
                     Line::Broadcast(body) => {
-                        if client.broadcast(body).await.is_err() { break; }
+                        if client.broadcast(body).await.is_err() { reading = false; }
                     }
                     Line::Nothing => {}
                 },
             },
+            _ = terminate.recv() => {
+                client.close().await;
+                printer.say("bye (SIGTERM)");
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ = interrupt.recv() => {
+                client.close().await;
+                printer.say("bye (SIGINT)");
+                return Ok(ExitCode::SUCCESS);
+            }
             event = client.next_event() => match event {
-                Some(ClientEvent::Message(message)) => print_message(&message, args.raw)?,
-                Some(ClientEvent::Notice(reason)) => eprintln!("server: {}", Escaped(&reason.text)),
+                Some(ClientEvent::Message(message)) => printer.message(&message)?,
+                Some(ClientEvent::Notice(reason)) => {
+                    printer.say(format_args!("server: {}", Escaped(&reason.text)));
+                }
                 Some(ClientEvent::Status(status)) => {
-                    if let Some(code) = report(&status) {
-                        return Ok(code);
+                    printer.status(&status);
+                    if let Status::Stopped { cause, .. } = status {
+                        return Ok(exit::status(cause));
                     }
                 }
-                None => break,
+                // The task ended without saying why: it cannot, but an
+                // ending without a status is no success.
+                None => return Ok(ExitCode::FAILURE),
             },
         }
-    }
-    Ok(ExitCode::FAILURE)
-}
-
-/// Prints one message as `[from] body`: escaped, or byte for byte with `raw`.
-fn print_message(message: &Message, raw: bool) -> std::io::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    if raw {
-        write!(stdout, "[{}] ", message.from)?;
-        stdout.write_all(&message.body)?;
-        writeln!(stdout)
-    } else {
-        writeln!(
-            stdout,
-            "[{}] {}",
-            Escaped(&message.from),
-            EscapedBytes(&message.body)
-        )
-    }
-}
-
-/// Prints a status line; returns the exit code when the client stopped.
-/// Reasons can quote the server's texts, so they are shown escaped.
-fn report(status: &Status) -> Option<ExitCode> {
-    match status {
-        Status::Connected { server, session_id, epoch, interval, max_missed } => eprintln!(
-            "connected to {server} (session {session_id}, epoch {epoch}, heartbeat every {}, server dead after {})",
-            humantime::format_duration(*interval),
-            humantime::format_duration(*interval * *max_missed),
-        ),
-        Status::ServerLost { reason } => eprintln!("server lost: {}", Escaped(reason)),
-        Status::Reconnecting { attempt, delay } => {
-            eprintln!("reconnecting in {} ms (attempt {attempt})", delay.as_millis());
-        }
-        Status::Stopped { reason } => {
-            eprintln!("stopped: {}", Escaped(reason));
-            return Some(ExitCode::FAILURE);
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_map_to_chat_actions() {
-        assert_eq!(parse_line("quit"), Line::Quit);
-        assert_eq!(parse_line("quit\r"), Line::Quit);
-        assert_eq!(
-            parse_line("@bob hi there"),
-            Line::Direct {
-                to: "bob",
-                body: "hi there"
-            }
-        );
-        assert_eq!(parse_line("hello all"), Line::Broadcast("hello all"));
-        assert_eq!(parse_line("   "), Line::Nothing);
-        assert_eq!(
-            parse_line("quitting time"),
-            Line::Broadcast("quitting time")
-        );
     }
 }
