@@ -12,7 +12,7 @@ use clap::Args;
 use lubdub::server::{self, DetectorPolicy, InMemoryRegistry, ServerConfig, TlsFiles};
 use tracing::info;
 
-use super::{parse_addr, parse_duration, parse_duration_or_off, DurationOrOff};
+use super::{parse_addr, parse_duration, parse_duration_or_off, DurationOrOff, LogFormat};
 
 /// Flags of `lubdub server`; each maps to a field of [`ServerConfig`].
 #[derive(Debug, Args)]
@@ -157,6 +157,12 @@ pub struct ServerArgs {
     /// 0 never closes.
     #[arg(long, default_value_t = 5, help_heading = "Limits")]
     max_refusal_strikes: u8,
+    /// Log format on stderr: `text`, one readable line per event, or
+    /// `json`, one JSON object per line (`timestamp`, `level`, `target`,
+    /// `message` and the event's fields at the top level) for log
+    /// collectors. RUST_LOG sets the level either way.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// On SIGTERM or Ctrl-C, how long to wait for every session's BYE to
     /// be delivered and its client to close before closing the rest.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -273,7 +279,7 @@ impl ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    let _log_writer = super::init_logging("info");
+    let _log_writer = super::init_logging("info", args.log_format);
     let config = args.config();
     let admin_config = args.admin_config();
     let runtime = tokio::runtime::Builder::new_multi_thread()
