@@ -3,6 +3,7 @@
 
 mod bench;
 mod chat;
+mod manual;
 mod passwd;
 mod serve;
 mod sessions;
@@ -56,6 +57,12 @@ enum Command {
     /// --auth-file): generates a secret and prints it once, or reads one
     /// from stdin; only its argon2id hash is stored.
     Passwd(passwd::PasswdArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) for lubdub to stdout.
+    Completions(manual::CompletionsArgs),
+    /// Print lubdub's man page (roff) to stdout, or the page of one
+    /// subcommand with all its flags.
+    Man(manual::ManArgs),
 }
 
 /// Runs the parsed command line.
@@ -72,6 +79,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate::run(args),
         Command::Token(args) => token::run(args),
         Command::Passwd(args) => passwd::run(args),
+        Command::Completions(args) => manual::completions(args),
+        Command::Man(args) => manual::man(args),
     }
 }
 
