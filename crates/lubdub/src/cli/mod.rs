@@ -9,6 +9,7 @@ mod serve;
 mod sessions;
 #[cfg(feature = "simulate")]
 mod simulate;
+mod systemd;
 mod token;
 
 use std::net::SocketAddr;

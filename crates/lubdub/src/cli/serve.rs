@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use lubdub::server::{self, DetectorPolicy, InMemoryRegistry, ServerConfig, TlsFiles};
-use tracing::info;
+use tracing::{debug, info, warn};
 
+use super::systemd::Notifier;
 use super::{parse_addr, parse_duration, parse_duration_or_off, DurationOrOff, LogFormat};
 
 /// Flags of `lubdub server`; each maps to a field of [`ServerConfig`].
@@ -280,6 +281,15 @@ impl ServerArgs {
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let _log_writer = super::init_logging("info", args.log_format);
+    // Under systemd (Type=notify): READY=1 once both ports serve,
+    // STOPPING=1 when a signal starts the shutdown.
+    let supervisor = match Notifier::from_environment() {
+        Ok(notifier) => notifier,
+        Err(error) => {
+            warn!("{error}; the service manager will not hear that the server is ready");
+            None
+        }
+    };
     let config = args.config();
     let admin_config = args.admin_config();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -292,12 +302,13 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         let admin_listener = lubdub::admin::bind(args.admin)
             .await
             .with_context(|| format!("cannot listen on {} for the admin API", args.admin))?;
+        let admin_address = admin_listener.local_addr()?;
         let handle = server::start(config.clone(), Arc::new(InMemoryRegistry::new()))?;
         let ceiling = humantime::format_duration(config.interval * config.max_missed);
         match config.detector {
             DetectorPolicy::Counter => info!(
                 listen = %handle.local_addr(),
-                admin = %admin_listener.local_addr()?,
+                admin = %admin_address,
                 interval = %humantime::format_duration(config.interval),
                 max_missed = config.max_missed,
                 dead_after = %ceiling,
@@ -306,7 +317,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             ),
             DetectorPolicy::Phi => info!(
                 listen = %handle.local_addr(),
-                admin = %admin_listener.local_addr()?,
+                admin = %admin_address,
                 interval = %humantime::format_duration(config.interval),
                 max_missed = config.max_missed,
                 detector = %"phi",
@@ -367,8 +378,20 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
                 let _ = admin_stopped.await;
             },
         ));
+        notify(
+            supervisor.as_ref(),
+            &format!(
+                "READY=1\nSTATUS=serving on {}, admin API on {}",
+                handle.local_addr(),
+                admin_address
+            ),
+        );
         shutdown_signal().await;
         info!("signal received, shutting down");
+        notify(
+            supervisor.as_ref(),
+            "STOPPING=1\nSTATUS=shutting down: BYE to every session",
+        );
         let _ = stop_admin.send(());
         tokio::task::spawn_blocking(move || handle.stop())
             .await
@@ -377,6 +400,17 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         admin.await.context("the admin task failed")??;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Tells the service manager `state`, if one listens; a failure is
+/// logged, never fatal (the server serves either way).
+fn notify(supervisor: Option<&Notifier>, state: &str) {
+    if let Some(supervisor) = supervisor {
+        match supervisor.notify(state) {
+            Ok(()) => debug!(state, "service manager notified"),
+            Err(error) => warn!("{error}"),
+        }
+    }
 }
 
 async fn shutdown_signal() {
