@@ -8,6 +8,8 @@
 //!
 //! Layout: [`token`] (mint, verify, the secret file), [`file`] (the auth
 //! file: parse, edit), [`password`] (generate, hash, verify secrets),
+//! [`private_file`] (secret files: created 0600, replaced keeping their
+//! owner, exposed modes warned about),
 //! [`cache`] (verified secrets, by keyed hash), [`verifier`] (the threads
 //! that run argon2), [`fair_queue`] (the order they take secrets in:
 //! round robin across sources), [`suspects`] (sources whose secrets failed
@@ -20,6 +22,7 @@ pub mod credential;
 pub mod fair_queue;
 pub mod file;
 pub mod password;
+pub mod private_file;
 pub mod suspects;
 pub mod token;
 pub mod verifier;
@@ -262,7 +265,9 @@ impl Authenticator {
         })
     }
 
-    /// Loads the files `config` names; `None` when it names none.
+    /// Loads the files `config` names; `None` when it names none. A file
+    /// that group or others may read or write is loaded with a warning
+    /// ([`private_file::warn_if_exposed`]).
     ///
     /// # Errors
     /// [`AuthSetupError`] naming the file and what is wrong with it.
@@ -273,12 +278,18 @@ impl Authenticator {
         let passwords = config
             .auth_file
             .as_deref()
-            .map(AuthFile::load)
+            .map(|path| {
+                private_file::warn_if_exposed(path, "--auth-file");
+                AuthFile::load(path)
+            })
             .transpose()?;
         let tokens = config
             .token_secret_file
             .as_deref()
-            .map(TokenSecret::load)
+            .map(|path| {
+                private_file::warn_if_exposed(path, "--token-secret");
+                TokenSecret::load(path)
+            })
             .transpose()?;
         Ok(Some(Self::new(passwords, tokens)?))
     }
@@ -338,16 +349,6 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0; N];
     rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
     bytes
-}
-
-/// Creates a new file readable and writable by its owner only; fails if it exists.
-pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
 }
 
 #[cfg(test)]

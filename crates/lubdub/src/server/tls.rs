@@ -69,6 +69,7 @@ pub enum TlsError {
 /// [`TlsError`] naming the file that is missing, empty, broken or mismatched.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let chain = load_certificates(&files.cert, "certificate")?;
+    crate::auth::private_file::warn_if_exposed(&files.key, "--tls-key");
     let key = load_private_key(&files.key)?;
     // Explicit provider: another crate in the build enabling aws-lc-rs
     // must not make the process-wide default ambiguous.
