@@ -13,11 +13,13 @@
 //! [`cache`] (verified secrets, by keyed hash), [`verifier`] (the threads
 //! that run argon2), [`fair_queue`] (the order they take secrets in:
 //! round robin across sources), [`suspects`] (sources whose secrets failed
-//! lately, served last), [`credential`] (the client's side), this module (the
+//! lately, served last), [`credential`] (the client's side), [`certificate`]
+//! (the names a client certificate grants), this module (the
 //! [`Authenticator`] combining them and the server's [`AuthConfig`]).
 //! Sans-IO except loading files and the verifier threads: time is passed in.
 
 pub mod cache;
+pub mod certificate;
 pub mod credential;
 pub mod fair_queue;
 pub mod file;
@@ -32,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use cache::{Fingerprint, VerifiedCache};
+pub use certificate::{CertificateDenial, CertificateNames};
 pub use credential::{Credential, CredentialError, MAX_CREDENTIAL_LEN};
 pub use file::{AuthFile, AuthFileError};
 pub use token::{SecretError, TokenError, TokenSecret};
@@ -147,6 +150,9 @@ pub enum Denial {
     /// The token does not grant the name.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The client certificate does not carry the name (`--tls-client-cert-names`).
+    #[error(transparent)]
+    Certificate(#[from] CertificateDenial),
 }
 
 impl Denial {
@@ -159,6 +165,7 @@ impl Denial {
             Denial::Token(TokenError::BadSignature) => "token_bad_signature",
             Denial::Token(TokenError::OtherName) => "token_other_name",
             Denial::Token(TokenError::Expired { .. }) => "token_expired",
+            Denial::Certificate(_) => "certificate_name",
         }
     }
 }
