@@ -208,6 +208,15 @@ pub struct ServerArgs {
     /// this PEM file (mutual TLS); needs --tls-cert and --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Bind names to client certificates: a client may claim only a name
+    /// its certificate carries, as a subject common name (CN) or a DNS
+    /// subject alternative name, equal byte for byte (no case folding, no
+    /// wildcards; IP, e-mail and URI names do not count). Any other name
+    /// is answered REJECT unauthorized saying which names the certificate
+    /// grants. Checked before --auth-file or --token-secret credentials,
+    /// which are still required when set. Needs --tls-client-ca.
+    #[arg(long, requires = "tls_client_ca")]
+    tls_client_cert_names: bool,
 }
 
 impl ServerArgs {
@@ -275,6 +284,7 @@ impl ServerArgs {
             cert,
             key,
             client_ca: self.tls_client_ca.clone(),
+            client_cert_names: self.tls_client_cert_names,
         })
     }
 }
@@ -354,7 +364,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         match &config.tls {
             Some(tls) => info!(
                 cert = %tls.cert.display(),
-                client_certificates = if tls.client_ca.is_some() { "required" } else { "not asked for" },
+                client_certificates = match (&tls.client_ca, tls.client_cert_names) {
+                    (None, _) => "not asked for",
+                    (Some(_), false) => "required",
+                    (Some(_), true) => "required; a client may claim only a name its certificate carries (subject CN or DNS SAN)",
+                },
                 "TLS on: plain clients are answered REJECT tls_required"
             ),
             None => info!("TLS off (--tls-cert, --tls-key): clients connect in plain TCP"),
