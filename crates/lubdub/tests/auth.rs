@@ -5,38 +5,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::process::{lubdub, start_server_saying, Proc};
-use common::{fast_config, RawConn, TestServer};
+use common::process::{lubdub, run_ok, start_server_saying, Proc};
+use common::{fast_config, RawConn, Scratch, TestServer};
 use lubdub::auth::{password, AuthConfig, TokenSecret};
 use lubdub::client::{Client, ClientConfig, ConnectError};
 use lubdub::core::protocol::frame::flags;
 use lubdub::core::protocol::{codec, Frame, Hello, ReasonCode, PROTOCOL_VERSION};
 use lubdub::server::{PresenceKind, ServerConfig};
-
-/// A scratch directory of this test's own, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("lubdub-auth-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const ALICE_SECRET: &str = "alice-has-a-long-secret";
 
@@ -359,16 +337,6 @@ async fn a_server_with_a_broken_auth_file_does_not_start() {
         text.starts_with(&format!("{}, line 2: ", auth_path.display())),
         "{text}"
     );
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let output = lubdub().args(args).output().expect("runs");
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8")
 }
 
 #[test]

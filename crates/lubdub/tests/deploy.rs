@@ -6,10 +6,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use common::process::{client, lubdub, sessions, Proc, PATIENCE};
+use common::process::{client, lubdub, run_ok, sessions, Proc, PATIENCE};
+use common::Scratch;
 
 /// The first stderr line of `process` containing `needle`, parsed as JSON.
 fn json_line(process: &mut Proc, needle: &str) -> serde_json::Value {
@@ -45,17 +46,6 @@ fn log_format_json_writes_one_object_per_line_with_the_fields_at_the_top() {
     assert!(server.wait().success(), "SIGTERM is a clean exit");
 }
 
-/// Runs the binary with `args`, expecting success; returns its stdout.
-fn stdout_of(args: &[&str]) -> String {
-    let output = lubdub().args(args).output().expect("the binary runs");
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8")
-}
-
 /// The subcommands a user sees in `lubdub --help`.
 const SUBCOMMANDS: [&str; 9] = [
     "server",
@@ -71,7 +61,7 @@ const SUBCOMMANDS: [&str; 9] = [
 
 #[test]
 fn completions_are_printed_for_every_shell_and_found_from_help() {
-    let help = stdout_of(&["--help"]);
+    let help = run_ok(&["--help"]);
     assert!(
         help.contains("completions") && help.contains("man"),
         "{help}"
@@ -83,7 +73,7 @@ fn completions_are_printed_for_every_shell_and_found_from_help() {
         ("elvish", "edit:completion:arg-completer[lubdub]"),
         ("powershell", "Register-ArgumentCompleter"),
     ] {
-        let script = stdout_of(&["completions", shell]);
+        let script = run_ok(&["completions", shell]);
         assert!(
             script.contains(marker),
             "{shell} lacks {marker:?}:\n{script}"
@@ -102,20 +92,20 @@ fn completions_are_printed_for_every_shell_and_found_from_help() {
 
 #[test]
 fn the_man_page_names_every_subcommand_and_each_has_a_page_of_its_own() {
-    let page = stdout_of(&["man"]);
+    let page = run_ok(&["man"]);
     assert!(page.contains(".TH lubdub 1"), "{page}");
     for subcommand in SUBCOMMANDS {
         assert!(
             page.contains(&format!("lubdub\\-{subcommand}(1)")),
             "lubdub(1) does not name {subcommand}:\n{page}"
         );
-        let own = stdout_of(&["man", subcommand]);
+        let own = run_ok(&["man", subcommand]);
         assert!(
             own.contains(&format!(".TH lubdub-{subcommand} 1")),
             "{subcommand}:\n{own}"
         );
     }
-    let server = stdout_of(&["man", "server"]);
+    let server = run_ok(&["man", "server"]);
     for flag in [
         "\\-\\-listen",
         "\\-\\-log\\-format",
@@ -145,28 +135,6 @@ const ADDRESSES: [(&str, &str); 2] = [
     ("0.0.0.0:7070", "127.0.0.1:0"),
     ("127.0.0.1:7071", "127.0.0.1:0"),
 ];
-
-/// A directory of its own for one test, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("lubdub-deploy-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The `[Service]` settings of a unit file: continuation lines joined,
 /// comments dropped, every value of a repeated key kept in order.
@@ -259,7 +227,7 @@ fn make_credentials(settings: &BTreeMap<String, Vec<String>>, credentials: &Path
         match id {
             "token.secret" => {
                 assert_eq!(source, "/etc/lubdub/token.secret");
-                stdout_of(&["token", "--new-secret", path.to_str().expect("UTF-8")]);
+                run_ok(&["token", "--new-secret", path.to_str().expect("UTF-8")]);
             }
             other => panic!("the unit loads a credential {other:?} this test does not make"),
         }
@@ -333,7 +301,7 @@ fn the_systemd_unit_runs_notifies_ready_serves_and_stops_in_time() {
     let listen = status_address(&ready, "serving on ").to_owned();
     let admin = status_address(&ready, "admin API on ").to_owned();
     let secret = credentials.join("token.secret");
-    let token = stdout_of(&[
+    let token = run_ok(&[
         "token",
         "--secret-file",
         secret.to_str().expect("UTF-8"),
