@@ -11,11 +11,13 @@ fi
 # The process tests send signals with kill(1) from procps; the half-open
 # connection test builds a network namespace with ip(8) from iproute2 (and
 # needs root, as the CI machines give); the load generator's MQTT mode is
-# tested against a real Mosquitto broker.
+# tested against a real Mosquitto broker; deploy/lubdub.service is checked
+# with systemd-analyze verify (from systemd; no running systemd is needed).
 missing=()
 command -v kill >/dev/null 2>&1 || missing+=(procps)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq && apt-get install -y -qq "${missing[@]}"

@@ -5,38 +5,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::process::{lubdub, start_server_saying, Proc};
-use common::{fast_config, RawConn, TestServer};
+use common::process::{lubdub, run_ok, start_server_saying, Proc};
+use common::{fast_config, RawConn, Scratch, TestServer};
 use lubdub::auth::{password, AuthConfig, TokenSecret};
 use lubdub::client::{Client, ClientConfig, ConnectError};
 use lubdub::core::protocol::frame::flags;
 use lubdub::core::protocol::{codec, Frame, Hello, ReasonCode, PROTOCOL_VERSION};
 use lubdub::server::{PresenceKind, ServerConfig};
-
-/// A scratch directory of this test's own, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("lubdub-auth-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const ALICE_SECRET: &str = "alice-has-a-long-secret";
 
@@ -361,16 +339,6 @@ async fn a_server_with_a_broken_auth_file_does_not_start() {
     );
 }
 
-fn run_ok(args: &[&str]) -> String {
-    let output = lubdub().args(args).output().expect("runs");
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8")
-}
-
 #[test]
 fn the_binary_mints_secrets_and_tokens_and_the_server_checks_them() {
     let scratch = Scratch::new("binary");
@@ -491,5 +459,121 @@ async fn one_source_cannot_fill_the_verifier_queue() {
     assert!(
         matches!(alice.next_frame().await, Some(Frame::Welcome(_))),
         "verified although 127.0.0.1 kept its share busy"
+    );
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("exists")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Secret files come out of the binary with mode 0600, even under a umask
+/// of 000 and when `passwd` rewrites a file that was 0644; a missing
+/// directory is named with the command that makes it.
+#[test]
+fn the_binary_writes_secret_files_readable_by_their_owner_only() {
+    let scratch = Scratch::new("modes");
+    let secret = scratch.path("token.secret");
+    let under_umask_000 = |command: &str| {
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("umask 000 && exec \"$0\" {command}")])
+            .arg(lubdub().get_program())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("sh runs");
+        assert!(status.success(), "{command}");
+    };
+    under_umask_000(&format!("token --new-secret {}", secret.display()));
+    assert_eq!(mode_of(&secret), 0o600);
+
+    let auth = scratch.path("auth");
+    std::fs::write(&auth, "# written by hand, world-readable\n").expect("written");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    under_umask_000(&format!("passwd --file {} --name bob", auth.display()));
+    assert_eq!(mode_of(&auth), 0o600);
+    assert!(std::fs::read_to_string(&auth)
+        .expect("reads")
+        .contains("# written by hand"));
+
+    let nowhere = scratch.path("etc-lubdub").join("token.secret");
+    let output = lubdub()
+        .args(["token", "--new-secret", nowhere.to_str().expect("UTF-8")])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let directory = scratch.path("etc-lubdub");
+    assert!(
+        stderr.contains(&format!(
+            "the directory {} does not exist; create it first, e.g. `install -d -m 0700 {}`",
+            directory.display(),
+            directory.display()
+        )),
+        "{stderr}"
+    );
+}
+
+/// The server warns once at start about each secret file group or others
+/// may read or write (naming it, its mode and the fix), and starts anyway;
+/// a private file gets no warning.
+#[test]
+fn the_server_warns_about_secret_files_others_may_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new("exposed");
+    let secret = scratch.path("token.secret");
+    let auth = scratch.path("auth");
+    run_ok(&["token", "--new-secret", secret.to_str().expect("UTF-8")]);
+    run_ok(&[
+        "passwd",
+        "--file",
+        auth.to_str().expect("UTF-8"),
+        "--name",
+        "bob",
+    ]);
+    let flags = [
+        "--token-secret",
+        secret.to_str().expect("UTF-8"),
+        "--auth-file",
+        auth.to_str().expect("UTF-8"),
+    ];
+
+    // Both 0600, as written: no warning before the start-up is done.
+    let (server, _, _) = start_server_saying(&flags, "credentials required");
+    assert!(
+        !server.transcript.iter().any(|line| line.contains("chmod")),
+        "{:#?}",
+        server.transcript
+    );
+    drop(server);
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+    let (server, _, _) = start_server_saying(&flags, "credentials required");
+    let warnings: Vec<&String> = server
+        .transcript
+        .iter()
+        .filter(|line| line.contains("WARN") && line.contains("chmod 600"))
+        .collect();
+    let secret = secret.display().to_string();
+    let auth = auth.display().to_string();
+    assert_eq!(warnings.len(), 2, "{:#?}", server.transcript);
+    assert!(
+        warnings.iter().any(|line| line.contains(&format!(
+            "the --token-secret file {secret} is readable by group and others (mode 0644) and holds a secret; fix with chmod 600 {secret}"
+        ))),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings.iter().any(|line| line.contains(&format!(
+            "the --auth-file file {auth} is readable and writable by group (mode 0660) and holds a secret; fix with chmod 600 {auth}"
+        ))),
+        "{warnings:#?}"
     );
 }

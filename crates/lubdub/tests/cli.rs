@@ -162,6 +162,8 @@ fn every_subcommand_explains_its_flags() {
                 "--phi-acceptable-pause",
                 "--tcp-keepalive",
                 "--tcp-user-timeout",
+                "--log-format",
+                "--tls-client-cert-names",
             ][..],
         ),
         (

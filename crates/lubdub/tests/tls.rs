@@ -24,7 +24,8 @@ use tokio_rustls::client::TlsStream;
 
 /// One test's certificates in a directory of its own: a CA, a server
 /// certificate for `localhost` and 127.0.0.1 signed by it, a client
-/// certificate signed by it, and an unrelated CA.
+/// certificate signed by it, a device certificate with subject CN and DNS
+/// SAN `dev1` signed by it, and an unrelated CA.
 struct Pki {
     dir: PathBuf,
     ca: PathBuf,
@@ -32,6 +33,8 @@ struct Pki {
     server_key: PathBuf,
     client_cert: PathBuf,
     client_key: PathBuf,
+    device_cert: PathBuf,
+    device_key: PathBuf,
     other_ca: PathBuf,
 }
 
@@ -62,6 +65,16 @@ fn leaf(names: &[&str], issuer: &Issuer<'static, KeyPair>) -> (String, String) {
     (certificate.pem(), key.serialize_pem())
 }
 
+/// A client certificate for a device: subject CN `name`, DNS SAN `name`.
+fn device(name: &str, issuer: &Issuer<'static, KeyPair>) -> (String, String) {
+    let key = KeyPair::generate().expect("device key");
+    let mut params = CertificateParams::new(vec![name.to_owned()]).expect("device params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    let certificate = params.signed_by(&key, issuer).expect("CA signs the device");
+    (certificate.pem(), key.serialize_pem())
+}
+
 fn pki(test: &str) -> Pki {
     let dir = std::env::temp_dir().join(format!("lubdub-tls-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -73,6 +86,7 @@ fn pki(test: &str) -> Pki {
     let (ca_cert, issuer) = ca("lubdub test CA");
     let (server_cert, server_key) = leaf(&["localhost", "127.0.0.1"], &issuer);
     let (client_cert, client_key) = leaf(&["client.lubdub.test"], &issuer);
+    let (device_cert, device_key) = device("dev1", &issuer);
     let (other_ca, _) = ca("some other CA");
     Pki {
         ca: write("ca.pem", &ca_cert.pem()),
@@ -80,6 +94,8 @@ fn pki(test: &str) -> Pki {
         server_key: write("server.key", &server_key),
         client_cert: write("client.pem", &client_cert),
         client_key: write("client.key", &client_key),
+        device_cert: write("dev1.pem", &device_cert),
+        device_key: write("dev1.key", &device_key),
         other_ca: write("other-ca.pem", &other_ca.pem()),
         dir,
     }
@@ -91,6 +107,7 @@ fn tls_server_config(pki: &Pki, client_ca: bool) -> ServerConfig {
             cert: pki.server_cert.clone(),
             key: pki.server_key.clone(),
             client_ca: client_ca.then(|| pki.ca.clone()),
+            client_cert_names: false,
         }),
         ..fast_config()
     }
@@ -296,6 +313,66 @@ async fn a_required_client_certificate_is_checked() {
     known.close().await;
 }
 
+/// A client presenting the `dev1` device certificate, claiming `name`.
+fn device_client_config(pki: &Pki, addr: SocketAddr, name: &str) -> ClientConfig {
+    let mut config = tls_client_config(addr, name, &pki.ca);
+    if let Some(tls) = &mut config.tls {
+        tls.cert = Some(pki.device_cert.clone());
+        tls.key = Some(pki.device_key.clone());
+    }
+    config
+}
+
+/// With names bound to client certificates, the `dev1` certificate cannot
+/// claim `notdev1` (REJECT unauthorized, saying which names it grants, not
+/// retried, counted) and can claim `dev1`.
+#[tokio::test]
+async fn with_names_bound_a_client_certificate_claims_only_its_own_names() {
+    let pki = pki("cert-names");
+    let mut config = tls_server_config(&pki, true);
+    if let Some(tls) = &mut config.tls {
+        tls.client_cert_names = true;
+    }
+    let mut server = TestServer::start(config).await;
+    let error = Client::connect(device_client_config(&pki, server.addr, "notdev1"))
+        .await
+        .expect_err("not the certificate's name");
+    let ConnectError::Rejected(reason) = &error else {
+        panic!("expected a REJECT, got {error:?}");
+    };
+    assert_eq!(reason.code, ReasonCode::Unauthorized);
+    assert_eq!(
+        reason.text,
+        "name notdev1 is not in the client certificate, which grants dev1"
+    );
+    assert!(!error.is_retryable());
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("lubdub_auth_failures_total{reason=\"certificate_name\"} 1"),
+        "{metrics}"
+    );
+
+    let dev1 = Client::connect(device_client_config(&pki, server.addr, "dev1"))
+        .await
+        .expect("the certificate's own name");
+    server.expect("dev1", "joined").await;
+    assert!(!server.seen().iter().any(|event| event.name == "notdev1"));
+    dev1.close().await;
+}
+
+/// Without the flag a client certificate proves membership of the CA only,
+/// as before: `dev1`'s certificate may claim any free name.
+#[tokio::test]
+async fn without_names_bound_a_client_certificate_may_claim_any_name() {
+    let pki = pki("cert-any-name");
+    let mut server = TestServer::start(tls_server_config(&pki, true)).await;
+    let other = Client::connect(device_client_config(&pki, server.addr, "notdev1"))
+        .await
+        .expect("any name");
+    server.expect("notdev1", "joined").await;
+    other.close().await;
+}
+
 #[tokio::test]
 async fn a_server_certificate_from_another_ca_is_not_trusted() {
     let pki = pki("wrong-ca");
@@ -453,4 +530,53 @@ fn the_binary_serves_tls_to_the_binary_client() {
         stderr.contains("this server requires TLS; connect with --tls / --tls-ca"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_binary_binds_names_to_client_certificates() {
+    let pki = pki("binary-cert-names");
+    let path = |path: &Path| path.to_str().expect("UTF-8 path").to_owned();
+    let (cert, key, ca) = (path(&pki.server_cert), path(&pki.server_key), path(&pki.ca));
+    let refused = common::process::lubdub()
+        .args(["server", "--tls-cert", &cert, "--tls-key", &key])
+        .arg("--tls-client-cert-names")
+        .output()
+        .expect("server runs");
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--tls-client-ca"), "{stderr}");
+
+    let (mut server, listen, _admin) = start_server(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &ca,
+        "--tls-client-cert-names",
+    ]);
+    let device = [
+        "--tls-ca",
+        &ca,
+        "--tls-cert",
+        &path(&pki.device_cert),
+        "--tls-key",
+        &path(&pki.device_key),
+    ];
+    let impostor = common::process::lubdub()
+        .args(["client", "--server", &listen, "--name", "notdev1"])
+        .args(device)
+        .output()
+        .expect("client runs");
+    assert!(!impostor.status.success());
+    let stderr = String::from_utf8_lossy(&impostor.stderr);
+    assert!(
+        stderr.contains(
+            "server rejected the session: name notdev1 is not in the client certificate, which grants dev1 (unauthorized)"
+        ),
+        "{stderr}"
+    );
+    server.expect_stderr("handshake refused: name notdev1 is not in the client certificate");
+    let _dev1 = spawn_client(&listen, "dev1", &device);
+    server.expect_stderr("joined name=dev1");
 }

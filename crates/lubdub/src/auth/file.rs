@@ -4,11 +4,11 @@
 //! starts; written by `lubdub passwd`.
 //!
 //! Parsing and editing are pure functions of the text; [`AuthFile::load`]
-//! and [`write_private`] are the only IO.
+//! is the only IO (`lubdub passwd` writes with [`super::private_file::replace`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -200,28 +200,6 @@ pub fn set_entry(text: &str, name: &str, hash: &str) -> Result<String, AuthFileE
     Ok(edited)
 }
 
-/// Replaces `path` with `contents`, readable by its owner only: written to
-/// a temporary file beside it, then renamed over it, so a crash leaves the
-/// old file or the new one, never half of one.
-///
-/// # Errors
-/// The OS error.
-pub fn write_private(path: &Path, contents: &str) -> io::Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".tmp{}", std::process::id()));
-    let temporary = PathBuf::from(temporary);
-    let _ = std::fs::remove_file(&temporary);
-    let result = super::create_private(&temporary).and_then(|mut file| {
-        file.write_all(contents.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,22 +313,5 @@ mod tests {
             format!("dave:{new}\n")
         );
         assert!(set_entry("broken\n", "alice", &new).is_err());
-    }
-
-    #[test]
-    fn write_private_replaces_the_file_with_mode_0600() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("lubdub-write-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("auth");
-        std::fs::write(&path, "old\n").expect("written");
-        write_private(&path, "new\n").expect("replaced");
-        assert_eq!(std::fs::read_to_string(&path).expect("reads"), "new\n");
-        let mode = std::fs::metadata(&path)
-            .expect("exists")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        std::fs::remove_dir_all(&dir).expect("cleaned up");
     }
 }

@@ -8,18 +8,23 @@
 //!
 //! Layout: [`token`] (mint, verify, the secret file), [`file`] (the auth
 //! file: parse, edit), [`password`] (generate, hash, verify secrets),
+//! [`private_file`] (secret files: created 0600, replaced keeping their
+//! owner, exposed modes warned about),
 //! [`cache`] (verified secrets, by keyed hash), [`verifier`] (the threads
 //! that run argon2), [`fair_queue`] (the order they take secrets in:
 //! round robin across sources), [`suspects`] (sources whose secrets failed
-//! lately, served last), [`credential`] (the client's side), this module (the
+//! lately, served last), [`credential`] (the client's side), [`certificate`]
+//! (the names a client certificate grants), this module (the
 //! [`Authenticator`] combining them and the server's [`AuthConfig`]).
 //! Sans-IO except loading files and the verifier threads: time is passed in.
 
 pub mod cache;
+pub mod certificate;
 pub mod credential;
 pub mod fair_queue;
 pub mod file;
 pub mod password;
+pub mod private_file;
 pub mod suspects;
 pub mod token;
 pub mod verifier;
@@ -29,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use cache::{Fingerprint, VerifiedCache};
+pub use certificate::{CertificateDenial, CertificateNames};
 pub use credential::{Credential, CredentialError, MAX_CREDENTIAL_LEN};
 pub use file::{AuthFile, AuthFileError};
 pub use token::{SecretError, TokenError, TokenSecret};
@@ -144,6 +150,9 @@ pub enum Denial {
     /// The token does not grant the name.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The client certificate does not carry the name (`--tls-client-cert-names`).
+    #[error(transparent)]
+    Certificate(#[from] CertificateDenial),
 }
 
 impl Denial {
@@ -156,6 +165,7 @@ impl Denial {
             Denial::Token(TokenError::BadSignature) => "token_bad_signature",
             Denial::Token(TokenError::OtherName) => "token_other_name",
             Denial::Token(TokenError::Expired { .. }) => "token_expired",
+            Denial::Certificate(_) => "certificate_name",
         }
     }
 }
@@ -262,7 +272,9 @@ impl Authenticator {
         })
     }
 
-    /// Loads the files `config` names; `None` when it names none.
+    /// Loads the files `config` names; `None` when it names none. A file
+    /// that group or others may read or write is loaded with a warning
+    /// ([`private_file::warn_if_exposed`]).
     ///
     /// # Errors
     /// [`AuthSetupError`] naming the file and what is wrong with it.
@@ -273,12 +285,18 @@ impl Authenticator {
         let passwords = config
             .auth_file
             .as_deref()
-            .map(AuthFile::load)
+            .map(|path| {
+                private_file::warn_if_exposed(path, "--auth-file");
+                AuthFile::load(path)
+            })
             .transpose()?;
         let tokens = config
             .token_secret_file
             .as_deref()
-            .map(TokenSecret::load)
+            .map(|path| {
+                private_file::warn_if_exposed(path, "--token-secret");
+                TokenSecret::load(path)
+            })
             .transpose()?;
         Ok(Some(Self::new(passwords, tokens)?))
     }
@@ -338,16 +356,6 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0; N];
     rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
     bytes
-}
-
-/// Creates a new file readable and writable by its owner only; fails if it exists.
-pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
 }
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ impl TokenSecret {
                 }
             }
         };
-        let mut file = super::create_private(path).map_err(create_error)?;
+        let mut file = super::private_file::create(path).map_err(create_error)?;
         file.write_all(&key)
             .and_then(|()| file.sync_all())
             .map_err(create_error)?;

@@ -319,7 +319,7 @@ impl SilenceArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let _log_writer = super::init_logging("warn");
+    let _log_writer = super::init_logging("warn", super::LogFormat::Text);
     match args.scenario {
         Scenario::Silence(args) => run_silence(&args),
         Scenario::Hold(args) => run_load(&args, LoadScenario::Hold, None),

@@ -3,11 +3,13 @@
 
 mod bench;
 mod chat;
+mod manual;
 mod passwd;
 mod serve;
 mod sessions;
 #[cfg(feature = "simulate")]
 mod simulate;
+mod systemd;
 mod token;
 
 use std::net::SocketAddr;
@@ -60,6 +62,12 @@ enum Command {
     /// --auth-file): generates a secret and prints it once, or reads one
     /// from stdin; only its argon2id hash is stored.
     Passwd(passwd::PasswdArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) for lubdub to stdout.
+    Completions(manual::CompletionsArgs),
+    /// Print lubdub's man page (roff) to stdout, or the page of one
+    /// subcommand with all its flags.
+    Man(manual::ManArgs),
 }
 
 /// Runs the parsed command line.
@@ -76,6 +84,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate::run(args),
         Command::Token(args) => token::run(args),
         Command::Passwd(args) => passwd::run(args),
+        Command::Completions(args) => manual::completions(args),
+        Command::Man(args) => manual::man(args),
     }
 }
 
@@ -127,7 +137,19 @@ const LOG_BUFFER_BYTES: usize = 8 * 1024;
 /// default, or 5 MB of resident memory once every slot has been used.
 const LOG_QUEUE_LINES: usize = 16_384;
 
-/// Sets up logging to stderr; `RUST_LOG` overrides the default level.
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event: time, level, target, message,
+    /// `key=value` fields (coloured on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors: `timestamp`, `level`,
+    /// `target`, `message` and the event's fields, all at the top level.
+    Json,
+}
+
+/// Sets up logging to stderr in `format`; `RUST_LOG` overrides the default level.
 ///
 /// Lines are formatted on the logging thread but written by a dedicated
 /// writer thread: a burst of thousands of presence events (a network cut
@@ -136,7 +158,10 @@ const LOG_QUEUE_LINES: usize = 16_384;
 /// rather than drops when full, so no event is ever lost. Keep the returned
 /// guard alive until exit: dropping it flushes the queue.
 #[must_use = "dropping the guard stops and flushes the log writer"]
-pub fn init_logging(default_directive: &str) -> tracing_appender::non_blocking::WorkerGuard {
+pub fn init_logging(
+    default_directive: &str,
+    format: LogFormat,
+) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_directive));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -149,10 +174,17 @@ pub fn init_logging(default_directive: &str) -> tracing_appender::non_blocking::
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("lubdub-log")
         .finish(stderr);
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => subscriber.with_ansi(ansi).init(),
+        // No colour codes inside JSON strings, whatever stderr is.
+        LogFormat::Json => subscriber
+            .json()
+            .flatten_event(true)
+            .with_ansi(false)
+            .init(),
+    }
     guard
 }

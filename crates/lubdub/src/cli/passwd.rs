@@ -8,18 +8,20 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use lubdub::auth::{file, password};
+use lubdub::auth::{file, password, private_file};
 use lubdub::core::protocol::handshake::validate_name;
 
 /// Flags of `lubdub passwd`.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  \
-    lubdub passwd --file /etc/lubdub/auth --name alice > alice.secret\n\n\
-    The file is created if missing and always written with mode 0600. Give the server the \
+    (umask 077 && lubdub passwd --file /etc/lubdub/auth --name alice > alice.secret)\n\n\
+    umask 077 keeps the printed secret's file private to you. The auth file is created if \
+    missing (its directory must exist) and always written with mode 0600; an existing one \
+    keeps its owner and group. Give the server the \
     file with `lubdub server --auth-file FILE`; give the client its secret with \
     `lubdub client --credential-file alice.secret` (or LUBDUB_CREDENTIAL).")]
 pub struct PasswdArgs {
-    /// Auth file to edit (created if missing).
+    /// Auth file to edit (created if missing, mode 0600; its directory must exist).
     #[arg(long, value_name = "FILE")]
     file: PathBuf,
     /// Name whose line to add or replace.
@@ -62,7 +64,7 @@ pub fn run(args: PasswdArgs) -> anyhow::Result<ExitCode> {
     password::check_chosen_secret(secret.as_bytes())?;
     let hash = password::hash(secret.as_bytes(), password::default_params())?;
     let edited = file::set_entry(&text, &args.name, &hash)?;
-    file::write_private(&args.file, &edited)
+    private_file::replace(&args.file, &edited)
         .with_context(|| format!("cannot write {}", args.file.display()))?;
     if generated {
         println!("{secret}");

@@ -10,9 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use lubdub::server::{self, DetectorPolicy, InMemoryRegistry, ServerConfig, TlsFiles};
-use tracing::info;
+use tracing::{debug, info, warn};
 
-use super::{parse_addr, parse_admin_addr, parse_duration, parse_duration_or_off, DurationOrOff};
+use super::systemd::Notifier;
+use super::{
+    parse_addr, parse_admin_addr, parse_duration, parse_duration_or_off, DurationOrOff, LogFormat,
+};
 
 /// Flags of `lubdub server`; each maps to a field of [`ServerConfig`].
 #[derive(Debug, Args)]
@@ -159,6 +162,12 @@ pub struct ServerArgs {
     /// 0 never closes.
     #[arg(long, default_value_t = 5, help_heading = "Limits")]
     max_refusal_strikes: u8,
+    /// Log format on stderr: `text`, one readable line per event, or
+    /// `json`, one JSON object per line (`timestamp`, `level`, `target`,
+    /// `message` and the event's fields at the top level) for log
+    /// collectors. RUST_LOG sets the level either way.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// On SIGTERM or Ctrl-C, how long to wait for every session's BYE to
     /// be delivered and its client to close before closing the rest.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -203,6 +212,15 @@ pub struct ServerArgs {
     /// this PEM file (mutual TLS); needs --tls-cert and --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Bind names to client certificates: a client may claim only a name
+    /// its certificate carries, as a subject common name (CN) or a DNS
+    /// subject alternative name, equal byte for byte (no case folding, no
+    /// wildcards; IP, e-mail and URI names do not count). Any other name
+    /// is answered REJECT unauthorized saying which names the certificate
+    /// grants. Checked before --auth-file or --token-secret credentials,
+    /// which are still required when set. Needs --tls-client-ca.
+    #[arg(long, requires = "tls_client_ca")]
+    tls_client_cert_names: bool,
 }
 
 impl ServerArgs {
@@ -270,12 +288,22 @@ impl ServerArgs {
             cert,
             key,
             client_ca: self.tls_client_ca.clone(),
+            client_cert_names: self.tls_client_cert_names,
         })
     }
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    let _log_writer = super::init_logging("info");
+    let _log_writer = super::init_logging("info", args.log_format);
+    // Under systemd (Type=notify): READY=1 once both ports serve,
+    // STOPPING=1 when a signal starts the shutdown.
+    let supervisor = match Notifier::from_environment() {
+        Ok(notifier) => notifier,
+        Err(error) => {
+            warn!("{error}; the service manager will not hear that the server is ready");
+            None
+        }
+    };
     let config = args.config();
     let admin_config = args.admin_config();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -288,12 +316,13 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         let admin_listener = lubdub::admin::bind(args.admin)
             .await
             .with_context(|| format!("cannot listen on {} for the admin API", args.admin))?;
+        let admin_address = admin_listener.local_addr()?;
         let handle = server::start(config.clone(), Arc::new(InMemoryRegistry::new()))?;
         let ceiling = humantime::format_duration(config.interval * config.max_missed);
         match config.detector {
             DetectorPolicy::Counter => info!(
                 listen = %handle.local_addr(),
-                admin = %admin_listener.local_addr()?,
+                admin = %admin_address,
                 interval = %humantime::format_duration(config.interval),
                 max_missed = config.max_missed,
                 dead_after = %ceiling,
@@ -302,7 +331,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             ),
             DetectorPolicy::Phi => info!(
                 listen = %handle.local_addr(),
-                admin = %admin_listener.local_addr()?,
+                admin = %admin_address,
                 interval = %humantime::format_duration(config.interval),
                 max_missed = config.max_missed,
                 detector = %"phi",
@@ -339,7 +368,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         match &config.tls {
             Some(tls) => info!(
                 cert = %tls.cert.display(),
-                client_certificates = if tls.client_ca.is_some() { "required" } else { "not asked for" },
+                client_certificates = match (&tls.client_ca, tls.client_cert_names) {
+                    (None, _) => "not asked for",
+                    (Some(_), false) => "required",
+                    (Some(_), true) => "required; a client may claim only a name its certificate carries (subject CN or DNS SAN)",
+                },
                 "TLS on: plain clients are answered REJECT tls_required"
             ),
             None => info!("TLS off (--tls-cert, --tls-key): clients connect in plain TCP"),
@@ -363,8 +396,20 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
                 let _ = admin_stopped.await;
             },
         ));
+        notify(
+            supervisor.as_ref(),
+            &format!(
+                "READY=1\nSTATUS=serving on {}, admin API on {}",
+                handle.local_addr(),
+                admin_address
+            ),
+        );
         shutdown_signal().await;
         info!("signal received, shutting down");
+        notify(
+            supervisor.as_ref(),
+            "STOPPING=1\nSTATUS=shutting down: BYE to every session",
+        );
         let _ = stop_admin.send(());
         tokio::task::spawn_blocking(move || handle.stop())
             .await
@@ -373,6 +418,17 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         admin.await.context("the admin task failed")??;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Tells the service manager `state`, if one listens; a failure is
+/// logged, never fatal (the server serves either way).
+fn notify(supervisor: Option<&Notifier>, state: &str) {
+    if let Some(supervisor) = supervisor {
+        match supervisor.notify(state) {
+            Ok(()) => debug!(state, "service manager notified"),
+            Err(error) => warn!("{error}"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

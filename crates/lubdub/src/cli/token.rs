@@ -12,12 +12,14 @@ use lubdub::auth::token::{parse_ttl, TokenSecret};
 /// Flags of `lubdub token`.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
+    install -d -m 0700 /etc/lubdub\n  \
     lubdub token --new-secret /etc/lubdub/token.secret\n  \
-    lubdub token --secret-file /etc/lubdub/token.secret --name alice --ttl 30d > alice.token\n\n\
-    Give the server the same file with `lubdub server --token-secret FILE`; give the client its \
+    (umask 077 && lubdub token --secret-file /etc/lubdub/token.secret --name alice --ttl 30d > alice.token)\n\n\
+    umask 077 keeps the token file private to you. Give the server the same file with `lubdub server --token-secret FILE`; give the client its \
     token with `lubdub client --credential-file alice.token` (or LUBDUB_CREDENTIAL).")]
 pub struct TokenArgs {
-    /// Create a secret file of 32 random bytes (mode 0600) and exit.
+    /// Create a secret file of 32 random bytes (mode 0600) and exit. Its
+    /// directory must exist (e.g. `install -d -m 0700 /etc/lubdub`).
     /// Never overwrites: every token signed with an existing secret would
     /// stop working.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["secret_file", "name"])]

@@ -79,7 +79,7 @@ impl AuthMetrics {
         metrics
     }
 
-    fn failed(&self, denial: &Denial) {
+    pub(crate) fn failed(&self, denial: &Denial) {
         self.failures
             .get_or_create(&ReasonLabel {
                 reason: denial.label(),

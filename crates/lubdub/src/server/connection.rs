@@ -143,6 +143,13 @@ impl Connection {
         }
     }
 
+    /// The certificate the TLS client authenticated with (its leaf), once
+    /// the handshake is done; `None` on plain connections and without
+    /// client authentication.
+    pub fn peer_certificate(&self) -> Option<&rustls_pki_types::CertificateDer<'static>> {
+        self.tls.as_ref()?.peer_certificate()
+    }
+
     /// Reads once into `scratch` (on TLS connections: decrypts into it).
     ///
     /// # Errors

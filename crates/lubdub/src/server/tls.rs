@@ -37,6 +37,12 @@ pub struct TlsFiles {
     /// When set, clients must present a certificate signed by one of the CAs
     /// in this file (`--tls-client-ca`).
     pub client_ca: Option<PathBuf>,
+    /// A client may claim only a name its certificate carries: a subject
+    /// CN or a DNS subject alternative name, byte for byte
+    /// (`--tls-client-cert-names`; see [`crate::auth::certificate`]).
+    /// Needs `client_ca`.
+    #[serde(default)]
+    pub client_cert_names: bool,
 }
 
 /// Why the TLS settings cannot be used; each message names the file at fault.
@@ -53,6 +59,9 @@ pub enum TlsError {
         /// The key file.
         key: PathBuf,
     },
+    /// Names bound to client certificates, but no client certificates asked for.
+    #[error("binding names to client certificates (--tls-client-cert-names) needs --tls-client-ca: without it clients present no certificate")]
+    CertNamesWithoutClientCa,
     /// rustls refused the certificate, key or CA for another reason.
     #[error("cannot use {}: {detail}", path.display())]
     Unusable {
@@ -68,7 +77,11 @@ pub enum TlsError {
 /// # Errors
 /// [`TlsError`] naming the file that is missing, empty, broken or mismatched.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    if files.client_cert_names && files.client_ca.is_none() {
+        return Err(TlsError::CertNamesWithoutClientCa);
+    }
     let chain = load_certificates(&files.cert, "certificate")?;
+    crate::auth::private_file::warn_if_exposed(&files.key, "--tls-key");
     let key = load_private_key(&files.key)?;
     // Explicit provider: another crate in the build enabling aws-lc-rs
     // must not make the process-wide default ambiguous.
@@ -159,6 +172,7 @@ mod tests {
             cert,
             key,
             client_ca: None,
+            client_cert_names: false,
         }
     }
 
@@ -214,6 +228,20 @@ mod tests {
         let error = server_config(&files(cert, other_key)).expect_err("mismatch");
         assert!(matches!(error, TlsError::KeyMismatch { .. }), "{error}");
         assert!(error.to_string().contains("does not match"), "{error}");
+    }
+
+    #[test]
+    fn names_bound_to_client_certificates_need_a_client_ca() {
+        let (cert, key) = generated("names");
+        let mut files = files(cert.clone(), key);
+        files.client_cert_names = true;
+        let error = server_config(&files).expect_err("no client CA");
+        assert!(
+            matches!(error, TlsError::CertNamesWithoutClientCa),
+            "{error}"
+        );
+        files.client_ca = Some(cert);
+        server_config(&files).expect("with a client CA");
     }
 
     #[test]

@@ -42,6 +42,12 @@ impl TlsSession {
         }))
     }
 
+    /// The client's leaf certificate, verified by rustls against
+    /// `--tls-client-ca` during the handshake.
+    pub fn peer_certificate(&self) -> Option<&rustls_pki_types::CertificateDer<'static>> {
+        self.tls.peer_certificates()?.first()
+    }
+
     /// Fills `scratch` with plaintext, reading and decrypting until it is
     /// full or the socket has nothing more. A short read therefore means
     /// the socket is drained, as on plain connections: the event loop

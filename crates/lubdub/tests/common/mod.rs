@@ -6,6 +6,7 @@
 pub mod process;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,34 @@ use lubdub::server::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+/// A scratch directory of one test's own, removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// An empty directory named after the test binary, `test` and the process.
+    pub fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "lubdub-{}-{test}-{}",
+            env!("CARGO_CRATE_NAME"),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        Scratch(dir)
+    }
+
+    /// `file` in the directory.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// Longest a test waits for something that should happen; only reached on failure.
 pub const PATIENCE: Duration = Duration::from_secs(10);

@@ -18,6 +18,17 @@ pub fn lubdub() -> Command {
     }
 }
 
+/// Runs the binary with `args` to its end, expecting success; returns its stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let output = lubdub().args(args).output().expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
 /// A child process whose stdout and stderr lines are collected as they come.
 pub struct Proc {
     pub child: Child,

@@ -7,7 +7,8 @@
 //!
 //! A claimant is judged before `registry.claim`, so a refused one never
 //! disturbs the name's current holder; only a credential for the name can
-//! take it over.
+//! take it over. With `--tls-client-cert-names`, the client certificate
+//! must carry the name first (`auth::certificate`), whatever else is asked.
 
 use std::time::{Instant, SystemTime};
 
@@ -16,6 +17,8 @@ use lubdub_core::protocol::{Hello, ReasonCode};
 
 use super::super::auth_gate::{Admission, AuthGate};
 use super::{EventLoop, State, TimerKey, TimerKind};
+use crate::auth::certificate::{self, CertificateDenial, CertificateNames};
+use crate::auth::Denial;
 
 impl<D: Detector> EventLoop<D> {
     /// Requires credentials from now on (`None`: names are first come, first served).
@@ -28,6 +31,12 @@ impl<D: Detector> EventLoop<D> {
     /// credential grants its name (or none is required), refuses it, or
     /// starts verifying. Returns whether the connection is still open.
     pub(super) fn authenticate(&mut self, index: usize, mut hello: Hello) -> bool {
+        if let Err(denial) = self.certificate_grants(index, &hello.name) {
+            let denial = Denial::from(denial);
+            self.metrics.auth().failed(&denial);
+            self.refuse(index, ReasonCode::Unauthorized, denial.to_string());
+            return false;
+        }
         let Some(gate) = self.auth.as_mut() else {
             return self.establish(index, hello);
         };
@@ -73,6 +82,26 @@ impl<D: Detector> EventLoop<D> {
                 false
             }
         }
+    }
+
+    /// With `--tls-client-cert-names`, whether connection `index`'s client
+    /// certificate carries `name` (checked before any other credential, so
+    /// a mismatch costs no argon2 run); without it, always.
+    fn certificate_grants(&self, index: usize, name: &str) -> Result<(), CertificateDenial> {
+        let bound = self
+            .config
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_cert_names);
+        if !bound {
+            return Ok(());
+        }
+        let certificate = self
+            .slots
+            .get(index)
+            .and_then(|slot| slot.conn.peer_certificate())
+            .ok_or(CertificateDenial::NoCertificate)?;
+        certificate::grants(&CertificateNames::read(certificate)?, name)
     }
 
     /// Establishes or refuses every connection whose verdict has arrived.
