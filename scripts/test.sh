@@ -18,8 +18,13 @@ command -v kill >/dev/null 2>&1 || missing+=(procps)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The README's recipes (tests/readme.rs) make certificates with openssl.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
-    if command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "the tests need ${missing[*]}; run this as root (it installs them with apt-get), or install them yourself" >&2
+        exit 1
+    elif command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq && apt-get install -y -qq "${missing[@]}"
     else
         echo "please install: ${missing[*]}" >&2
@@ -28,6 +33,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo test --workspace --locked "$@"
+# The README's install command, as written, into a scratch root; --debug
+# and this target directory reuse the build above instead of a new one.
+install_root=$(mktemp -d)
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}" cargo install --locked --path crates/lubdub --debug --root "$install_root" --quiet
+"$install_root/bin/lubdub" --version
+rm -rf "$install_root"
 # The fuzz crate is a workspace of its own (docs/FUZZING.md). It builds on
 # stable too: building its targets and testing its input formats keeps them
 # compiling with the core. Running the fuzzers needs nightly and cargo-fuzz,

@@ -1,4 +1,4 @@
-//! The `lubdub` binary: `server`, `client`, `sessions`, `bench`, `simulate`.
+//! The `lubdub` binary: one subcommand per job (`lubdub --help` lists them).
 
 mod cli;
 

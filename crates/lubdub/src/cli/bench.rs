@@ -41,7 +41,7 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
-    /// Detection error (issue 4): sessions fall silent at once; how late is each dropped?
+    /// Detection error: sessions fall silent at once; how late is each dropped?
     ///
     /// N sessions heartbeat, then all fall silent at one instant. Each
     /// records when it last wrote a PING and when it saw the server end it
@@ -113,7 +113,7 @@ struct LoadArgs {
     /// Length of the measured window. Default: 30s for hold, 10s for pump, 20s for stall.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
-    /// lubdub only: heartbeats ask for no PONG (seed 003's one-way
+    /// lubdub only: heartbeats ask for no PONG (the one-way
     /// variant), so the server only reads; no round trip is measured.
     #[arg(long)]
     one_way: bool,

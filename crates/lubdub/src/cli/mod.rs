@@ -36,11 +36,15 @@ pub struct Cli {
 enum Command {
     /// Run the heartbeat server (in-memory registry) and its admin HTTP API.
     Server(serve::ServerArgs),
-    /// Keep a session with a server and chat through it: each stdin line is
-    /// sent (`@bob hi` to bob, any other line to everyone, `quit` to
-    /// leave); messages print as `[alice] hi`, or `[alice → bob] hi` when
-    /// sent to you alone. Without input (--unattended, or stdin at
-    /// /dev/null) it runs as an agent until a signal.
+    /// Keep a session with a server: chat from stdin, or run unattended
+    /// as a device's agent.
+    ///
+    /// Chat: each stdin line is sent (`@bob hi` to bob, any other line to
+    /// everyone, `quit` to leave); messages print as `[alice] hi`, or
+    /// `[alice → bob] hi` when sent to you alone. Without input
+    /// (--unattended, or stdin at /dev/null) the client heartbeats,
+    /// reconnects and prints what arrives until a signal or a final
+    /// refusal; the exit status says which.
     #[command(after_help = chat::STATUSES_HELP)]
     Client(chat::ClientArgs),
     /// List the sessions a server holds, from its admin API.
