@@ -20,7 +20,7 @@ async fn server_with_bystander(config: ServerConfig) -> (TestServer, RawConn) {
     (server, bystander)
 }
 
-async fn assert_bystander_unaffected(server: &TestServer, bystander: &mut RawConn) {
+async fn assert_bystander_unaffected(server: &mut TestServer, bystander: &mut RawConn) {
     bystander.send(&Frame::Ping { seq: 99, rtt_us: 0 }).await;
     assert_eq!(bystander.next_frame().await, Some(Frame::Pong { seq: 99 }));
     let names: Vec<String> = server
@@ -30,19 +30,18 @@ async fn assert_bystander_unaffected(server: &TestServer, bystander: &mut RawCon
         .map(|s| s.name)
         .collect();
     assert_eq!(names, ["bystander"]);
+    let seen = server.seen();
     assert!(
-        !server
-            .seen()
+        !seen
             .iter()
             .any(|e| e.name == "bystander" && common::kind_label(&e.kind) != "joined"),
-        "{:#?}",
-        server.seen()
+        "{seen:#?}"
     );
 }
 
 /// Sends `bytes` on a fresh connection and expects REJECT `code`, then close.
 async fn expect_rejected(bytes: &[u8], code: ReasonCode) -> String {
-    let (server, mut bystander) = server_with_bystander(fast_config()).await;
+    let (mut server, mut bystander) = server_with_bystander(fast_config()).await;
     let mut conn = RawConn::connect(server.addr).await;
     conn.send_bytes(bytes).await;
     let text = match conn.next_frame().await {
@@ -53,7 +52,7 @@ async fn expect_rejected(bytes: &[u8], code: ReasonCode) -> String {
         other => panic!("expected REJECT {code}, got {other:?}"),
     };
     conn.expect_closed().await;
-    assert_bystander_unaffected(&server, &mut bystander).await;
+    assert_bystander_unaffected(&mut server, &mut bystander).await;
     text
 }
 
@@ -145,7 +144,7 @@ async fn a_connection_that_never_says_hello_is_closed_at_the_handshake_timeout()
         handshake_timeout: Duration::from_millis(200),
         ..fast_config()
     };
-    let (server, mut bystander) = server_with_bystander(config).await;
+    let (mut server, mut bystander) = server_with_bystander(config).await;
     let mut conn = RawConn::connect(server.addr).await;
     let opened = std::time::Instant::now();
     // Half a HELLO: partial frames are not proof of anything.
@@ -161,7 +160,7 @@ async fn a_connection_that_never_says_hello_is_closed_at_the_handshake_timeout()
         "closed after {waited:?}"
     );
     conn.expect_closed().await;
-    assert_bystander_unaffected(&server, &mut bystander).await;
+    assert_bystander_unaffected(&mut server, &mut bystander).await;
 }
 
 #[tokio::test]
@@ -183,7 +182,7 @@ async fn a_truncated_frame_before_close_is_a_protocol_error() {
         ),
         "{dropped:?}"
     );
-    assert_bystander_unaffected(&server, &mut bystander).await;
+    assert_bystander_unaffected(&mut server, &mut bystander).await;
 }
 
 /// Joins, sends `frame`, expects BYE `code`, close and a protocol-error drop.
@@ -204,7 +203,7 @@ async fn expect_bye_after_join(frame: Frame, code: ReasonCode) {
         ),
         "{dropped:?}"
     );
-    assert_bystander_unaffected(&server, &mut bystander).await;
+    assert_bystander_unaffected(&mut server, &mut bystander).await;
 }
 
 #[tokio::test]
@@ -228,5 +227,5 @@ async fn garbage_after_the_handshake_ends_the_session_with_bye() {
     }
     conn.expect_closed().await;
     server.expect("offender", "dropped").await;
-    assert_bystander_unaffected(&server, &mut bystander).await;
+    assert_bystander_unaffected(&mut server, &mut bystander).await;
 }

@@ -24,7 +24,7 @@ async fn rejected_hello(server: &TestServer, name: &str) -> Reason {
 }
 
 async fn assert_bystander_unaffected(
-    server: &TestServer,
+    server: &mut TestServer,
     bystander: &mut RawConn,
     online: &[&str],
 ) {
@@ -38,13 +38,11 @@ async fn assert_bystander_unaffected(
         .collect();
     names.sort();
     assert_eq!(names, online);
+    let seen = server.seen();
     assert!(
-        server
-            .seen()
-            .iter()
+        seen.iter()
             .all(|e| e.name != "bystander" || common::kind_label(&e.kind) == "joined"),
-        "{:#?}",
-        server.seen()
+        "{seen:#?}"
     );
 }
 
@@ -96,7 +94,7 @@ async fn spoofing_names_are_refused_at_hello_naming_the_character() {
     }
     sender.expect_closed().await;
     server.expect("sender", "dropped").await;
-    assert_bystander_unaffected(&server, &mut bystander, &["bystander"]).await;
+    assert_bystander_unaffected(&mut server, &mut bystander, &["bystander"]).await;
 }
 
 /// A valid name that looks like an online one is refused with
@@ -172,5 +170,5 @@ async fn look_alikes_of_an_online_name_are_refused_until_it_leaves() {
         rejected_hello(&server, "alice").await.code,
         ReasonCode::ConfusableName
     );
-    assert_bystander_unaffected(&server, &mut bystander, &["ALICE", "bystander", "poe"]).await;
+    assert_bystander_unaffected(&mut server, &mut bystander, &["ALICE", "bystander", "poe"]).await;
 }

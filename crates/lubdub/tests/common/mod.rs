@@ -158,8 +158,13 @@ impl TestServer {
         .await
     }
 
-    /// Every event received so far (expect_event's history).
-    pub fn seen(&self) -> &[PresenceEvent] {
+    /// Every event the server has sent so far: expect_event's history and
+    /// whatever arrived since. The loop sends an event when it happens, so
+    /// after a round trip with the server every earlier event is here.
+    pub fn seen(&mut self) -> &[PresenceEvent] {
+        while let Ok(event) = self.events.try_recv() {
+            self.seen.push(event);
+        }
         &self.seen
     }
 
