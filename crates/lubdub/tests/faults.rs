@@ -1742,15 +1742,27 @@ async fn a_connection_accepted_late_in_a_busy_turn_gets_its_whole_handshake_time
         ..fast_config()
     };
     let server = TestServer::start(config).await;
+    let pings = a_turn_of_pings();
+    let pongs_due = pings.len() / encoded(&ping(0)).len();
     let mut busy = Vec::new();
+    let mut answered = Vec::new();
     for name in ["busy-1", "busy-2"] {
         let (wire, _) = join(server.addr, name, 10_000).await.expect("joins");
         let (mut reader, writer) = split(wire);
-        // The PONGs are read, so that nobody becomes a slow consumer.
-        tokio::spawn(async move { while let Ok(Some(_)) = reader.read_frame().await {} });
+        // The PONGs are read, so that nobody becomes a slow consumer; the
+        // last one says when the loop was done with the session's PINGs.
+        answered.push(tokio::spawn(async move {
+            let mut pongs = 0;
+            while let Ok(Some(_)) = reader.read_frame().await {
+                pongs += 1;
+                if pongs == pongs_due {
+                    return Some(Instant::now());
+                }
+            }
+            None
+        }));
         busy.push(writer);
     }
-    let pings = a_turn_of_pings();
     let addr = server.addr;
     let started = Instant::now();
     busy[0].io.write_all(&pings).await.expect("sent");
@@ -1767,14 +1779,21 @@ async fn a_connection_accepted_late_in_a_busy_turn_gets_its_whole_handshake_time
                 let opened = Instant::now();
                 let mut wire = connect(addr).await.expect("connects");
                 let outcome = wire.next().await;
-                (opened.elapsed(), outcome)
+                (opened, opened.elapsed(), outcome)
             })
         })
         .collect();
+    let mut busy_until = started;
+    for session in answered {
+        let last_pong = session.await.expect("join").expect("every PING answered");
+        busy_until = busy_until.max(last_pong);
+    }
     let mut earliest = Duration::MAX;
     let mut early = 0;
+    let mut during_busy_turns = 0;
     for probe in probes {
-        let (closed_after, outcome) = probe.await.expect("join");
+        let (opened, closed_after, outcome) = probe.await.expect("join");
+        during_busy_turns += usize::from(opened < busy_until);
         match outcome {
             Ok(Some(Frame::Reject(reason))) if reason.code == ReasonCode::HandshakeTimeout => {}
             other => panic!("expected REJECT handshake_timeout, got {other:?}"),
@@ -1783,8 +1802,15 @@ async fn a_connection_accepted_late_in_a_busy_turn_gets_its_whole_handshake_time
         early += usize::from(closed_after < SHORT_HANDSHAKE);
     }
     println!(
-        "busy turn: the earliest of 100 connections was closed {earliest:?} after it \
-         began to connect; {early} before the timeout of {SHORT_HANDSHAKE:?}"
+        "busy turn: the loop answered the PINGs for {:?}, while {during_busy_turns} of 100 \
+         connections began; the earliest was closed {earliest:?} after it began to \
+         connect; {early} before the timeout of {SHORT_HANDSHAKE:?}",
+        busy_until - started
+    );
+    // Without busy turns the test would prove nothing.
+    assert!(
+        during_busy_turns >= 2,
+        "only {during_busy_turns} connections began while the loop was busy"
     );
     assert!(
         earliest >= SHORT_HANDSHAKE,
