@@ -58,7 +58,8 @@ pub enum ReasonCode {
     TlsRequired,
     /// The server is too busy to do this now (credentials waiting to be
     /// verified, the loop's fan-out budget, the server-wide outbound memory
-    /// cap); retry later. The text says which and when.
+    /// cap, a registry that cannot take claims); retry later. The text says
+    /// which and when.
     ServerBusy,
     /// A MSG was not delivered: the recipient's queue already holds as many
     /// undelivered messages as the server keeps for it (NOTICE only).
