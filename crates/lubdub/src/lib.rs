@@ -16,7 +16,7 @@
 //! - [`admin`]: the HTTP API (`/sessions`, `/healthz`).
 //! - [`auth`]: credentials: signed tokens, the auth file of argon2id
 //!   hashes, and the verifier threads that keep argon2 off the event loop.
-//! - [`bench`]: load scenarios run against a server by `lubdub bench`, and
+//! - [`bench`] (feature `bench`, on by default): load scenarios run against a server by `lubdub bench`, and
 //!   (feature `plot`, on by default) the SVG plot of their reports.
 //! - [`simulate`] (feature `simulate`, on by default): a deterministic
 //!   simulation of the failure detectors on modelled traffic, behind
@@ -30,6 +30,7 @@
 pub mod address;
 pub mod admin;
 pub mod auth;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod client;
 pub mod escape;

@@ -1,6 +1,7 @@
 //! Command-line interface of the `lubdub` binary: argument parsing and one
 //! module per subcommand.
 
+#[cfg(feature = "bench")]
 mod bench;
 mod chat;
 mod manual;
@@ -53,6 +54,7 @@ enum Command {
     /// error (silence), memory and idle CPU (hold), CPU per heartbeat and
     /// round trips (pump), evictions after a stop (stall); lubdub or MQTT.
     /// `plot` draws hold and pump reports.
+    #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
     /// Simulate the failure detectors on modelled client and network
     /// behaviour: false positives per 1,000 session-hours and time to detect
@@ -83,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => serve::run(args),
         Command::Client(args) => chat::run(args),
         Command::Sessions(args) => sessions::run(args),
+        #[cfg(feature = "bench")]
         Command::Bench(args) => bench::run(args),
         #[cfg(feature = "simulate")]
         Command::Simulate(args) => simulate::run(args),
