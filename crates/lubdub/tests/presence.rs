@@ -374,3 +374,87 @@ async fn late_actions_of_a_taken_over_connection_never_touch_its_successor() {
     assert_eq!(alice.epoch, second.epoch);
     assert_eq!(alice.session_id, second.session_id);
 }
+
+/// Presence events leave the loop on a bounded path: a reader that does
+/// not read holds the loop up in nothing (a silent session is still dropped
+/// at its deadline), keeps at most the ring's worth of events, and learns
+/// how many it lost as a gap; every event is numbered in order and stamped
+/// on the wall clock.
+#[tokio::test]
+async fn a_reader_that_falls_behind_loses_the_oldest_events_and_is_told_how_many() {
+    use lubdub::server::{FeedItem, PresenceHub};
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    let started = SystemTime::now();
+    let hub = Arc::new(PresenceHub::new(8));
+    let mut behind = hub.subscribe();
+    let server = lubdub::server::start_with_hub(
+        fast_config(),
+        Arc::new(lubdub::server::InMemoryRegistry::new()),
+        Arc::clone(&hub),
+    )
+    .expect("starts");
+    // 20 sessions join and leave: 40 events, five times the ring.
+    for index in 0..20 {
+        let (mut conn, _, _) =
+            RawConn::join(server.local_addr(), &format!("s{index}"), 100, true).await;
+        conn.send(&Frame::bye(ReasonCode::Normal, "quit")).await;
+        conn.expect_closed().await;
+    }
+    // Meanwhile the loop judges on time: a silent session is dropped at its
+    // deadline (5 × 100 ms), not held up by the reader that does not read.
+    let (mut mute, _, joined_at) = RawConn::join(server.local_addr(), "mute", 100, true).await;
+    match mute.next_frame().await {
+        Some(Frame::Bye(bye)) => assert_eq!(bye.reason.code, ReasonCode::Timeout, "{bye:?}"),
+        other => panic!("expected BYE timeout, got {other:?}"),
+    }
+    let silent_for = joined_at.elapsed();
+    assert!(
+        silent_for < Duration::from_millis(500) + TOLERANCE,
+        "dropped after {silent_for:?}"
+    );
+    let server_stopped = tokio::task::spawn_blocking(move || server.stop());
+    server_stopped.await.expect("join").expect("stops");
+
+    // 20 × (joined, dropped), then mute's joined, one suspect per missed
+    // interval or so, and dropped: at least 43 events, of which the ring
+    // kept the last 8.
+    let mut items = Vec::new();
+    while let Some(item) = behind.try_recv() {
+        items.push(item);
+    }
+    let total = match items.last() {
+        Some(FeedItem::Event(last)) => last.seq,
+        other => panic!("no event last: {other:?}"),
+    };
+    assert!(total >= 43, "{total} events");
+    assert_eq!(
+        items.first(),
+        Some(&FeedItem::Gap { missed: total - 8 }),
+        "{items:#?}"
+    );
+    let events: Vec<_> = items[1..]
+        .iter()
+        .map(|item| match item {
+            FeedItem::Event(event) => event.clone(),
+            FeedItem::Gap { .. } => panic!("a second gap: {items:#?}"),
+        })
+        .collect();
+    assert_eq!(events.len(), 8);
+    let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
+    assert_eq!(seqs, (total - 7..=total).collect::<Vec<_>>());
+    assert_eq!(behind.missed(), total - 8);
+    assert!(matches!(
+        events.last().map(|event| &event.kind),
+        Some(PresenceKind::Dropped {
+            reason: DropReason::Timeout,
+            ..
+        })
+    ));
+    let now = SystemTime::now();
+    for event in &events {
+        assert!(event.wall >= started && event.wall <= now, "{event:?}");
+    }
+    assert!(events.windows(2).all(|pair| pair[0].at <= pair[1].at));
+}

@@ -36,8 +36,7 @@ impl Registry for Unreachable {
 /// `server_full`, which it is not.
 #[tokio::test]
 async fn a_failing_registry_is_not_quoted_to_the_peer() {
-    let handle = server::start_with_events(fast_config(), Arc::new(Unreachable), None)
-        .expect("server starts");
+    let handle = server::start(fast_config(), Arc::new(Unreachable)).expect("server starts");
     let mut conn = RawConn::connect(handle.local_addr()).await;
     conn.send(&common::hello("alice", 1_000, true)).await;
     match conn.next_frame().await {

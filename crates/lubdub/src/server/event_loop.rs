@@ -341,13 +341,7 @@ fn session_event<S>(
     peer: SocketAddr,
     kind: PresenceKind,
 ) -> PresenceEvent {
-    PresenceEvent {
-        at,
-        name: session.name.to_string(),
-        session_id,
-        peer,
-        kind,
-    }
+    PresenceEvent::new(at, session.name.to_string(), session_id, peer, kind)
 }
 
 /// Session ids encode where the session lives: generation in the high half,
@@ -1125,16 +1119,16 @@ impl<D: Detector> EventLoop<D> {
         );
         let one_way = !hello.acks_wanted();
         self.presence.report(
-            PresenceEvent {
-                at: self.real_now,
-                name: hello.name,
+            PresenceEvent::new(
+                self.real_now,
+                hello.name,
                 session_id,
                 peer,
-                kind: PresenceKind::Joined {
+                PresenceKind::Joined {
                     epoch: claimed.epoch,
                     interval,
                 },
-            },
+            ),
             one_way.then_some("one-way"),
         );
         self.send_frame(index, &welcome)

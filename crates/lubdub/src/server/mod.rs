@@ -15,6 +15,7 @@ mod auth_gate;
 pub mod config;
 mod connection;
 mod event_loop;
+pub mod hub;
 pub mod metrics;
 pub mod presence;
 pub mod registry;
@@ -34,8 +35,9 @@ use socket2::{Domain, Socket, Type};
 
 pub use config::{ConfigError, DetectorPolicy, ServerConfig};
 pub use event_loop::MAX_SESSIONS_PER_PAGE;
+pub use hub::{FeedItem, PresenceFeed, PresenceHub};
 pub use metrics::{ServerMetrics, StateCounts};
-pub use presence::{DropReason, PresenceEvent, PresenceKind, PresenceSink};
+pub use presence::{DropReason, PresenceEvent, PresenceKind};
 pub use registry::{InMemoryRegistry, Registry};
 pub use snapshot::{SessionInfo, SessionPage, SessionState};
 pub use tls::{TlsError, TlsFiles};
@@ -185,6 +187,7 @@ impl ServerControl {
 pub struct ServerHandle {
     local_addr: SocketAddr,
     control: ServerControl,
+    hub: Arc<PresenceHub>,
     thread: JoinHandle<io::Result<()>>,
 }
 
@@ -197,6 +200,12 @@ impl ServerHandle {
     /// Cloneable control of the server.
     pub fn control(&self) -> ServerControl {
         self.control.clone()
+    }
+
+    /// The hub the server publishes its presence events to:
+    /// [`PresenceHub::subscribe`] reads every event from then on.
+    pub fn presence(&self) -> &Arc<PresenceHub> {
+        &self.hub
     }
 
     /// Whether the event loop has stopped.
@@ -232,17 +241,18 @@ pub fn start(
     config: ServerConfig,
     registry: Arc<dyn Registry>,
 ) -> Result<ServerHandle, StartError> {
-    start_with_events(config, registry, None)
+    start_with_hub(config, registry, Arc::new(PresenceHub::default()))
 }
 
-/// Like [`start`], and also sends every presence event to `events`.
+/// Like [`start`], publishing presence events to `hub` (a test may want a
+/// larger ring; see [`ServerHandle::presence`] to read them).
 ///
 /// # Errors
 /// [`StartError`] when the configuration is invalid or the address cannot be bound.
-pub fn start_with_events(
+pub fn start_with_hub(
     config: ServerConfig,
     registry: Arc<dyn Registry>,
-    events: Option<PresenceSink>,
+    hub: Arc<PresenceHub>,
 ) -> Result<ServerHandle, StartError> {
     config.validate()?;
     // Credentials are read before binding, so a wrong file stops the start.
@@ -267,7 +277,7 @@ pub fn start_with_events(
         registry,
         commands: command_receiver,
         node,
-        presence: presence::Presence::new(events),
+        presence: presence::Presence::new(Arc::clone(&hub)),
         metrics: ServerMetrics::new(),
         auth_gate: None,
         tls,
@@ -308,6 +318,7 @@ pub fn start_with_events(
             waker,
             metrics,
         },
+        hub,
         thread,
     })
 }

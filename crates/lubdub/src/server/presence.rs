@@ -1,16 +1,18 @@
 //! Presence events: joined, suspect, recovered, dropped.
 //!
-//! Each event is logged as one `info` line through `tracing` and, when a sink
-//! is attached, sent to it (tests and the benchmark read detection delays
-//! from there). Events happen on joins, silences and closes, never per
-//! heartbeat.
+//! Each event is logged as one `info` line through `tracing` and published
+//! to the process's [`PresenceHub`], which numbers it and keeps it for its
+//! readers (tests read detection delays from there). Events happen on
+//! joins, silences and closes, never per heartbeat.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use lubdub_core::protocol::ReasonCode;
 use tracing::{debug, info};
 
+use super::hub::PresenceHub;
 use crate::escape::Escaped;
 
 /// Why a session was dropped.
@@ -83,7 +85,12 @@ pub enum PresenceKind {
 /// One presence event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceEvent {
-    /// When the server observed it.
+    /// Its place among every event of the process, from 1, in publishing
+    /// order (given by the [`PresenceHub`](super::hub::PresenceHub)).
+    pub seq: u64,
+    /// When the server observed it, on the wall clock.
+    pub wall: SystemTime,
+    /// When the server observed it, on the monotonic clock.
     pub at: Instant,
     /// Session name.
     pub name: String,
@@ -95,18 +102,37 @@ pub struct PresenceEvent {
     pub kind: PresenceKind,
 }
 
-/// Receives presence events from the event loop.
-pub type PresenceSink = tokio::sync::mpsc::UnboundedSender<PresenceEvent>;
+impl PresenceEvent {
+    /// An event observed at `at`, not yet published: the hub numbers it
+    /// and stamps it on the wall clock.
+    pub fn new(
+        at: Instant,
+        name: String,
+        session_id: u64,
+        peer: SocketAddr,
+        kind: PresenceKind,
+    ) -> Self {
+        Self {
+            seq: 0,
+            wall: SystemTime::UNIX_EPOCH,
+            at,
+            name,
+            session_id,
+            peer,
+            kind,
+        }
+    }
+}
 
-/// Logs presence events and forwards them to an optional sink.
-#[derive(Debug, Default)]
+/// Logs presence events and publishes them to the process's hub.
+#[derive(Debug)]
 pub(crate) struct Presence {
-    sink: Option<PresenceSink>,
+    hub: Arc<PresenceHub>,
 }
 
 impl Presence {
-    pub(crate) fn new(sink: Option<PresenceSink>) -> Self {
-        Self { sink }
+    pub(crate) fn new(hub: Arc<PresenceHub>) -> Self {
+        Self { hub }
     }
 
     /// Logs and forwards one event. `detail` adds context to the log line
@@ -144,11 +170,6 @@ impl Presence {
                 info!(%name, %peer, session = session_id, reason = %reason.label(), code, silent_ms, detail, "dropped");
             }
         }
-        if let Some(sink) = &self.sink {
-            if sink.send(event).is_err() {
-                // Nobody listens any more; stop cloning events for them.
-                self.sink = None;
-            }
-        }
+        self.hub.publish(event, SystemTime::now());
     }
 }

@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 use lubdub::core::protocol::frame::flags;
 use lubdub::core::protocol::{codec, Frame, Hello, Welcome, PROTOCOL_VERSION};
 use lubdub::server::{
-    self, InMemoryRegistry, PresenceEvent, PresenceKind, ServerConfig, ServerControl, ServerHandle,
-    SessionInfo,
+    self, FeedItem, InMemoryRegistry, PresenceEvent, PresenceFeed, PresenceHub, PresenceKind,
+    ServerConfig, ServerControl, ServerHandle, SessionInfo,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 /// A scratch directory of one test's own, removed when dropped.
 pub struct Scratch(PathBuf);
@@ -73,17 +72,18 @@ pub struct TestServer {
     pub handle: Option<ServerHandle>,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    pub events: mpsc::UnboundedReceiver<PresenceEvent>,
+    pub events: PresenceFeed,
     seen: Vec<PresenceEvent>,
     stop_admin: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl TestServer {
     pub async fn start(config: ServerConfig) -> TestServer {
-        let (sink, events) = mpsc::unbounded_channel();
-        let handle =
-            server::start_with_events(config, Arc::new(InMemoryRegistry::new()), Some(sink))
-                .expect("server starts");
+        // A ring large enough that no test loses an event it waits for.
+        let hub = Arc::new(PresenceHub::new(1 << 16));
+        let events = hub.subscribe();
+        let handle = server::start_with_hub(config, Arc::new(InMemoryRegistry::new()), hub)
+            .expect("server starts");
         let admin_listener = lubdub::admin::bind("127.0.0.1:0".parse().expect("valid"))
             .await
             .expect("admin binds");
@@ -133,11 +133,14 @@ impl TestServer {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(event)) => {
+                Ok(Some(FeedItem::Event(event))) => {
                     self.seen.push(event.clone());
                     if predicate(&event) {
                         return event;
                     }
+                }
+                Ok(Some(FeedItem::Gap { missed })) => {
+                    panic!("{missed} events lost while waiting for {what}")
                 }
                 Ok(None) => panic!(
                     "event stream ended while waiting for {what}; saw {:#?}",
@@ -162,8 +165,11 @@ impl TestServer {
     /// whatever arrived since. The loop sends an event when it happens, so
     /// after a round trip with the server every earlier event is here.
     pub fn seen(&mut self) -> &[PresenceEvent] {
-        while let Ok(event) = self.events.try_recv() {
-            self.seen.push(event);
+        while let Some(item) = self.events.try_recv() {
+            match item {
+                FeedItem::Event(event) => self.seen.push(event),
+                FeedItem::Gap { missed } => panic!("{missed} events lost"),
+            }
         }
         &self.seen
     }
