@@ -517,7 +517,7 @@ fn the_binary_serves_tls_to_the_binary_client() {
     let mut bob = spawn_client(&listen, "bob", &["--tls-ca", ca]);
     server.expect_stderr("joined name=bob");
     alice.type_line("@bob hello over TLS");
-    bob.expect_stdout("[alice] hello over TLS");
+    bob.expect_stdout("[alice → bob] hello over TLS");
 
     // A plain binary client is told why it cannot join.
     let refused = common::process::lubdub()
