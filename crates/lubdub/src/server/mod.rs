@@ -13,6 +13,7 @@
 mod admission;
 mod auth_gate;
 pub mod config;
+mod config_error;
 mod connection;
 mod event_loop;
 pub mod metrics;
