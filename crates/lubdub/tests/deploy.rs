@@ -47,8 +47,9 @@ fn log_format_json_writes_one_object_per_line_with_the_fields_at_the_top() {
 }
 
 /// The subcommands a user sees in `lubdub --help`.
-const SUBCOMMANDS: [&str; 9] = [
+const SUBCOMMANDS: [&str; 10] = [
     "server",
+    "config",
     "client",
     "sessions",
     "bench",
@@ -110,6 +111,7 @@ fn the_man_page_names_every_subcommand_and_each_has_a_page_of_its_own() {
         "\\-\\-listen",
         "\\-\\-log\\-format",
         "\\-\\-shutdown\\-timeout",
+        "\\-\\-config",
     ] {
         assert!(server.contains(flag), "lubdub-server(1) lacks {flag}");
     }
@@ -117,7 +119,7 @@ fn the_man_page_names_every_subcommand_and_each_has_a_page_of_its_own() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("no subcommand \"serve\"") && stderr.contains("server, client"),
+        stderr.contains("no subcommand \"serve\"") && stderr.contains("server, config, client"),
         "{stderr}"
     );
 }
