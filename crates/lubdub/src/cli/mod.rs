@@ -6,6 +6,7 @@ mod chat;
 mod config;
 mod manual;
 mod passwd;
+mod reload;
 mod serve;
 mod sessions;
 mod settings;
@@ -38,7 +39,8 @@ pub struct Cli {
 enum Command {
     /// Run the heartbeat server (in-memory registry) and its admin HTTP API.
     /// Settings come from the flags, LUBDUB_AUTH_FILE, LUBDUB_TOKEN_SECRET,
-    /// LUBDUB_TLS_KEY and a --config file, in that order of precedence.
+    /// LUBDUB_TLS_KEY and a --config file, in that order of precedence;
+    /// SIGHUP reloads them.
     Server(Box<serve::ServerArgs>),
     /// Check a configuration file and print the settings in effect
     /// (`check`), or print an example file with every key (`example`).

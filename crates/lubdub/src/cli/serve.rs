@@ -1,5 +1,6 @@
-//! `lubdub server`: the event loop on its thread, the admin API on tokio, and
-//! a clean shutdown on Ctrl-C or SIGTERM.
+//! `lubdub server`: the event loop on its thread, the admin API on tokio,
+//! a reload of the configuration on SIGHUP (`super::reload`), and a clean
+//! shutdown on Ctrl-C or SIGTERM.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use clap::{ArgMatches, Args};
 use lubdub::server::{self, DetectorPolicy, InMemoryRegistry};
 use tracing::{debug, info, warn};
 
+use super::reload::Reloader;
 use super::settings::layers::{self, Given};
 use super::settings::ServerSettings;
 use super::systemd::Notifier;
@@ -20,7 +22,8 @@ pub struct ServerArgs {
     /// Read settings from this TOML file: one key per flag below, named
     /// like the flag without its dashes (`max-missed = 5`, `interval =
     /// "3s"`, `tls-client-cert-names = true`). Flags and LUBDUB_*
-    /// variables given override it. Check one with
+    /// variables given override it. SIGHUP reads it again, with the files
+    /// it names, and applies what can change while running. Check one with
     /// `lubdub config check FILE`; `lubdub config example` prints every key.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -43,7 +46,7 @@ pub fn run(args: ServerArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let _log_writer = super::init_logging("info", settings.log_format);
     if let Some(file) = &args.config {
         info!(
-            "settings read from {} (flags and LUBDUB_* variables given override it)",
+            "settings read from {} (flags and LUBDUB_* variables given override it; SIGHUP reads it again)",
             file.display()
         );
     }
@@ -65,6 +68,10 @@ pub fn run(args: ServerArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the admin runtime")?;
     runtime.block_on(async move {
+        // Before anything else: until a handler is installed, SIGHUP ends
+        // the process.
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install a SIGHUP handler")?;
         let admin_listener = lubdub::admin::bind(admin_address)
             .await
             .with_context(|| format!("cannot listen on {admin_address} for the admin API"))?;
@@ -156,7 +163,15 @@ pub fn run(args: ServerArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
                 admin_address
             ),
         );
-        shutdown_signal().await;
+        let mut reloader = Reloader::new(args.config, given, settings, control);
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(()) = hangup.recv() => reloader.reload().await,
+            }
+        }
         info!("signal received, shutting down");
         notify(
             supervisor.as_ref(),

@@ -3,11 +3,13 @@
 //! [`ServerConfig`]. The configuration file (`file`) has one key per flag,
 //! each parsed by that flag's own parser; `layers` stacks defaults, the
 //! file, the environment and the flags; `pairs` checks the settings that
-//! need each other; `render` prints the result as TOML.
+//! need each other; `render` prints the result as TOML; `reload` decides
+//! what a running server takes on.
 
 pub mod file;
 pub mod layers;
 mod pairs;
+pub mod reload;
 pub mod render;
 
 pub use pairs::MissingPair;
