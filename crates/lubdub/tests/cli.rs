@@ -164,6 +164,10 @@ fn every_subcommand_explains_its_flags() {
                 "--tcp-user-timeout",
                 "--log-format",
                 "--tls-client-cert-names",
+                "--config",
+                "LUBDUB_AUTH_FILE",
+                "LUBDUB_TOKEN_SECRET",
+                "LUBDUB_TLS_KEY",
             ][..],
         ),
         (

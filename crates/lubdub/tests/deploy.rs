@@ -1,6 +1,7 @@
-//! Running lubdub for real (issue 13, item 4): JSON logs for collectors,
-//! shell completions and the man page, and `deploy/lubdub.service` run as
-//! systemd would run it.
+//! Running lubdub for real (issue 13, items 3 and 4): JSON logs for
+//! collectors, shell completions and the man page, and
+//! `deploy/lubdub.service` with `deploy/lubdub.toml` run as systemd would
+//! run them, reload included.
 
 mod common;
 
@@ -47,8 +48,9 @@ fn log_format_json_writes_one_object_per_line_with_the_fields_at_the_top() {
 }
 
 /// The subcommands a user sees in `lubdub --help`.
-const SUBCOMMANDS: [&str; 9] = [
+const SUBCOMMANDS: [&str; 10] = [
     "server",
+    "config",
     "client",
     "sessions",
     "bench",
@@ -110,6 +112,7 @@ fn the_man_page_names_every_subcommand_and_each_has_a_page_of_its_own() {
         "\\-\\-listen",
         "\\-\\-log\\-format",
         "\\-\\-shutdown\\-timeout",
+        "\\-\\-config",
     ] {
         assert!(server.contains(flag), "lubdub-server(1) lacks {flag}");
     }
@@ -117,7 +120,7 @@ fn the_man_page_names_every_subcommand_and_each_has_a_page_of_its_own() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("no subcommand \"serve\"") && stderr.contains("server, client"),
+        stderr.contains("no subcommand \"serve\"") && stderr.contains("server, config, client"),
         "{stderr}"
     );
 }
@@ -129,12 +132,36 @@ const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lubdub.ser
 /// test (`LUBDUB_BIN` or this build's).
 const INSTALLED_BINARY: &str = "/usr/local/bin/lubdub";
 
-/// The unit's addresses, replaced by ephemeral loopback ports so that the
-/// test runs beside other servers; nothing else of the command line changes.
+/// The installed configuration file's path in the unit, replaced by a copy
+/// of `deploy/lubdub.toml` with the addresses below.
+const INSTALLED_CONFIG: &str = "/etc/lubdub/lubdub.toml";
+
+/// The example configuration, installed as `INSTALLED_CONFIG`.
+const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/lubdub.toml");
+
+/// The configuration's addresses, replaced by ephemeral loopback ports so
+/// that the test runs beside other servers; nothing else changes.
 const ADDRESSES: [(&str, &str); 2] = [
-    ("0.0.0.0:7070", "127.0.0.1:0"),
-    ("127.0.0.1:7071", "127.0.0.1:0"),
+    ("listen = \"0.0.0.0:7070\"", "listen = \"127.0.0.1:0\""),
+    ("admin = \"127.0.0.1:7071\"", "admin = \"127.0.0.1:0\""),
 ];
+
+/// `deploy/lubdub.toml` as README installs it, with the addresses replaced
+/// (each must appear once), written into `scratch`.
+fn installed_config(scratch: &Scratch) -> String {
+    let mut config = std::fs::read_to_string(CONFIG).expect("deploy/lubdub.toml exists");
+    for (from, to) in ADDRESSES {
+        assert_eq!(
+            config.matches(from).count(),
+            1,
+            "{from} in deploy/lubdub.toml"
+        );
+        config = config.replace(from, to);
+    }
+    let path = scratch.path("lubdub.toml");
+    std::fs::write(&path, config).expect("configuration written");
+    path.to_str().expect("UTF-8 path").to_owned()
+}
 
 /// The `[Service]` settings of a unit file: continuation lines joined,
 /// comments dropped, every value of a repeated key kept in order.
@@ -176,23 +203,20 @@ fn single<'a>(settings: &'a BTreeMap<String, Vec<String>>, key: &str) -> &'a str
     }
 }
 
-/// `ExecStart=` as the argument vector systemd would run: `$CREDENTIALS_DIRECTORY`
-/// expanded to `credentials`, then the substitutions above, each of which
-/// must apply to exactly one argument.
-fn command_line(settings: &BTreeMap<String, Vec<String>>, credentials: &Path) -> Vec<String> {
-    let exec_start = single(settings, "ExecStart");
+/// `key=` (`ExecStart`, `ExecReload`) as the argument vector systemd would
+/// run: `$CREDENTIALS_DIRECTORY` expanded to `credentials`, then the
+/// substitutions given, each of which must apply to exactly one argument.
+fn command_line(
+    settings: &BTreeMap<String, Vec<String>>,
+    key: &str,
+    credentials: &Path,
+    substitutions: &[(&str, &str)],
+) -> Vec<String> {
+    let exec_start = single(settings, key);
     assert!(
         !exec_start.contains(['"', '\'']),
         "the test splits ExecStart= on white space; quoting would need systemd's rules: {exec_start}"
     );
-    let binary = lubdub()
-        .get_program()
-        .to_str()
-        .expect("UTF-8 path")
-        .to_owned();
-    let substitutions = [(INSTALLED_BINARY, binary.as_str())]
-        .into_iter()
-        .chain(ADDRESSES);
     let mut arguments: Vec<String> = exec_start
         .split_whitespace()
         .map(|word| {
@@ -202,13 +226,13 @@ fn command_line(settings: &BTreeMap<String, Vec<String>>, credentials: &Path) ->
             )
         })
         .collect();
-    for (from, to) in substitutions {
+    for &(from, to) in substitutions {
         let matching: Vec<&mut String> =
             arguments.iter_mut().filter(|word| *word == from).collect();
         assert_eq!(
             matching.len(),
             1,
-            "{from} should appear once in ExecStart={exec_start}"
+            "{from} should appear once in {key}={exec_start}"
         );
         for word in matching {
             *word = to.to_owned();
@@ -275,13 +299,38 @@ fn the_systemd_unit_runs_notifies_ready_serves_and_stops_in_time() {
     let credentials = scratch.path("credentials");
     std::fs::create_dir_all(&credentials).expect("credentials dir");
     make_credentials(&settings, &credentials);
-    let arguments = command_line(&settings, &credentials);
-    // The server's own wait at shutdown must fit in the unit's.
-    let shutdown_timeout = arguments
-        .iter()
-        .position(|word| word == "--shutdown-timeout")
-        .map(|at| humantime::parse_duration(&arguments[at + 1]).expect("a duration"))
-        .expect("the unit sets --shutdown-timeout");
+    let config = installed_config(&scratch);
+    let binary = lubdub()
+        .get_program()
+        .to_str()
+        .expect("UTF-8 path")
+        .to_owned();
+    let arguments = command_line(
+        &settings,
+        "ExecStart",
+        &credentials,
+        &[(INSTALLED_BINARY, &binary), (INSTALLED_CONFIG, &config)],
+    );
+    // The server's own wait at shutdown must fit in the unit's: as the
+    // command line and its configuration file set it together.
+    assert_eq!(arguments[1], "server");
+    let checked = lubdub()
+        .args(["config", "check"])
+        .args(&arguments[2..])
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .output()
+        .expect("config check runs");
+    let effective = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let effective: toml::Table = effective.parse().expect("TOML");
+    let shutdown_timeout = effective["shutdown-timeout"]
+        .as_str()
+        .map(|text| humantime::parse_duration(text).expect("a duration"))
+        .expect("a shutdown timeout");
     assert!(
         shutdown_timeout * 2 <= stop_timeout,
         "TimeoutStopSec={stop_timeout:?} leaves too little room for --shutdown-timeout {shutdown_timeout:?}"
@@ -319,6 +368,18 @@ fn the_systemd_unit_runs_notifies_ready_serves_and_stops_in_time() {
     );
     server.expect_stderr("joined name=alice");
     assert!(sessions(&admin, false).contains("alice"));
+    // `systemctl reload`: the server reads its configuration again and
+    // keeps alice's session.
+    let pid = server.child.id().to_string();
+    let reload = command_line(&settings, "ExecReload", &credentials, &[("$MAINPID", &pid)]);
+    let status = std::process::Command::new(&reload[0])
+        .args(&reload[1..])
+        .status()
+        .expect("ExecReload= runs");
+    assert!(status.success(), "{reload:?}");
+    server.expect_stderr("configuration reloaded");
+    assert!(sessions(&admin, false).contains("alice"));
+
     // A peer that never completes its handshake nor closes: the server
     // must not wait for it past its own timeouts.
     let _stubborn = std::net::TcpStream::connect(&listen).expect("connects");

@@ -301,6 +301,11 @@ impl Authenticator {
         Ok(Some(Self::new(passwords, tokens)?))
     }
 
+    /// How many names the auth file grants; `None` without an auth file.
+    pub fn names(&self) -> Option<usize> {
+        self.passwords.as_ref().map(AuthFile::len)
+    }
+
     /// Decides what it can at once (at `now`, for token expiry): a missing
     /// credential and tokens are decided here in microseconds; an
     /// auth-file secret comes back as a [`PasswordCheck`] to run.

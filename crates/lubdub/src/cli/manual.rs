@@ -28,7 +28,7 @@ pub struct CompletionsArgs {
 #[command(after_help = "Examples:\n  \
     lubdub man | man -l -\n  \
     lubdub man server > /usr/local/share/man/man1/lubdub-server.1\n  \
-    for page in '' server client sessions bench simulate token passwd completions man; do\n    \
+    for page in '' server config client sessions bench simulate token passwd completions man; do\n    \
     lubdub man $page > /usr/local/share/man/man1/lubdub${page:+-$page}.1\n  \
     done")]
 pub struct ManArgs {

@@ -4,10 +4,13 @@
 #[cfg(feature = "bench")]
 mod bench;
 mod chat;
+mod config;
 mod manual;
 mod passwd;
+mod reload;
 mod serve;
 mod sessions;
+mod settings;
 #[cfg(feature = "simulate")]
 mod simulate;
 mod systemd;
@@ -17,7 +20,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, Parser, Subcommand};
 
 /// Default address of the heartbeat protocol.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -36,7 +39,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the heartbeat server (in-memory registry) and its admin HTTP API.
-    Server(serve::ServerArgs),
+    /// Settings come from the flags, LUBDUB_AUTH_FILE, LUBDUB_TOKEN_SECRET,
+    /// LUBDUB_TLS_KEY and a --config file, in that order of precedence;
+    /// SIGHUP reloads them.
+    Server(Box<serve::ServerArgs>),
+    /// Check a configuration file and print the settings in effect
+    /// (`check`), or print an example file with every key (`example`).
+    Config(config::ConfigArgs),
     /// Keep a session with a server: chat from stdin, or run unattended
     /// as a device's agent.
     ///
@@ -76,13 +85,20 @@ enum Command {
     Man(manual::ManArgs),
 }
 
-/// Runs the parsed command line.
+/// Runs the parsed command line; `matches` are what clap parsed it from
+/// (the server's settings tell a flag given from a default by them).
 ///
 /// # Errors
 /// Whatever stopped the subcommand, for printing.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let own = |name: &str| {
+        matches
+            .subcommand_matches(name)
+            .ok_or_else(|| anyhow::anyhow!("no matches for `{name}`"))
+    };
     match cli.command {
-        Command::Server(args) => serve::run(args),
+        Command::Server(args) => serve::run(*args, own("server")?),
+        Command::Config(args) => config::run(args, own("config")?),
         Command::Client(args) => chat::run(args),
         Command::Sessions(args) => sessions::run(args),
         #[cfg(feature = "bench")]
@@ -102,9 +118,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|error| format!("{error}; write durations like 3s, 500ms or 1m30s"))
 }
 
+/// Writes a duration as its flag would be written (`3s`, `1m 30s`), for
+/// serde (`lubdub config check` prints settings with it).
+pub fn duration_text<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_duration(*duration))
+}
+
 /// A duration flag that can also be switched `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationOrOff(pub Option<Duration>);
+
+impl serde::Serialize for DurationOrOff {
+    /// As the flag is written: `off`, or a duration like `3s`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(duration) => duration_text(&duration, serializer),
+            None => serializer.serialize_str("off"),
+        }
+    }
+}
 
 /// Parses a duration like [`parse_duration`], or `off`.
 pub fn parse_duration_or_off(text: &str) -> Result<DurationOrOff, String> {
@@ -145,7 +180,8 @@ const LOG_BUFFER_BYTES: usize = 8 * 1024;
 const LOG_QUEUE_LINES: usize = 16_384;
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event: time, level, target, message,
     /// `key=value` fields (coloured on a terminal).

@@ -127,6 +127,13 @@ impl Admission {
         }
     }
 
+    /// Applies new limits to the connections that come from now on
+    /// (a reload); connections already open stay, even beyond the new
+    /// caps, and each source's accept rate keeps its debt.
+    pub fn set_limits(&mut self, limits: AdmissionLimits) {
+        self.limits = limits;
+    }
+
     fn tracks_sources(&self) -> bool {
         self.limits.max_per_source != 0 || self.limits.accepts_per_second != 0
     }

@@ -233,6 +233,16 @@ impl AuthGate {
         })
     }
 
+    /// Checks HELLOs from now on with `authenticator` (a reload), and lets
+    /// secrets queued from now on wait `queue_wait`. Checks already queued
+    /// carry their stored hash and finish as they started; the cache is
+    /// keyed by that hash too, so a changed or removed line is never
+    /// granted from it.
+    pub(crate) fn replace(&mut self, authenticator: Authenticator, queue_wait: Duration) {
+        self.authenticator = authenticator;
+        self.queue_wait = queue_wait;
+    }
+
     /// How long after [`Admission::Verifying`] the loop asks
     /// [`overdue`](Self::overdue) about the connection.
     pub(crate) fn queue_wait(&self) -> Duration {

@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lubdub_core::detector::{PhiConfig, PhiConfigError, PhiDetector};
+use lubdub_core::detector::{PhiConfig, PhiDetector};
 use lubdub_core::protocol::handshake::IntervalPolicy;
 use lubdub_core::protocol::DEFAULT_MAX_FRAME_LEN;
 
+pub use super::config_error::ConfigError;
 use crate::auth::AuthConfig;
 
 /// Which failure-detection policy judges sessions.
@@ -185,62 +186,6 @@ impl Default for ServerConfig {
             tls: None,
         }
     }
-}
-
-/// A configuration value that cannot work.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ConfigError {
-    /// `min_interval` is zero or above `max_interval`, or `interval` is outside them.
-    #[error("intervals must satisfy 1ms <= min-interval ({min:?}) <= interval ({default:?}) <= max-interval ({max:?}); the protocol grants whole milliseconds")]
-    IntervalRange {
-        /// Configured minimum.
-        min: Duration,
-        /// Configured default.
-        default: Duration,
-        /// Configured maximum.
-        max: Duration,
-    },
-    /// An interval above what the wire format's u32 milliseconds can carry.
-    #[error("max-interval {0:?} exceeds the protocol's limit of 49 days")]
-    IntervalTooLong(Duration),
-    /// `max_missed` is 0 or above the wire format's u16.
-    #[error("max-missed must be between 1 and 65535, got {0}")]
-    MaxMissed(u32),
-    /// `max_frame_len` too small to hold a HELLO with a full name.
-    #[error("max-frame must be at least 512 bytes, got {0}")]
-    MaxFrameLen(usize),
-    /// A phi parameter cannot work.
-    #[error(transparent)]
-    Phi(#[from] PhiConfigError),
-    /// A TCP timer of zero (use `None` to disable it).
-    #[error("{0} must be positive (or disabled)")]
-    ZeroTcpTimer(&'static str),
-    /// A verification queue of no room or no wait: every secret would be
-    /// answered `server_busy`.
-    #[error("{0} must be positive")]
-    ZeroVerifierLimit(&'static str),
-    /// The outbound queue cannot hold one frame of the largest size.
-    #[error("max-outbound ({queue} bytes) must be at least max-frame ({frame} bytes) plus 4")]
-    OutboundQueue {
-        /// Configured queue bound.
-        queue: usize,
-        /// Configured frame maximum.
-        frame: usize,
-    },
-    /// A connection cap of zero.
-    #[error("max-connections must be at least 1")]
-    MaxConnections,
-    /// A slow-consumer timeout of zero.
-    #[error("slow-consumer-timeout must be positive")]
-    SlowConsumerTimeout,
-    /// A server-wide outbound cap below one session's queue.
-    #[error("max-outbound-total ({total} bytes) must be at least max-outbound ({queue} bytes)")]
-    OutboundTotal {
-        /// Configured server-wide cap.
-        total: usize,
-        /// Configured per-session queue.
-        queue: usize,
-    },
 }
 
 impl ServerConfig {

@@ -57,6 +57,8 @@ use crate::escape::Escaped;
 
 // Credentials: HELLO → auth gate → establish or refuse (see auth.rs).
 mod auth;
+// A new configuration's live settings, between two turns.
+mod reload;
 // MSG fan-out under budgets and fair delivery.
 mod relay;
 // The outbound queues: the server-wide cap, shedding, the drain rule.
@@ -141,6 +143,12 @@ pub(crate) enum Command {
     /// hint, and stop once the farewells are delivered (or at the shutdown
     /// timeout).
     Shutdown,
+    /// Take on the live settings of a new configuration (see `reload.rs`),
+    /// then reply.
+    Reload {
+        reload: Box<super::Reload>,
+        reply: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 /// Which deadline a wheel entry stands for.
@@ -1537,6 +1545,10 @@ impl<D: Detector> EventLoop<D> {
                     let _ = reply.send(self.count_page(from));
                 }
                 Command::Shutdown => self.begin_shutdown(),
+                Command::Reload { reload, reply } => {
+                    self.reload(*reload);
+                    let _ = reply.send(());
+                }
             }
             if self.commands_waiting {
                 return;

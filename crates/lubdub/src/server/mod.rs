@@ -8,17 +8,20 @@
 //! relay), `connection` (one socket's buffers), [`snapshot`] (the admin view),
 //! `auth_gate` (credentials: inline checks, verifier threads, the cache),
 //! [`tls`] (certificate files → `rustls::ServerConfig`), `tls_session` (one
-//! TLS connection's rustls state and IO).
+//! TLS connection's rustls state and IO), [`reload`] (what a running server
+//! takes on from a new configuration).
 
 mod admission;
 mod auth_gate;
 pub mod config;
+mod config_error;
 mod connection;
 mod event_loop;
 pub mod hub;
 pub mod metrics;
 pub mod presence;
 pub mod registry;
+pub mod reload;
 pub mod snapshot;
 pub mod tls;
 mod tls_session;
@@ -39,6 +42,7 @@ pub use hub::{FeedItem, PresenceFeed, PresenceHub};
 pub use metrics::{ServerMetrics, StateCounts};
 pub use presence::{DropReason, PresenceEvent, PresenceKind};
 pub use registry::{InMemoryRegistry, Registry};
+pub use reload::{prepare_reload, Reload};
 pub use snapshot::{SessionInfo, SessionPage, SessionState};
 pub use tls::{TlsError, TlsFiles};
 
@@ -171,6 +175,22 @@ impl ServerControl {
         &self.metrics
     }
 
+    /// Hands the loop a new configuration (see [`prepare_reload`]): it
+    /// takes on the live settings between two turns
+    /// ([`ServerConfig::with_live_settings`]) and keeps every session.
+    /// Returns once they apply.
+    ///
+    /// # Errors
+    /// [`ServerStopped`] when the loop is gone.
+    pub async fn reload(&self, reload: Reload) -> Result<(), ServerStopped> {
+        let (reply, applied) = tokio::sync::oneshot::channel();
+        self.command(Command::Reload {
+            reload: Box::new(reload),
+            reply,
+        })?;
+        applied.await.map_err(|_| ServerStopped)
+    }
+
     /// Asks the loop to shut down gracefully: it closes its port, sends
     /// every session BYE `shutdown` with a reconnect hint, and stops once
     /// the farewells are delivered and the peers closed, or after
@@ -254,10 +274,8 @@ pub fn start_with_hub(
     registry: Arc<dyn Registry>,
     hub: Arc<PresenceHub>,
 ) -> Result<ServerHandle, StartError> {
-    config.validate()?;
-    // Credentials are read before binding, so a wrong file stops the start.
-    let authenticator = crate::auth::Authenticator::load(&config.auth)?;
-    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    // Files are read before binding, so a wrong file stops the start.
+    let (authenticator, tls) = load_files(&config)?;
     let std_listener = bind(config.listen).map_err(|source| StartError::Bind {
         addr: config.listen,
         source,
@@ -321,6 +339,32 @@ pub fn start_with_hub(
         hub,
         thread,
     })
+}
+
+/// Checks `config` as a start would, without binding its ports: the
+/// values together, the auth file, token secret and TLS files (warning
+/// about secret files others may read, as a start does).
+///
+/// # Errors
+/// The [`StartError`] a start would fail with before binding.
+pub fn check(config: &ServerConfig) -> Result<(), StartError> {
+    load_files(config).map(drop)
+}
+
+/// Validates `config` and reads the credentials and TLS files it names.
+fn load_files(
+    config: &ServerConfig,
+) -> Result<
+    (
+        Option<crate::auth::Authenticator>,
+        Option<Arc<rustls::ServerConfig>>,
+    ),
+    StartError,
+> {
+    config.validate()?;
+    let authenticator = crate::auth::Authenticator::load(&config.auth)?;
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    Ok((authenticator, tls))
 }
 
 /// What every event loop is built from, whatever its detector.
