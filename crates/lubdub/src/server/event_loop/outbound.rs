@@ -2,6 +2,10 @@
 //! `--max-outbound-total`, shedding at the cap, and the drain rule that
 //! decides slow consumers by time.
 //!
+//! Queues hold their bytes in chunks the loop lends them (`outbox.rs`);
+//! every call that may change a queue goes through `EventLoop::with_queue`,
+//! which counts the change, so the count is exact in whole chunks.
+//!
 //! Every queue is watched for draining (`lubdub_core::drain`): a session
 //! whose queued bytes do not leave within `--slow-consumer-timeout` is
 //! dropped as a slow consumer, checked by a `Drain` wheel entry while its
@@ -12,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use lubdub_core::detector::Detector;
 
-use super::super::connection::{flag, QueueClock};
+use super::super::connection::{flag, Connection, QueueClock};
+use super::super::outbox::ChunkPool;
 use super::super::presence::DropReason;
 use super::{EventLoop, State, TimerKey, TimerKind};
 
@@ -32,6 +37,22 @@ impl<D: Detector> EventLoop<D> {
             patience_ms: u64::try_from(self.config.slow_consumer_timeout.as_millis())
                 .unwrap_or(u64::MAX),
         }
+    }
+
+    /// Runs `act` on the connection at `index`, lending it the loop's
+    /// chunks, and counts what its queue gained or lost against the cap.
+    /// `None` when there is no connection there.
+    pub(super) fn with_queue<R>(
+        &mut self,
+        index: usize,
+        act: impl FnOnce(&mut Connection, &mut ChunkPool) -> R,
+    ) -> Option<R> {
+        let slot = self.slots.get_mut(index)?;
+        let before = slot.conn.held_bytes();
+        let result = act(&mut slot.conn, &mut self.chunks);
+        let after = slot.conn.held_bytes();
+        self.account(before, after);
+        Some(result)
     }
 
     /// Keeps the server-wide count of queued bytes when one queue went
@@ -54,8 +75,8 @@ impl<D: Detector> EventLoop<D> {
             return;
         }
         self.last_shed = now;
-        // Counted afresh: the running total follows every write, but a TLS
-        // queue's size is an estimate that a close_notify can move.
+        // Counted afresh, a check on the running total (which follows
+        // every change made through `with_queue`).
         self.outbound_total = self
             .slots
             .iter()
