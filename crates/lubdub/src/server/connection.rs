@@ -229,6 +229,16 @@ impl Connection {
             .map_or(0, |buffers| buffers.outbox.held_bytes())
     }
 
+    /// How much [`held_bytes`](Self::held_bytes) would grow if `len` bytes
+    /// were queued (on TLS connections, of plaintext: their records may
+    /// take one chunk more).
+    pub fn held_growth_for(&self, len: usize) -> usize {
+        self.buffers.as_ref().map_or_else(
+            || Outbox::default().growth_for(len),
+            |buffers| buffers.outbox.growth_for(len),
+        )
+    }
+
     /// Gives the queue's chunks back to `pool`, when the connection is
     /// removed: what it did not send is dropped.
     pub fn release(&mut self, pool: &mut ChunkPool) {

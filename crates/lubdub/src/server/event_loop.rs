@@ -406,8 +406,8 @@ pub(crate) struct EventLoop<D: Detector> {
     fanouts: VecDeque<relay::Fanout>,
     /// Deliveries waiting in `fanouts`.
     pending_deliveries: usize,
-    /// Bytes of the MSGs waiting in `fanouts`, counted against the
-    /// outbound cap with the queues.
+    /// Memory the fan-outs waiting in `fanouts` hold (their MSGs and lists
+    /// of recipients), counted against the outbound cap with the queues.
     pending_bytes: usize,
     /// BYEs of sessions already declared dead, waiting to be written,
     /// oldest first; see [`FAREWELLS_PER_TURN`].

@@ -122,6 +122,17 @@ impl Outbox {
         self.chunks.len() * CHUNK_LEN
     }
 
+    /// How much [`held_bytes`](Self::held_bytes) would grow if `len` more
+    /// bytes were pushed.
+    pub fn growth_for(&self, len: usize) -> usize {
+        let room = if self.chunks.is_empty() {
+            0
+        } else {
+            CHUNK_LEN - self.tail
+        };
+        len.saturating_sub(room).div_ceil(CHUNK_LEN) * CHUNK_LEN
+    }
+
     /// Appends `bytes`, taking chunks from `pool` as needed.
     pub fn push(&mut self, mut bytes: &[u8], pool: &mut ChunkPool) {
         while !bytes.is_empty() {
@@ -361,6 +372,18 @@ mod tests {
     fn outbox_chunks_for(outbox: &Outbox) -> usize {
         let spanned = outbox.head + outbox.len();
         spanned.div_ceil(CHUNK_LEN)
+    }
+
+    #[test]
+    fn held_bytes_grow_by_whole_chunks_as_growth_for_says() {
+        let mut pool = ChunkPool::new(0);
+        let mut outbox = Outbox::default();
+        for len in [0, 1, 5, CHUNK_LEN - 6, 1, CHUNK_LEN, 3 * CHUNK_LEN + 2] {
+            let expected = outbox.held_bytes() + outbox.growth_for(len);
+            outbox.push(&vec![1; len], &mut pool);
+            assert_eq!(outbox.held_bytes(), expected, "after pushing {len}");
+        }
+        assert_eq!(outbox.growth_for(0), 0);
     }
 
     #[test]

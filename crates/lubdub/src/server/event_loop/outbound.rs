@@ -55,6 +55,12 @@ impl<D: Detector> EventLoop<D> {
         Some(result)
     }
 
+    /// Memory held on the way out, against the cap: the queues' chunks and
+    /// the fan-outs waiting to be written.
+    pub(super) fn outbound_held(&self) -> usize {
+        self.outbound_total + self.pending_bytes
+    }
+
     /// Keeps the server-wide count of queued bytes when one queue went
     /// from `before` to `after` bytes.
     pub(super) fn account(&mut self, before: usize, after: usize) {
@@ -67,7 +73,8 @@ impl<D: Detector> EventLoop<D> {
 
     /// At the server-wide cap: drops the largest queues that are not
     /// draining (no byte taken for [`SHED_IDLE_MS`]) as slow consumers,
-    /// until the queued total is under nine tenths of the cap. Queues that
+    /// until what is held (queues and waiting fan-outs) is under nine
+    /// tenths of the cap. Queues that
     /// drain are left alone; new fan-out waits for them instead.
     pub(super) fn shed(&mut self) {
         let now = Instant::now();
@@ -83,7 +90,7 @@ impl<D: Detector> EventLoop<D> {
             .map(|(_, slot)| slot.conn.held_bytes())
             .sum();
         self.metrics.outbound_queued(self.outbound_total);
-        if self.outbound_total < self.outbound_cap {
+        if self.outbound_held() < self.outbound_cap {
             return;
         }
         let clock = self.queue_clock();
@@ -100,7 +107,7 @@ impl<D: Detector> EventLoop<D> {
         stuck.sort_unstable_by_key(|&(queued, _)| std::cmp::Reverse(queued));
         let target = self.outbound_cap / 10 * 9;
         for (_, index) in stuck {
-            if self.outbound_total <= target {
+            if self.outbound_held() <= target {
                 break;
             }
             self.close(index, DropReason::SlowConsumer);
