@@ -374,6 +374,8 @@ pub(crate) struct EventLoop<D: Detector> {
     next_generation: u32,
     scratch: Vec<u8>,
     encode_buf: Vec<u8>,
+    /// The MSG being fanned out, copied out of its chunks (`relay.rs`).
+    delivery_buf: Vec<u8>,
     due: Vec<TimerKey>,
     /// Sockets whose reading was cut short by [`MAX_FULL_READS_PER_TURN`]:
     /// slab index and generation, each at most once (its connection's
@@ -476,6 +478,7 @@ impl<D: Detector> EventLoop<D> {
             next_generation: rand::random(),
             scratch: vec![0; SCRATCH_LEN],
             encode_buf: Vec::new(),
+            delivery_buf: Vec::new(),
             due: Vec::new(),
             unfinished_reads: Vec::new(),
             waiting_reads: Vec::new(),
