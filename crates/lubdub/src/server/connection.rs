@@ -2,10 +2,12 @@
 //! unsent outbound bytes.
 //!
 //! Bytes are read into the event loop's shared scratch buffer and only a
-//! trailing partial frame is copied here. Both buffers live in one box that
+//! trailing partial frame is copied here. Unsent bytes wait in an
+//! [`Outbox`] of chunks lent by the loop's [`ChunkPool`], which every
+//! method that may queue bytes takes. Both buffers live in one box that
 //! exists only while either holds bytes, so an idle connection carries one
-//! null pointer instead of two `Vec` headers (48 bytes): every byte per
-//! idle session counts against the target of 0.5 KiB.
+//! null pointer instead of a `Vec` and an `Outbox` (72 bytes): every
+//! byte per idle session counts against the target of 0.5 KiB.
 //!
 //! A TLS connection also holds a boxed [`TlsSession`], through which every
 //! read and write goes; plain connections hold a null pointer there.
@@ -16,6 +18,7 @@ use std::net::SocketAddr;
 use lubdub_core::drain::DrainWatch;
 use mio::net::TcpStream;
 
+use super::outbox::{ChunkPool, Outbox};
 use super::tls_session::TlsSession;
 
 /// The instant and patience the outbound queue's [`DrainWatch`] is kept
@@ -104,7 +107,7 @@ struct Buffers {
     /// Bytes of an inbound frame that is not complete yet.
     inbox: Vec<u8>,
     /// Bytes accepted for sending that the socket did not take yet.
-    outbox: Vec<u8>,
+    outbox: Outbox,
     /// Whether the queue drains (plain and TLS connections alike).
     watch: DrainWatch,
 }
@@ -150,16 +153,21 @@ impl Connection {
         self.tls.as_ref()?.peer_certificate()
     }
 
-    /// Reads once into `scratch` (on TLS connections: decrypts into it).
+    /// Reads once into `scratch` (on TLS connections: decrypts into it,
+    /// and queues handshake answers with chunks from `pool`).
     ///
     /// # Errors
     /// Socket errors other than `WouldBlock` and `Interrupted`; TLS errors.
-    pub fn read_into(&mut self, scratch: &mut [u8]) -> io::Result<ReadOutcome> {
+    pub fn read_into(
+        &mut self,
+        scratch: &mut [u8],
+        pool: &mut ChunkPool,
+    ) -> io::Result<ReadOutcome> {
         if let Some(tls) = &mut self.tls {
             let mut sealed = Vec::new();
             let outcome = tls.read_into(&mut self.stream, self.peer, scratch, &mut sealed);
             // Handshake answers, tickets, alerts: after what is queued.
-            let answered = self.write_or_queue(&sealed);
+            let answered = self.write_or_queue(&sealed, pool);
             let outcome = outcome?;
             answered?;
             if matches!(outcome, ReadOutcome::TlsRequired) {
@@ -220,13 +228,30 @@ impl Connection {
         self.outbox_len()
     }
 
-    /// Memory the outbound queue holds: its buffer's capacity (a queue
-    /// that drained keeps its buffer until it is empty). The server-wide
-    /// cap counts this, so that it bounds resident memory.
+    /// Memory the outbound queue holds: its chunks, counted whole. The
+    /// server-wide cap counts this, so that it bounds resident memory.
     pub fn held_bytes(&self) -> usize {
         self.buffers
             .as_ref()
-            .map_or(0, |buffers| buffers.outbox.capacity())
+            .map_or(0, |buffers| buffers.outbox.held_bytes())
+    }
+
+    /// How much [`held_bytes`](Self::held_bytes) would grow if `len` bytes
+    /// were queued (on TLS connections, of plaintext: their records may
+    /// take one chunk more).
+    pub fn held_growth_for(&self, len: usize) -> usize {
+        self.buffers.as_ref().map_or_else(
+            || Outbox::default().growth_for(len),
+            |buffers| buffers.outbox.growth_for(len),
+        )
+    }
+
+    /// Gives the queue's chunks back to `pool`, when the connection is
+    /// removed: what it did not send is dropped.
+    pub fn release(&mut self, pool: &mut ChunkPool) {
+        if let Some(buffers) = &mut self.buffers {
+            buffers.outbox.release(pool);
+        }
     }
 
     /// Whether bytes queued longer than the patience ago are still waiting.
@@ -282,8 +307,8 @@ impl Connection {
         }
     }
 
-    /// Sends `bytes`, queueing whatever the socket does not take now, up to
-    /// `max_queued` bytes in the queue.
+    /// Sends `bytes`, queueing whatever the socket does not take now (in
+    /// chunks from `pool`), up to `max_queued` bytes in the queue.
     ///
     /// # Errors
     /// Socket errors other than `WouldBlock` and `Interrupted`.
@@ -292,28 +317,39 @@ impl Connection {
         bytes: &[u8],
         max_queued: usize,
         clock: QueueClock,
+        pool: &mut ChunkPool,
     ) -> io::Result<SendOutcome> {
-        let outcome = self.send_unwatched(bytes, max_queued);
+        let outcome = self.send_unwatched(bytes, max_queued, pool);
         self.watch(clock, 0);
         outcome
     }
 
-    fn send_unwatched(&mut self, bytes: &[u8], max_queued: usize) -> io::Result<SendOutcome> {
+    fn send_unwatched(
+        &mut self,
+        bytes: &[u8],
+        max_queued: usize,
+        pool: &mut ChunkPool,
+    ) -> io::Result<SendOutcome> {
         match &mut self.tls {
             Some(tls) => {
                 let mut sealed = Vec::with_capacity(bytes.len() + 64);
                 tls.seal(bytes, &mut sealed)?;
                 // Refused here, the records are lost and the stream with
                 // them; the caller closes the connection then anyway.
-                self.queue_bytes(&sealed, max_queued)
+                self.queue_bytes(&sealed, max_queued, pool)
             }
-            None => self.queue_bytes(bytes, max_queued),
+            None => self.queue_bytes(bytes, max_queued, pool),
         }
     }
 
     /// Writes `bytes` after what is queued: at once when nothing is, and
     /// queues what the socket does not take, within `max_queued`.
-    fn queue_bytes(&mut self, bytes: &[u8], max_queued: usize) -> io::Result<SendOutcome> {
+    fn queue_bytes(
+        &mut self,
+        bytes: &[u8],
+        max_queued: usize,
+        pool: &mut ChunkPool,
+    ) -> io::Result<SendOutcome> {
         let mut written = 0;
         let queued = self.outbox_len();
         if queued == 0 {
@@ -329,17 +365,18 @@ impl Connection {
         self.buffers
             .get_or_insert_with(Box::default)
             .outbox
-            .extend_from_slice(rest);
+            .push(rest, pool);
         Ok(SendOutcome::Sent)
     }
 
-    /// Writes queued bytes after the socket became writable.
+    /// Writes queued bytes after the socket became writable, giving the
+    /// chunks it empties back to `pool`.
     ///
     /// # Errors
     /// Socket errors other than `WouldBlock` and `Interrupted`.
-    pub fn flush(&mut self, clock: QueueClock) -> io::Result<()> {
+    pub fn flush(&mut self, clock: QueueClock, pool: &mut ChunkPool) -> io::Result<()> {
         let before = self.queued_len();
-        let flushed = self.flush_unwatched();
+        let flushed = self.flush_unwatched(pool);
         let written = before.saturating_sub(self.queued_len());
         self.watch(clock, written);
         flushed
@@ -347,36 +384,20 @@ impl Connection {
 
     /// Writes or queues records the connection itself produced (TLS
     /// handshake answers, alerts, close_notify): small, and never refused.
-    fn write_or_queue(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write_or_queue(&mut self, bytes: &[u8], pool: &mut ChunkPool) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.queue_bytes(bytes, usize::MAX).map(|_| ())
+        self.queue_bytes(bytes, usize::MAX, pool).map(|_| ())
     }
 
-    fn flush_unwatched(&mut self) -> io::Result<()> {
+    fn flush_unwatched(&mut self, pool: &mut ChunkPool) -> io::Result<()> {
         let Some(buffers) = self.buffers.as_mut() else {
             return Ok(());
         };
-        if buffers.outbox.is_empty() {
-            return Ok(());
-        }
-        let mut outbox = std::mem::take(&mut buffers.outbox);
-        let written = self.write_some(&outbox);
-        let written = match written {
-            Ok(written) => written,
-            Err(error) => {
-                self.buffers.get_or_insert_with(Box::default).outbox = outbox;
-                return Err(error);
-            }
-        };
-        if written < outbox.len() {
-            outbox.drain(..written);
-            self.buffers.get_or_insert_with(Box::default).outbox = outbox;
-        } else {
-            self.drop_empty_buffers();
-        }
-        Ok(())
+        let flushed = buffers.outbox.write_to(&mut self.stream, pool);
+        self.drop_empty_buffers();
+        flushed.map(|_| ())
     }
 
     /// Whether every accepted byte has been handed to the socket.
@@ -396,8 +417,9 @@ impl Connection {
 
     /// Sends FIN after the bytes already written, once; reading goes on.
     /// On TLS connections close_notify goes first, and FIN waits until it
-    /// is out (the next writable event calls this again).
-    pub fn shutdown_write(&mut self) {
+    /// is out (the next writable event calls this again), queued in chunks
+    /// from `pool` if the socket does not take it.
+    pub fn shutdown_write(&mut self, pool: &mut ChunkPool) {
         if self.flags.get(flag::WRITE_SHUT) {
             return;
         }
@@ -405,7 +427,7 @@ impl Connection {
             let mut sealed = Vec::new();
             tls.close_notify(&mut sealed);
             // A reset already: nothing more will go out, FIN or not.
-            if self.write_or_queue(&sealed).is_ok() && !self.is_flushed() {
+            if self.write_or_queue(&sealed, pool).is_ok() && !self.is_flushed() {
                 return;
             }
         }
@@ -444,5 +466,54 @@ mod tests {
             + 2 * std::mem::size_of::<usize>()
             + 2;
         assert!(std::mem::size_of::<Connection>() <= parts.next_multiple_of(8));
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_chunks_back() {
+        use super::super::outbox::CHUNK_LEN;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+        let peer = listener.local_addr().expect("its address");
+        let stream = std::net::TcpStream::connect(peer).expect("connects");
+        stream.set_nonblocking(true).expect("non-blocking");
+        let (mut reader, _) = listener.accept().expect("the connection");
+        let mut conn = Connection::new(TcpStream::from_std(stream), peer, None);
+        let mut pool = ChunkPool::new(1_000);
+        let clock = QueueClock {
+            now_ms: 0,
+            patience_ms: 10_000,
+        };
+        // Nobody reads yet: the socket's buffers fill, then the queue.
+        let message = vec![b'm'; 60_000];
+        let mut sent = 0;
+        while conn.queued_len() < 4 * CHUNK_LEN {
+            let outcome = conn
+                .send(&message, usize::MAX, clock, &mut pool)
+                .expect("sends");
+            assert_eq!(outcome, SendOutcome::Sent);
+            sent += message.len();
+            assert_eq!(
+                conn.held_bytes(),
+                conn.queued_len().div_ceil(CHUNK_LEN) * CHUNK_LEN,
+                "whole chunks, as few as the bytes take (they start at a chunk's start)"
+            );
+        }
+        let reading = std::thread::spawn(move || {
+            let mut buffer = vec![0; 64 * 1024];
+            let mut read = 0;
+            while read < sent {
+                read += reader.read(&mut buffer).expect("reads");
+            }
+            read
+        });
+        while !conn.is_flushed() {
+            conn.flush(clock, &mut pool).expect("flushes");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(reading.join().expect("the reader"), sent);
+        assert_eq!(conn.held_bytes(), 0);
+        assert!(
+            conn.buffers.is_none(),
+            "an idle connection holds no buffers"
+        );
     }
 }

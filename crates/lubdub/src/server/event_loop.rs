@@ -48,6 +48,7 @@ use super::admission::Admission;
 use super::config::ServerConfig;
 use super::connection::{flag, Connection, ReadOutcome, SendOutcome};
 use super::metrics::{ServerMetrics, StateCounts};
+use super::outbox::{self as chunked, ChunkPool};
 use super::presence::{DropReason, Presence, PresenceEvent, PresenceKind};
 use super::registry::{Claim, NodeId, Registry, RegistryError};
 use super::snapshot::{SessionInfo, SessionPage};
@@ -398,6 +399,8 @@ pub(crate) struct EventLoop<D: Detector> {
     next_generation: u32,
     scratch: Vec<u8>,
     encode_buf: Vec<u8>,
+    /// The MSG being fanned out, copied out of its chunks (`relay.rs`).
+    delivery_buf: Vec<u8>,
     due: Vec<TimerKey>,
     /// Sockets whose reading was cut short by [`MAX_FULL_READS_PER_TURN`]:
     /// slab index and generation, each at most once (its connection's
@@ -419,6 +422,9 @@ pub(crate) struct EventLoop<D: Detector> {
     /// `outbound_cap` (see `relay.rs`).
     outbound_total: usize,
     outbound_cap: usize,
+    /// The chunks the outbound queues hold their bytes in, lent from here
+    /// (see `outbox.rs`).
+    chunks: ChunkPool,
     /// The whole loop's fan-out budget, shared by every sender.
     loop_fanout: lubdub_core::budget::FanoutBudget,
     /// When the largest stuck queues were last looked for (at the cap).
@@ -427,8 +433,8 @@ pub(crate) struct EventLoop<D: Detector> {
     fanouts: VecDeque<relay::Fanout>,
     /// Deliveries waiting in `fanouts`.
     pending_deliveries: usize,
-    /// Bytes of the MSGs waiting in `fanouts`, counted against the
-    /// outbound cap with the queues.
+    /// Memory the fan-outs waiting in `fanouts` hold (their MSGs and lists
+    /// of recipients), counted against the outbound cap with the queues.
     pending_bytes: usize,
     /// BYEs of sessions already declared dead, waiting to be written,
     /// oldest first; see [`FAREWELLS_PER_TURN`].
@@ -499,6 +505,7 @@ impl<D: Detector> EventLoop<D> {
             next_generation: rand::random(),
             scratch: vec![0; SCRATCH_LEN],
             encode_buf: Vec::new(),
+            delivery_buf: Vec::new(),
             due: Vec::new(),
             unfinished_reads: Vec::new(),
             waiting_reads: Vec::new(),
@@ -507,6 +514,7 @@ impl<D: Detector> EventLoop<D> {
             turn: 0,
             outbound_total: 0,
             outbound_cap,
+            chunks: ChunkPool::new(chunked::FREE_CHUNKS_KEPT),
             loop_fanout: lubdub_core::budget::FanoutBudget::new(),
             last_shed: origin,
             fanouts: VecDeque::new(),
@@ -760,24 +768,22 @@ impl<D: Detector> EventLoop<D> {
     fn connection_ready(&mut self, index: usize, event: &Event) {
         if event.is_writable() {
             let clock = self.queue_clock();
-            let Some(slot) = self.slots.get_mut(index) else {
-                return;
-            };
-            let before = slot.conn.held_bytes();
-            let flushed = slot.conn.flush(clock);
-            let after = slot.conn.held_bytes();
-            self.account(before, after);
-            if let Err(error) = flushed {
-                self.fail(index, &error);
-                return;
-            }
-            let Some(slot) = self.slots.get_mut(index) else {
-                return;
-            };
-            // Not merely `Closing`: a session declared dead may still wait
-            // for its BYE in the farewell queue, and a FIN now would lose it.
-            if slot.conn.farewell_written() && slot.conn.is_flushed() {
-                slot.conn.shutdown_write();
+            let flushed = self.with_queue(index, |conn, chunks| {
+                conn.flush(clock, chunks)?;
+                // Not merely `Closing`: a session declared dead may still wait
+                // for its BYE in the farewell queue, and a FIN now would lose it.
+                if conn.farewell_written() && conn.is_flushed() {
+                    conn.shutdown_write(chunks);
+                }
+                Ok(())
+            });
+            match flushed {
+                None => return,
+                Some(Err(error)) => {
+                    self.fail(index, &error);
+                    return;
+                }
+                Some(Ok(())) => {}
             }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -856,12 +862,10 @@ impl<D: Detector> EventLoop<D> {
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut full_reads = 0;
-        while let Some(slot) = self.slots.get_mut(index) {
-            // TLS reads may write (handshake records, alerts, queued data).
-            let queued_before = slot.conn.held_bytes();
-            let outcome = slot.conn.read_into(&mut scratch);
-            let queued_after = slot.conn.held_bytes();
-            self.account(queued_before, queued_after);
+        // TLS reads may write (handshake records, alerts, queued data).
+        while let Some(outcome) =
+            self.with_queue(index, |conn, chunks| conn.read_into(&mut scratch, chunks))
+        {
             let Some(slot) = self.slots.get_mut(index) else {
                 break;
             };
@@ -1187,15 +1191,18 @@ impl<D: Detector> EventLoop<D> {
     /// socket fails. Returns whether the connection is still open.
     fn send(&mut self, index: usize, bytes: &[u8]) -> bool {
         let clock = self.queue_clock();
-        let Some(slot) = self.slots.get_mut(index) else {
+        let max_queued = self.config.max_outbound_bytes;
+        let Some(slot) = self.slots.get(index) else {
             return false;
         };
-        let before = slot.conn.held_bytes();
-        let sent = slot.conn.send(bytes, self.config.max_outbound_bytes, clock);
-        let after = slot.conn.held_bytes();
-        let generation = slot.generation;
-        self.account(before, after);
-        if before == 0 && after > 0 {
+        let (generation, was_empty) = (slot.generation, slot.conn.is_flushed());
+        let Some(sent) = self.with_queue(index, |conn, chunks| {
+            conn.send(bytes, max_queued, clock, chunks)
+        }) else {
+            return false;
+        };
+        if was_empty {
+            // A no-op when the socket took everything.
             self.watch_drain(index, generation);
         }
         match sent {
@@ -1343,25 +1350,21 @@ impl<D: Detector> EventLoop<D> {
         let mut encoded = std::mem::take(&mut self.encode_buf);
         encoded.clear();
         let clock = self.queue_clock();
-        let mut accounted = (0, 0);
+        let max_queued = self.config.max_outbound_bytes;
         let queued = codec::encode(frame, &mut encoded).is_ok()
-            && self.slots.get_mut(index).is_some_and(|slot| {
-                let before = slot.conn.held_bytes();
+            && self.with_queue(index, |conn, chunks| {
                 let sent = matches!(
-                    slot.conn
-                        .send(&encoded, self.config.max_outbound_bytes, clock),
+                    conn.send(&encoded, max_queued, clock, chunks),
                     Ok(SendOutcome::Sent)
                 );
-                accounted = (before, slot.conn.held_bytes());
                 if sent {
-                    slot.conn.mark_farewell_written();
-                    if slot.conn.is_flushed() {
-                        slot.conn.shutdown_write();
+                    conn.mark_farewell_written();
+                    if conn.is_flushed() {
+                        conn.shutdown_write(chunks);
                     }
                 }
                 sent
-            });
-        self.account(accounted.0, accounted.1);
+            }) == Some(true);
         self.encode_buf = encoded;
         queued
     }
@@ -1370,6 +1373,7 @@ impl<D: Detector> EventLoop<D> {
     fn remove(&mut self, index: usize) {
         if let Some(mut slot) = self.slots.try_remove(index) {
             self.account(slot.conn.held_bytes(), 0);
+            slot.conn.release(&mut self.chunks);
             self.admission.closed(slot.conn.peer.ip());
             if let Err(error) = self.poll.registry().deregister(&mut slot.conn.stream) {
                 debug!(%error, "deregister failed");

@@ -5,7 +5,8 @@
 //! Layout: [`config`] (what the operator sets), `admission` (connection
 //! limits per source), [`registry`] (name →
 //! session, behind a trait), `event_loop` (accept, read, decode, judge,
-//! relay), `connection` (one socket's buffers), [`snapshot`] (the admin view),
+//! relay), `connection` (one socket's buffers), `outbox` (unsent bytes in
+//! chunks from the loop's pool), [`snapshot`] (the admin view),
 //! `auth_gate` (credentials: inline checks, verifier threads, the cache),
 //! [`tls`] (certificate files → `rustls::ServerConfig`), `tls_session` (one
 //! TLS connection's rustls state and IO), [`reload`] (what a running server
@@ -19,6 +20,7 @@ mod connection;
 mod event_loop;
 pub mod hub;
 pub mod metrics;
+mod outbox;
 pub mod presence;
 pub mod registry;
 pub mod reload;

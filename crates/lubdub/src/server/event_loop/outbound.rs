@@ -2,6 +2,10 @@
 //! `--max-outbound-total`, shedding at the cap, and the drain rule that
 //! decides slow consumers by time.
 //!
+//! Queues hold their bytes in chunks the loop lends them (`outbox.rs`);
+//! every call that may change a queue goes through `EventLoop::with_queue`,
+//! which counts the change, so the count is exact in whole chunks.
+//!
 //! Every queue is watched for draining (`lubdub_core::drain`): a session
 //! whose queued bytes do not leave within `--slow-consumer-timeout` is
 //! dropped as a slow consumer, checked by a `Drain` wheel entry while its
@@ -12,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use lubdub_core::detector::Detector;
 
-use super::super::connection::{flag, QueueClock};
+use super::super::connection::{flag, Connection, QueueClock};
+use super::super::outbox::ChunkPool;
 use super::super::presence::DropReason;
 use super::{EventLoop, State, TimerKey, TimerKind};
 
@@ -34,6 +39,28 @@ impl<D: Detector> EventLoop<D> {
         }
     }
 
+    /// Runs `act` on the connection at `index`, lending it the loop's
+    /// chunks, and counts what its queue gained or lost against the cap.
+    /// `None` when there is no connection there.
+    pub(super) fn with_queue<R>(
+        &mut self,
+        index: usize,
+        act: impl FnOnce(&mut Connection, &mut ChunkPool) -> R,
+    ) -> Option<R> {
+        let slot = self.slots.get_mut(index)?;
+        let before = slot.conn.held_bytes();
+        let result = act(&mut slot.conn, &mut self.chunks);
+        let after = slot.conn.held_bytes();
+        self.account(before, after);
+        Some(result)
+    }
+
+    /// Memory held on the way out, against the cap: the queues' chunks and
+    /// the fan-outs waiting to be written.
+    pub(super) fn outbound_held(&self) -> usize {
+        self.outbound_total + self.pending_bytes
+    }
+
     /// Keeps the server-wide count of queued bytes when one queue went
     /// from `before` to `after` bytes.
     pub(super) fn account(&mut self, before: usize, after: usize) {
@@ -46,7 +73,8 @@ impl<D: Detector> EventLoop<D> {
 
     /// At the server-wide cap: drops the largest queues that are not
     /// draining (no byte taken for [`SHED_IDLE_MS`]) as slow consumers,
-    /// until the queued total is under nine tenths of the cap. Queues that
+    /// until what is held (queues and waiting fan-outs) is under nine
+    /// tenths of the cap. Queues that
     /// drain are left alone; new fan-out waits for them instead.
     pub(super) fn shed(&mut self) {
         let now = Instant::now();
@@ -54,15 +82,15 @@ impl<D: Detector> EventLoop<D> {
             return;
         }
         self.last_shed = now;
-        // Counted afresh: the running total follows every write, but a TLS
-        // queue's size is an estimate that a close_notify can move.
+        // Counted afresh, a check on the running total (which follows
+        // every change made through `with_queue`).
         self.outbound_total = self
             .slots
             .iter()
             .map(|(_, slot)| slot.conn.held_bytes())
             .sum();
         self.metrics.outbound_queued(self.outbound_total);
-        if self.outbound_total < self.outbound_cap {
+        if self.outbound_held() < self.outbound_cap {
             return;
         }
         let clock = self.queue_clock();
@@ -79,7 +107,7 @@ impl<D: Detector> EventLoop<D> {
         stuck.sort_unstable_by_key(|&(queued, _)| std::cmp::Reverse(queued));
         let target = self.outbound_cap / 10 * 9;
         for (_, index) in stuck {
-            if self.outbound_total <= target {
+            if self.outbound_held() <= target {
                 break;
             }
             self.close(index, DropReason::SlowConsumer);
