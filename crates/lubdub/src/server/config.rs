@@ -291,6 +291,17 @@ impl ServerConfig {
         })
     }
 
+    /// What the queues (and the fan-outs waiting to be written) may hold
+    /// together: 7/8 of [`outbound_total_cap`](Self::outbound_total_cap),
+    /// at least one queue. The last eighth is for what the count cannot
+    /// see but an attack makes grow with it: the senders' partial inbound
+    /// frames and the allocator's holes between freed blocks. Held to the
+    /// whole cap, a broadcast flood grew resident memory up to 4.5 MB past
+    /// a 64 MiB cap (attack 3b in BENCHMARKS.md).
+    pub fn outbound_queue_cap(&self) -> usize {
+        (self.outbound_total_cap() / 8 * 7).max(self.max_outbound_bytes)
+    }
+
     /// One session's fan-out budget.
     pub fn sender_fanout_limits(&self) -> lubdub_core::budget::FanoutLimits {
         lubdub_core::budget::FanoutLimits {

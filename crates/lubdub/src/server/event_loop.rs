@@ -421,6 +421,7 @@ pub(crate) struct EventLoop<D: Detector> {
     /// Bytes queued for sending over all connections, against
     /// `outbound_cap` (see `relay.rs`).
     outbound_total: usize,
+    /// 7/8 of `--max-outbound-total` (`ServerConfig::outbound_queue_cap`).
     outbound_cap: usize,
     /// The chunks the outbound queues hold their bytes in, lent from here
     /// (see `outbox.rs`).
@@ -482,7 +483,7 @@ impl<D: Detector> EventLoop<D> {
         metrics: ServerMetrics,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Self {
-        let outbound_cap = config.outbound_total_cap();
+        let outbound_cap = config.outbound_queue_cap();
         Self {
             poll,
             listener: Some(listener),

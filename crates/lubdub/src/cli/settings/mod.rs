@@ -153,10 +153,13 @@ pub struct ServerSettings {
     #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Limits")]
     #[serde(serialize_with = "super::duration_text")]
     slow_consumer_timeout: Duration,
-    /// Unsent bytes queued for all sessions together. At the cap, messages
-    /// are refused (NOTICE server_busy) and the largest queues that are not
-    /// draining are dropped as slow consumers. Default: 1/16 of the
-    /// machine's memory, between 64 MiB and 4 GiB.
+    /// Memory for unsent bytes of all sessions together. The queues and
+    /// the messages waiting to be fanned out are held to 7/8 of it; the
+    /// rest covers what they cannot count (partial inbound frames, the
+    /// allocator's holes). There, messages are refused (NOTICE
+    /// server_busy) and the largest queues that are not draining are
+    /// dropped as slow consumers. Default: 1/16 of the machine's memory,
+    /// between 64 MiB and 4 GiB.
     #[arg(long, value_name = "BYTES", help_heading = "Limits")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_outbound_total: Option<usize>,

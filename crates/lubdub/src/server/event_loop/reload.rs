@@ -15,7 +15,7 @@ impl<D: Detector> EventLoop<D> {
         let config = self.config.with_live_settings(&reload.config);
         self.admission.set_limits(config.admission_limits());
         self.conduct_limits = config.conduct_limits();
-        self.outbound_cap = config.outbound_total_cap();
+        self.outbound_cap = config.outbound_queue_cap();
         // Credentials and TLS are swapped only while they stay on: turning
         // them on or off needs a restart (the live settings kept them).
         if let (Some(gate), Some(authenticator)) = (self.auth.as_mut(), reload.authenticator) {
