@@ -133,6 +133,9 @@ fn a_client_reconnects_to_a_server_killed_and_restarted_on_the_same_port() {
     server.wait();
     alice.expect_stderr("server lost");
     alice.expect_stderr("reconnecting in");
+    // A line typed meanwhile is not kept for later, and the user is told.
+    alice.type_line("anyone there?");
+    alice.expect_stderr("not sent: not connected to the server");
     let mut restarted = Proc::spawn(lubdub().args([
         "server",
         "--listen",

@@ -124,7 +124,7 @@ impl AuthFile {
             if file
                 .costliest_params
                 .as_ref()
-                .map_or(true, |costliest| cost(&params) > cost(costliest))
+                .is_none_or(|costliest| cost(&params) > cost(costliest))
             {
                 file.costliest_params = Some(params);
             }

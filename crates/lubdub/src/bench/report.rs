@@ -463,7 +463,7 @@ mod tests {
     #[test]
     fn p99_of_ten_thousand_ignores_only_the_worst_hundred() {
         let mut values: Vec<i64> = vec![1; 9_900];
-        values.extend(std::iter::repeat(1_000).take(100));
+        values.extend(std::iter::repeat_n(1_000, 100));
         assert_eq!(percentile(&values, 99.0), Some(1));
         values[9_899] = 1_000;
         assert_eq!(percentile(&values, 99.0), Some(1_000));

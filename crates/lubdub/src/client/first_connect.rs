@@ -28,9 +28,15 @@ pub(super) async fn establish(
     loop {
         match dial(config, tls).await {
             Err(error) if error.is_retryable() => {
-                let delay = config.backoff.delay(attempt, rand::random::<f64>());
-                if give_up_at.is_some_and(|give_up_at| Instant::now() + delay >= give_up_at) {
-                    return Err(error);
+                let mut delay = config.backoff.delay(attempt, rand::random::<f64>());
+                if let Some(give_up_at) = give_up_at {
+                    // Tried until the patience is over: the last wait is
+                    // cut to end with it, for one more attempt then.
+                    let left = give_up_at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(error);
+                    }
+                    delay = delay.min(left);
                 }
                 attempt = attempt.saturating_add(1);
                 on_retry(&error, delay);

@@ -26,12 +26,12 @@ use crate::auth::AuthConfig;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum DetectorPolicy {
-    /// Seed 003's missed-beat count: suspect after one silent interval, dead
-    /// after `max_missed`.
+    /// Missed-beat count: suspect after one silent interval, dead after
+    /// --max-missed.
     #[default]
     Counter,
     /// Phi accrual: suspect at half the phi threshold, dead at the threshold,
-    /// and in any case after `max_missed` intervals.
+    /// and in any case after --max-missed intervals.
     Phi,
 }
 

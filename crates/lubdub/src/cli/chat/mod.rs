@@ -198,6 +198,9 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
     }
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut reading = mode == Mode::Chat;
+    // Lines typed while reconnecting are not kept for later (the client
+    // drops them): the user is told so.
+    let mut connected = true;
     loop {
         tokio::select! {
             line = lines.next_line(), if reading => match line? {
@@ -211,6 +214,9 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
                         client.close().await;
                         printer.say("bye");
                         return Ok(ExitCode::SUCCESS);
+                    }
+                    Line::Direct { .. } | Line::Broadcast(_) if !connected => {
+                        printer.say("not sent: not connected to the server (reconnecting); type it again once connected");
                     }
                     Line::Direct { to, body } => {
                         if client.send_to(to, body).await.is_err() { reading = false; }
@@ -238,6 +244,7 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
                 }
                 Some(ClientEvent::Status(status)) => {
                     printer.status(&status);
+                    connected = matches!(status, Status::Connected { .. });
                     if let Status::Stopped { cause, .. } = status {
                         return Ok(exit::status(cause));
                     }
