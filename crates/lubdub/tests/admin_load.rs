@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::process::{start_server_under, Proc};
+use common::process::{start_server_under, Proc, LIFT_LIMITS};
 use common::RawConn;
 use lubdub::core::protocol::codec::ping_bytes;
 use lubdub::core::protocol::Frame;
@@ -37,18 +37,10 @@ fn start() -> (Proc, SocketAddr, String) {
     let max_missed = MAX_MISSED.to_string();
     let (server, listen, admin) = start_server_under(
         &["taskset", "-c", "0"],
-        &[
-            "--interval",
-            "2s",
-            "--max-missed",
-            &max_missed,
-            "--max-connections-per-ip",
-            "0",
-            "--accept-rate-per-ip",
-            "0",
-            "--max-pings-per-interval",
-            "0",
-        ],
+        &["--interval", "2s", "--max-missed", &max_missed]
+            .into_iter()
+            .chain(LIFT_LIMITS)
+            .collect::<Vec<_>>(),
     );
     (server, listen.parse().expect("an address"), admin)
 }

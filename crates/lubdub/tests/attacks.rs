@@ -24,7 +24,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::process::{start_server, Proc};
+use common::process::{start_server, Proc, NO_FANOUT_BUDGETS};
 use lubdub::core::protocol::frame::flags;
 use lubdub::core::protocol::{codec, Frame, Hello, Message, ReasonCode, PROTOCOL_VERSION};
 
@@ -44,18 +44,6 @@ const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// How much later than its baseline a bystander's p99 round trip may be
 /// under attack. Before issue 12 these attacks added seconds.
 const RTT_ALLOWANCE: Duration = Duration::from_millis(50);
-
-/// Every fan-out budget lifted: the server-wide cap alone stands.
-const NO_FANOUT_BUDGETS: [&str; 8] = [
-    "--max-deliveries-per-sec",
-    "0",
-    "--max-fanout-bytes-per-sec",
-    "0",
-    "--max-deliveries-per-sec-total",
-    "0",
-    "--max-fanout-bytes-per-sec-total",
-    "0",
-];
 
 // Attack 3 holds resident memory to the cap itself. The server keeps its
 // queues and waiting fan-outs to 7/8 of it; the last eighth covers what it

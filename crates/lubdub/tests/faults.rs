@@ -27,7 +27,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use common::process::{start_server, Proc};
+use common::process::{start_server, Proc, NO_FANOUT_BUDGETS};
 use common::{fast_config, hello, kind_label, TestServer, PATIENCE};
 use lubdub::core::protocol::{codec, Frame, Message, ReasonCode, Welcome};
 use lubdub::server::{DropReason, PresenceKind, ServerConfig, SessionInfo, SessionState};
@@ -1019,23 +1019,20 @@ async fn slow_consumer_round(server: &mut ProcServer, round: &str) -> Vec<String
 #[tokio::test]
 async fn a_client_that_never_reads_is_dropped_as_a_slow_consumer() {
     let outbound = SLOW_OUTBOUND.to_string();
-    let mut server = ProcServer::start(&[
-        "--max-outbound",
-        &outbound,
-        "--slow-consumer-timeout",
-        "1s",
-        // The senders are not limited: the queue fills at loopback speed.
-        "--max-messages-per-sec",
-        "0",
-        "--max-deliveries-per-sec",
-        "0",
-        "--max-fanout-bytes-per-sec",
-        "0",
-        "--max-deliveries-per-sec-total",
-        "0",
-        "--max-fanout-bytes-per-sec-total",
-        "0",
-    ]);
+    let mut server = ProcServer::start(
+        &[
+            "--max-outbound",
+            &outbound,
+            "--slow-consumer-timeout",
+            "1s",
+            // The senders are not limited: the queue fills at loopback speed.
+            "--max-messages-per-sec",
+            "0",
+        ]
+        .into_iter()
+        .chain(NO_FANOUT_BUDGETS)
+        .collect::<Vec<_>>(),
+    );
     let bystander = Bystander::join(server.addr).await;
     server.wait_for("the bystander joined", |c| c.only(1)).await;
 

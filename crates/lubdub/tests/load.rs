@@ -13,19 +13,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{lubdub, sessions, start_server};
+use common::process::{lubdub, sessions, start_server, LIFT_LIMITS};
 
-/// As bench/lib.sh starts the server: the load generator plays many clients
-/// from few source addresses and pumps PINGs faster than the interval calls
-/// for, on purpose; the limits against that are tested in `faults.rs`.
-const LIFT_LIMITS: &[&str] = &[
-    "--max-connections-per-ip",
-    "0",
-    "--accept-rate-per-ip",
-    "0",
-    "--max-pings-per-interval",
-    "0",
-];
 use lubdub::bench::{fleet, Dialect, LoadConfig, LoadReport, LoadScenario, StallPlan};
 
 fn load_config(server: SocketAddr, server_pid: u32, dialect: Dialect) -> LoadConfig {
@@ -94,7 +83,7 @@ fn assert_held_and_acknowledged(report: &LoadReport, config: &LoadConfig) {
 #[test]
 fn pump_holds_every_lubdub_session_from_two_workers_and_source_addresses() {
     let (server, listen, _admin) =
-        start_server(&[LIFT_LIMITS, &["--min-interval", "100ms"]].concat());
+        start_server(&[&LIFT_LIMITS[..], &["--min-interval", "100ms"]].concat());
     let config = load_config(
         listen.parse().expect("an address"),
         server.child.id(),
@@ -107,7 +96,7 @@ fn pump_holds_every_lubdub_session_from_two_workers_and_source_addresses() {
 #[test]
 fn the_sessions_come_from_the_planned_source_addresses() {
     let (server, listen, admin) =
-        start_server(&[LIFT_LIMITS, &["--min-interval", "100ms"]].concat());
+        start_server(&[&LIFT_LIMITS[..], &["--min-interval", "100ms"]].concat());
     let mut config = load_config(
         listen.parse().expect("an address"),
         server.child.id(),
@@ -143,7 +132,7 @@ fn the_sessions_come_from_the_planned_source_addresses() {
 #[test]
 fn a_stopped_and_resumed_server_evicts_none_of_the_benchmark_sessions() {
     let (server, listen, _admin) =
-        start_server(&[LIFT_LIMITS, &["--min-interval", "100ms"]].concat());
+        start_server(&[&LIFT_LIMITS[..], &["--min-interval", "100ms"]].concat());
     let mut config = load_config(
         listen.parse().expect("an address"),
         server.child.id(),
@@ -240,7 +229,7 @@ fn the_mqtt_dialect_drives_a_real_mosquitto() {
 
 #[test]
 fn the_command_line_prints_a_json_report() {
-    let (server, listen, _admin) = start_server(LIFT_LIMITS);
+    let (server, listen, _admin) = start_server(&LIFT_LIMITS);
     let output = lubdub()
         .args([
             "bench",

@@ -9,6 +9,30 @@ use std::time::{Duration, Instant};
 
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
+/// Flags that lift the limits a load generator trips on purpose: it plays
+/// many clients from few source addresses and PINGs faster than the
+/// interval calls for (the limits themselves are tested in `faults.rs`).
+pub const LIFT_LIMITS: [&str; 6] = [
+    "--max-connections-per-ip",
+    "0",
+    "--accept-rate-per-ip",
+    "0",
+    "--max-pings-per-interval",
+    "0",
+];
+
+/// Every fan-out budget lifted: the server-wide memory cap alone stands.
+pub const NO_FANOUT_BUDGETS: [&str; 8] = [
+    "--max-deliveries-per-sec",
+    "0",
+    "--max-fanout-bytes-per-sec",
+    "0",
+    "--max-deliveries-per-sec-total",
+    "0",
+    "--max-fanout-bytes-per-sec-total",
+    "0",
+];
+
 /// The binary under test: this build's, or the one `LUBDUB_BIN` names (to
 /// run a test against an older build and see it fail there).
 pub fn lubdub() -> Command {
