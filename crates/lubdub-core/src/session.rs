@@ -7,6 +7,10 @@
 //! holds it to its rates of PINGs and messages. Pure, with time passed in,
 //! so that it can be unit-tested and fuzzed without sockets. One job; more
 //! than half of the file is its unit tests (strike and forgiveness cases).
+//!
+//! Size: one job (what an established session may send); two thirds of
+//! the file are the unit tests of its rules over explicit time. Issue 14
+//! moves the connection's whole life into a machine of its own.
 
 use std::time::Duration;
 

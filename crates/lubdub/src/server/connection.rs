@@ -11,6 +11,9 @@
 //!
 //! A TLS connection also holds a boxed [`TlsSession`], through which every
 //! read and write goes; plain connections hold a null pointer there.
+//!
+//! Size: one job (a socket's bytes in and out, plain or TLS), about 450
+//! lines of it plus tests; the queue itself lives in `outbox`.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;

@@ -22,6 +22,12 @@
 //! statistics, one atomic counter increment and one write: no lock, no
 //! allocation, no timer operation (phi alone, when a burst of frames pulls
 //! its verdict more than 5 ms earlier, inserts one extra wheel entry).
+//!
+//! Size: this file still holds several jobs (accept, reading and fairness,
+//! handshakes and claims, verdicts, closing); relay, outbound queues,
+//! listing, auth and reload have rooms of their own under `event_loop/`.
+//! Issue 14 (item 2) moves the rest into rooms and the connection's rules
+//! into `lubdub-core`.
 
 use std::collections::VecDeque;
 use std::io;
