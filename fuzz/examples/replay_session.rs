@@ -4,8 +4,8 @@
 //! `cargo run --manifest-path fuzz/Cargo.toml --example replay_session -- FILE`
 
 use arbitrary::{Arbitrary, Unstructured};
-use lubdub_fuzz::connection::Connection;
 use lubdub_fuzz::inputs::SessionInput;
+use lubdub_fuzz::machine::Connection;
 
 fn main() {
     let path = std::env::args().nth(1).expect("usage: replay_session FILE");

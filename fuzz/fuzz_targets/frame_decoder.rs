@@ -14,8 +14,8 @@
 use libfuzzer_sys::fuzz_target;
 use lubdub_core::protocol::codec::{self, LENGTH_PREFIX_LEN};
 use lubdub_core::protocol::{DecodeError, Frame};
-use lubdub_fuzz::connection::{Fed, Inbox};
 use lubdub_fuzz::inputs::DecoderInput;
+use lubdub_fuzz::machine::{Fed, Inbox};
 
 fuzz_target!(|input: DecoderInput<'_>| {
     let max = input.max_frame_len();

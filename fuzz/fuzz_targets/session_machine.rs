@@ -1,8 +1,8 @@
-//! Fuzz target `session_machine`: one server-side connection driven through
-//! the sans-IO core exactly as the server composes it (partial-frame
-//! buffering, `decode`, `admit` before the handshake, `Conduct::admit`
-//! after), under a configuration and a sequence of timed reads chosen by
-//! the input (`lubdub_fuzz::inputs::SessionInput`).
+//! Fuzz target `session_machine`: the server's real connection machine
+//! (`lubdub_core::connection::Connection`), driven as the server's loop
+//! drives it (`lubdub_fuzz::machine`), under a configuration and a
+//! sequence of timed reads chosen by the input
+//! (`lubdub_fuzz::inputs::SessionInput`).
 //!
 //! Checks invariants, not only the absence of panics:
 //! - nothing is acted on after a violation, a BYE or a decode error;
@@ -25,8 +25,8 @@ use lubdub_core::protocol::handshake::validate_name;
 use lubdub_core::protocol::{Frame, ReasonCode};
 use lubdub_core::rate::Gcra;
 use lubdub_core::session::{Inbound, Phase};
-use lubdub_fuzz::connection::{session_interval, Connection, Ending, Fed, Inbox, Outcome};
 use lubdub_fuzz::inputs::SessionInput;
+use lubdub_fuzz::machine::{Connection, Ending, Fed, Inbox, Outcome};
 
 const NANOS_PER_MICRO: u128 = 1_000;
 
@@ -196,7 +196,7 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
             let Frame::Hello(hello) = &outcomes[0].frame else {
                 unreachable!("admitted as HELLO");
             };
-            session_interval(config.policy().grant(hello.requested_interval_ms))
+            whole_millis(config.policy().grant(hello.requested_interval_ms))
         }
     };
     let interval_ns = interval.as_nanos();
@@ -293,7 +293,11 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
             }
             Ok(Inbound::Message(_)) => {
                 messages_admitted += 1;
-                messages_refused_in_a_row = 0;
+                // A run of refusals ends with a MSG delivered; one admitted
+                // by the rates but too large to relay is not.
+                if outcome.relayed {
+                    messages_refused_in_a_row = 0;
+                }
                 if config.messages_per_second > 0 {
                     let steady = elapsed_us * u128::from(config.messages_per_second) / 1_000_000;
                     let bound = u128::from(config.message_burst.max(1)) + steady + 1;
@@ -321,6 +325,14 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
             _ => {}
         }
     }
+}
+
+/// A granted interval as a session keeps it: whole milliseconds,
+/// saturating (WELCOME carries it so).
+fn whole_millis(granted: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::from(
+        u32::try_from(granted.as_millis()).unwrap_or(u32::MAX),
+    ))
 }
 
 /// Strikes counted greedily: a refusal is one when it is the run's first or

@@ -4,11 +4,11 @@
 //! # Layout
 //! - [`inputs`]: the targets' input formats, parsed with `arbitrary` and
 //!   written back by the seed generator.
-//! - [`connection`]: the server's per-connection composition of the core
-//!   (partial-frame buffering, `decode`, `admit`, `Conduct`), without sockets.
+//! - [`machine`]: the core's real connection machine driven as the server
+//!   drives it, its outputs read back into one verdict per frame.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod connection;
 pub mod inputs;
+pub mod machine;

@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - [`protocol`]: frames, the two-phase codec, reason codes, handshake rules.
+//! - [`connection`]: one server-side connection's life as a state machine:
+//!   bytes, deadlines and answers in; frames, events and requests out.
 //! - [`session`]: which frame the server accepts at which phase, and how often.
 //! - [`rate`]: rate limits in one `u64` per flow (GCRA).
 //! - [`budget`]: fan-out work budgets (deliveries and bytes, not frames).
@@ -23,6 +25,7 @@
 pub mod backlog;
 pub mod budget;
 pub mod client;
+pub mod connection;
 pub mod detector;
 pub mod drain;
 pub mod protocol;

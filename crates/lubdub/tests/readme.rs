@@ -31,6 +31,9 @@ wait_for() { # file, text, pid
 lubdub() {
     case "$1" in
         server)
+            # Emptied here, not only by the redirection, which the forked
+            # child makes later: wait_for must not find the last server's line.
+            : > server.log
             "$LUBDUB_BIN" "$@" --listen 127.0.0.1:0 --admin 127.0.0.1:0 2>server.log &
             server_pid=$!
             wait_for server.log "lubdub server ready" "$server_pid"
@@ -38,6 +41,7 @@ lubdub() {
             echo "ran: lubdub $* (on $listen)"
             ;;
         client)
+            : > client.log
             "$LUBDUB_BIN" "$@" --server "$listen" --unattended --give-up-after 10s 2>client.log &
             local client_pid=$!
             wait_for client.log "connected to" "$client_pid"

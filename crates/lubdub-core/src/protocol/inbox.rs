@@ -15,6 +15,10 @@ pub enum Fed {
     Waiting,
     /// The frame handler ended the connection; the rest is not decoded.
     Stopped,
+    /// The frame handler asked to stop decoding for now ([`Next::Pause`]):
+    /// the bytes after its frame are kept in `partial`, undecoded, for a
+    /// later feed (with nothing fresh, or more).
+    Paused,
     /// The bytes do not decode; the connection must end with this error's
     /// reason code. `first` tells whether the bad frame starts at the first
     /// byte fed (the start of the stream, before any frame of it decoded).
@@ -42,6 +46,34 @@ pub fn feed(
     max_frame_len: usize,
     mut on_frame: impl FnMut(Frame) -> bool,
 ) -> Fed {
+    feed_until(partial, fresh, max_frame_len, |frame| {
+        if on_frame(frame) {
+            Next::Continue
+        } else {
+            Next::Stop
+        }
+    })
+}
+
+/// What a frame handler wants after a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Decode the next frame.
+    Continue,
+    /// The connection ended: drop the rest.
+    Stop,
+    /// Keep the rest undecoded for now (a HELLO waits for its answer, and
+    /// what follows it is judged once the answer is in).
+    Pause,
+}
+
+/// [`feed`], with a handler that may also pause decoding ([`Fed::Paused`]).
+pub fn feed_until(
+    partial: &mut Vec<u8>,
+    fresh: &[u8],
+    max_frame_len: usize,
+    mut on_frame: impl FnMut(Frame) -> Next,
+) -> Fed {
     let from_partial = !partial.is_empty();
     if from_partial {
         partial.extend_from_slice(fresh);
@@ -52,9 +84,16 @@ pub fn feed(
         match codec::decode(&bytes[offset..], max_frame_len) {
             Ok(Some((frame, used))) => {
                 offset += used;
-                if !on_frame(frame) {
-                    partial.clear();
-                    return Fed::Stopped;
+                match on_frame(frame) {
+                    Next::Continue => {}
+                    Next::Stop => {
+                        partial.clear();
+                        return Fed::Stopped;
+                    }
+                    Next::Pause => {
+                        keep_tail(partial, fresh, from_partial, offset);
+                        return Fed::Paused;
+                    }
                 }
             }
             Ok(None) => break,
@@ -67,12 +106,17 @@ pub fn feed(
             }
         }
     }
+    keep_tail(partial, fresh, from_partial, offset);
+    Fed::Waiting
+}
+
+/// Leaves in `partial` what follows the first `offset` bytes decoded.
+fn keep_tail(partial: &mut Vec<u8>, fresh: &[u8], from_partial: bool, offset: usize) {
     if from_partial {
         partial.drain(..offset);
     } else {
         partial.extend_from_slice(&fresh[offset..]);
     }
-    Fed::Waiting
 }
 
 #[cfg(test)]
@@ -117,6 +161,26 @@ mod tests {
             false
         });
         assert_eq!((fed, handed), (Fed::Stopped, 1));
+    }
+
+    #[test]
+    fn a_pause_keeps_what_follows_for_the_next_feed() {
+        let stream: Vec<u8> = (0..3).flat_map(ping).collect();
+        let mut partial = Vec::new();
+        let mut seen = Vec::new();
+        let fed = feed_until(&mut partial, &stream, 1024, |frame| {
+            seen.push(frame);
+            Next::Pause
+        });
+        assert_eq!(
+            (fed, seen.len(), partial.len()),
+            (Fed::Paused, 1, 2 * ping(0).len())
+        );
+        let fed = feed(&mut partial, &[], 1024, |frame| {
+            seen.push(frame);
+            true
+        });
+        assert_eq!((fed, seen.len(), partial.len()), (Fed::Waiting, 3, 0));
     }
 
     #[test]

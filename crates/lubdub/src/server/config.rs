@@ -325,6 +325,22 @@ impl ServerConfig {
     /// What an established session may send, as the core's rules take it:
     /// the PING burst is one deadline's worth, since PINGs held up by a pause
     /// within the deadline arrive together (see `ConductLimits::ping_burst`).
+    /// What the connection machines are judged by (`lubdub_core::connection`).
+    pub fn connection_config(&self) -> lubdub_core::connection::ConnectionConfig {
+        lubdub_core::connection::ConnectionConfig {
+            handshake_timeout: self.handshake_timeout,
+            max_frame_len: self.max_frame_len,
+            intervals: self.interval_policy(),
+            max_missed: self.max_missed,
+            phi_threshold: self.phi_threshold,
+            conduct: self.conduct_limits(),
+            // Certificate-bound names are a credential check too.
+            authenticate: self.auth.is_enabled()
+                || self.tls.as_ref().is_some_and(|tls| tls.client_cert_names),
+            tls: self.tls.is_some(),
+        }
+    }
+
     pub fn conduct_limits(&self) -> lubdub_core::session::ConductLimits {
         let per_interval = self.max_pings_per_interval;
         lubdub_core::session::ConductLimits {

@@ -1,5 +1,5 @@
-//! One accepted TCP connection: its socket, its partial inbound frame and its
-//! unsent outbound bytes.
+//! One accepted TCP connection's IO: its socket, its partial inbound frame
+//! and its unsent outbound bytes. Its rules are `lubdub_core::connection`.
 //!
 //! Bytes are read into the event loop's shared scratch buffer and only a
 //! trailing partial frame is copied here. Unsent bytes wait in an
@@ -191,17 +191,17 @@ impl Connection {
         }
     }
 
-    /// Takes the partial inbound frame out (empty when there is none).
-    pub fn take_inbox(&mut self) -> Vec<u8> {
-        self.buffers
+    /// Lends the partial inbound frame (empty when there is none) to
+    /// `decode`; what it leaves there is kept for the next read, and an
+    /// empty one frees its capacity, and the box too when nothing waits to
+    /// be sent. Idle connections hold no inbound buffer at all.
+    pub fn with_inbox<R>(&mut self, decode: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        let mut inbox = self
+            .buffers
             .as_mut()
             .map(|buffers| std::mem::take(&mut buffers.inbox))
-            .unwrap_or_default()
-    }
-
-    /// Stores the partial inbound frame; an empty one frees its capacity,
-    /// and the box too when nothing waits to be sent.
-    pub fn set_inbox(&mut self, inbox: Vec<u8>) {
+            .unwrap_or_default();
+        let result = decode(&mut inbox);
         if inbox.is_empty() {
             if let Some(buffers) = &mut self.buffers {
                 buffers.inbox = Vec::new();
@@ -210,6 +210,7 @@ impl Connection {
         } else {
             self.buffers.get_or_insert_with(Box::default).inbox = inbox;
         }
+        result
     }
 
     /// Whether part of an inbound frame is waiting for the rest.

@@ -9,51 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use lubdub_core::protocol::ReasonCode;
 use tracing::{debug, info};
 
 use super::hub::PresenceHub;
 use crate::escape::Escaped;
 
-/// Why a session was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Silent until its deadline.
-    Timeout,
-    /// The client said BYE: it left on purpose (a client's `quit`).
-    Quit,
-    /// The client's connection closed without a BYE: the process was
-    /// killed, or its host or network failed.
-    ClosedByPeer,
-    /// Another connection claimed the name.
-    TakenOver,
-    /// The client broke the protocol; the code it was told.
-    ProtocolError(ReasonCode),
-    /// The client did not read and its outbound queue filled up.
-    SlowConsumer,
-    /// The socket failed.
-    IoError,
-    /// The server shut down.
-    Shutdown,
-}
-
-impl DropReason {
-    /// One-word label used in logs (`reason=timeout`) and metrics; a
-    /// protocol error is labelled with the code the peer was told
-    /// (`too_many_pings`, `frame_too_large`, ...).
-    pub fn label(self) -> &'static str {
-        match self {
-            DropReason::Timeout => "timeout",
-            DropReason::Quit => "quit",
-            DropReason::ClosedByPeer => "closed_by_peer",
-            DropReason::TakenOver => "taken_over",
-            DropReason::ProtocolError(code) => code.label(),
-            DropReason::SlowConsumer => "slow_consumer",
-            DropReason::IoError => "io_error",
-            DropReason::Shutdown => "shutdown",
-        }
-    }
-}
+pub use lubdub_core::connection::DropReason;
 
 /// What happened to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,20 +12,8 @@ use std::sync::Arc;
 
 use crate::pem::{load_certificates, load_private_key, PemError};
 
-/// Answer to a plain lubdub client on a TLS-only server (REJECT `tls_required`).
-pub const TLS_REQUIRED_TEXT: &str = "this server requires TLS; connect with --tls / --tls-ca";
-
-/// Logged, and answered in a plain REJECT `malformed_frame`, when a peer
-/// opens a TLS handshake on a plain server.
-pub const TLS_ON_PLAIN_TEXT: &str =
-    "peer started a TLS handshake but this server has no --tls-cert; connect without --tls";
-
-/// Content type of a TLS handshake record, the first byte a TLS client
-/// sends. A lubdub frame starts with its length prefix, whose first byte is
-/// 0 for every frame a server accepts (at most 16 MiB), so one byte decides.
-const TLS_HANDSHAKE_RECORD: u8 = 0x16;
-/// First byte of the record version (`03 01` .. `03 03`) after it.
-const TLS_MAJOR_VERSION: u8 = 0x03;
+use lubdub_core::connection::texts::looks_like_client_hello;
+pub use lubdub_core::connection::texts::{TLS_ON_PLAIN_TEXT, TLS_REQUIRED_TEXT};
 
 /// Where the server's TLS certificate and key are (PEM files).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -134,13 +122,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
 
 /// Whether a connection's first byte opens a TLS handshake.
 pub(crate) fn is_tls_record_start(first: u8) -> bool {
-    first == TLS_HANDSHAKE_RECORD
-}
-
-/// Whether bytes where a frame should start look like a TLS ClientHello
-/// record: `16 03`, a length prefix no lubdub frame can have.
-pub(crate) fn looks_like_client_hello(bytes: &[u8]) -> bool {
-    matches!(bytes, [TLS_HANDSHAKE_RECORD, TLS_MAJOR_VERSION, ..])
+    looks_like_client_hello(&[first, 0x03])
 }
 
 #[cfg(test)]

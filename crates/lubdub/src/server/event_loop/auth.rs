@@ -1,86 +1,77 @@
-//! Credentials in the event loop: a HELLO goes through the auth gate
-//! before it may claim its name. Tokens and cached secrets are decided
-//! inline; other secrets are verified on a verifier thread while the
-//! connection waits in `State::Verifying`, and the verdict arrives through
-//! the `WAKER` token. A secret still queued after the queue wait is
-//! answered REJECT `server_busy` (a `Verification` timer).
+//! Credentials in the event loop: a machine's `Authenticate` request goes
+//! through the auth gate before its name may be claimed. Tokens and cached
+//! secrets are decided inline; other secrets are verified on a verifier
+//! thread while the machine waits, and the verdict arrives through the
+//! `WAKER` token. A secret still queued after the queue wait is answered
+//! REJECT `server_busy` (a `Verification` timer).
 //!
-//! A claimant is judged before `registry.claim`, so a refused one never
-//! disturbs the name's current holder; only a credential for the name can
-//! take it over. With `--tls-client-cert-names`, the client certificate
-//! must carry the name first (`auth::certificate`), whatever else is asked.
+//! A claimant is judged before its claim, so a refused one never disturbs
+//! the name's current holder; only a credential for the name can take it
+//! over. With `--tls-client-cert-names`, the client certificate must carry
+//! the name first (`auth::certificate`), whatever else is asked.
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
+use lubdub_core::connection::{Authentication, Now};
 use lubdub_core::detector::Detector;
-use lubdub_core::protocol::{Hello, ReasonCode};
+use lubdub_core::protocol::ReasonCode;
 
 use super::super::auth_gate::{Admission, AuthGate};
-use super::{EventLoop, State, TimerKey, TimerKind};
+use super::timers::TimerKind;
+use super::{ConnKey, EventLoop};
 use crate::auth::certificate::{self, CertificateDenial, CertificateNames};
 use crate::auth::Denial;
 
 impl<D: Detector> EventLoop<D> {
-    /// Requires credentials from now on (`None`: names are first come, first served).
+    /// Requires credentials from now on (`None`: names are first come,
+    /// first served, unless client certificates bind them).
     pub(crate) fn with_auth(mut self, gate: Option<AuthGate>) -> Self {
         self.auth = gate;
         self
     }
 
-    /// Handles an admitted HELLO: establishes the session when the
-    /// credential grants its name (or none is required), refuses it, or
-    /// starts verifying. Returns whether the connection is still open.
-    pub(super) fn authenticate(&mut self, index: usize, mut hello: Hello) -> bool {
-        if let Err(denial) = self.certificate_grants(index, &hello.name) {
+    /// Checks `credential` for `name` on connection `key`: answers its
+    /// machine now, or starts verifying off the loop.
+    pub(super) fn authenticate(&mut self, now: Now, key: ConnKey, name: &str, credential: &[u8]) {
+        if let Err(denial) = self.certificate_grants(key.0, name) {
             let denial = Denial::from(denial);
             self.metrics.auth().failed(&denial);
-            self.refuse(index, ReasonCode::Unauthorized, denial.to_string());
-            return false;
+            let text = denial.to_string();
+            return self.answer_authentication(now, key, refused(ReasonCode::Unauthorized, text));
         }
         let Some(gate) = self.auth.as_mut() else {
-            return self.establish(index, hello);
+            return self.answer_authentication(now, key, Authentication::Granted);
         };
-        let Some(slot) = self.slots.get_mut(index) else {
-            return false;
+        let Some(peer) = self.slots.get(key.0).map(|slot| slot.conn.peer) else {
+            return;
         };
-        if matches!(slot.state, State::Verifying(_)) {
-            let text = "HELLO again while the first HELLO's credential is being verified";
-            self.refuse(index, ReasonCode::DuplicateHello, text.to_owned());
-            return false;
-        }
-        // Only the gate sees the credential; the kept HELLO holds none.
-        let credential = std::mem::take(&mut hello.credential);
-        let admission = gate.admit(
-            index,
-            slot.generation,
-            slot.conn.peer.ip(),
-            &hello.name,
-            &credential,
-            SystemTime::now(),
-        );
-        match admission {
-            Admission::Granted => self.establish(index, hello),
+        let admission = gate.admit(key.0, key.1, peer.ip(), name, credential, SystemTime::now());
+        let answer = match admission {
+            Admission::Granted => Authentication::Granted,
             Admission::Verifying => {
-                slot.state = State::Verifying(hello);
                 // The handshake timeout bounded the wait for the HELLO; the
                 // queue's own wait bounds the wait for a verifier thread.
-                let key = TimerKey {
-                    index: index as u32,
-                    generation: slot.generation,
-                    kind: TimerKind::Verification,
-                };
-                let due = self.clock.listening(Instant::now()) + gate.queue_wait();
-                self.wheel.insert(due, key);
-                true
+                let due = now.listening + gate.queue_wait();
+                self.timers
+                    .schedule(key, TimerKind::Verification, due, None);
+                return;
             }
-            Admission::Denied(denial) => {
-                self.refuse(index, ReasonCode::Unauthorized, denial.to_string());
-                false
-            }
-            Admission::Busy(busy) => {
-                self.refuse(index, ReasonCode::ServerBusy, busy.text());
-                false
-            }
+            Admission::Denied(denial) => refused(ReasonCode::Unauthorized, denial.to_string()),
+            Admission::Busy(busy) => refused(ReasonCode::ServerBusy, busy.text()),
+        };
+        self.answer_authentication(now, key, answer);
+    }
+
+    fn answer_authentication(&mut self, now: Now, key: ConnKey, answer: Authentication) {
+        let Self {
+            slots,
+            rules,
+            outputs,
+            ..
+        } = self;
+        if let Some(slot) = slots.get_mut(key.0) {
+            slot.machine
+                .handle_authentication(now, answer, rules, &mut outputs.to(key));
         }
     }
 
@@ -104,52 +95,54 @@ impl<D: Detector> EventLoop<D> {
         certificate::grants(&CertificateNames::read(certificate)?, name)
     }
 
-    /// Establishes or refuses every connection whose verdict has arrived.
-    /// A verdict for a connection that closed meanwhile (its slot empty,
-    /// reused by another generation, or no longer verifying) is discarded.
+    /// Answers every connection whose verdict has arrived. A verdict for a
+    /// connection that closed meanwhile (its slot empty or reused by
+    /// another generation) is discarded; its machine ignores one that
+    /// comes after it stopped waiting.
     pub(super) fn finish_verifications(&mut self) {
         while let Some(verdict) = self.auth.as_mut().and_then(AuthGate::next_verdict) {
-            let index = verdict.index;
-            let Some(slot) = self.slots.get_mut(index) else {
-                continue;
-            };
-            if slot.generation != verdict.generation || !matches!(slot.state, State::Verifying(_)) {
+            let key = (verdict.index, verdict.generation);
+            if !self.is_current(key) {
                 continue;
             }
-            let State::Verifying(hello) = std::mem::replace(&mut slot.state, State::AwaitingHello)
-            else {
-                unreachable!("checked just above");
+            // The session starts now, not when its HELLO was read.
+            let now = self.now();
+            let answer = match verdict.result {
+                Ok(()) => Authentication::Granted,
+                Err(denial) => refused(ReasonCode::Unauthorized, denial.to_string()),
             };
-            match verdict.result {
-                Ok(()) => {
-                    // The session starts now, not when its HELLO was read.
-                    self.arrival = self.clock.listening(Instant::now());
-                    self.establish(index, hello);
-                }
-                Err(denial) => self.refuse(index, ReasonCode::Unauthorized, denial.to_string()),
-            }
+            self.answer_authentication(now, key, answer);
+            self.carry_out(now);
         }
     }
 
-    /// The queue wait of connection `index` is over: refused with
+    /// The queue wait of connection `key` is over: refused with
     /// `server_busy` when its secret is still waiting (it is then never
     /// checked); when a thread is checking it, the verdict follows within
     /// one argon2 run, and the timer is set again in case it does not.
-    pub(super) fn verification_overdue(&mut self, index: usize, generation: u32) {
-        let Some(gate) = self.auth.as_mut() else {
+    pub(super) fn verification_overdue(&mut self, now: Now, key: ConnKey) {
+        let waiting = self
+            .slots
+            .get(key.0)
+            .is_some_and(|slot| slot.machine.awaits_authentication());
+        let Some(gate) = self.auth.as_mut().filter(|_| waiting) else {
             return;
         };
-        match gate.overdue(index, generation) {
-            Some(busy) => self.refuse(index, ReasonCode::ServerBusy, busy.text()),
+        match gate.overdue(key.0, key.1) {
+            Some(busy) => {
+                let answer = refused(ReasonCode::ServerBusy, busy.text());
+                self.answer_authentication(now, key, answer);
+                self.carry_out(now);
+            }
             None => {
-                let key = TimerKey {
-                    index: index as u32,
-                    generation,
-                    kind: TimerKind::Verification,
-                };
-                let due = self.clock.listening(Instant::now()) + gate.queue_wait();
-                self.wheel.insert(due, key);
+                let due = now.listening + gate.queue_wait();
+                self.timers
+                    .schedule(key, TimerKind::Verification, due, None);
             }
         }
     }
+}
+
+fn refused(code: ReasonCode, text: String) -> Authentication {
+    Authentication::Refused { code, text }
 }

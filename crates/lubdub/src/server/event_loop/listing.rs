@@ -6,11 +6,12 @@
 
 use std::time::{Duration, SystemTime};
 
+use lubdub_core::connection::Now;
 use lubdub_core::detector::{Detector, Liveness};
 
 use super::super::metrics::StateCounts;
 use super::super::snapshot::{SessionInfo, SessionPage, SessionState};
-use super::{EventLoop, State};
+use super::EventLoop;
 
 /// Most sessions one page holds, whatever the requester asks for: about
 /// 0.3 MB of JSON, and a fraction of a millisecond of the loop's time.
@@ -26,7 +27,7 @@ impl<D: Detector> EventLoop<D> {
     /// Up to `limit` (at most [`MAX_SESSIONS_PER_PAGE`]) established
     /// sessions in slab order, starting after the slot `after`; the page's
     /// `next` is the cursor of the following page, `None` at the end.
-    pub(super) fn session_page(&self, after: Option<u64>, limit: usize) -> SessionPage {
+    pub(super) fn session_page(&self, now: Now, after: Option<u64>, limit: usize) -> SessionPage {
         let limit = limit.clamp(1, MAX_SESSIONS_PER_PAGE);
         let start = after.map_or(0, |cursor| {
             usize::try_from(cursor)
@@ -37,7 +38,7 @@ impl<D: Detector> EventLoop<D> {
         let mut sessions = Vec::new();
         let mut index = start;
         while index < end && sessions.len() < limit && index - start < SLOTS_PER_COMMAND {
-            sessions.extend(self.session_info(index));
+            sessions.extend(self.session_info(now, index));
             index += 1;
         }
         SessionPage {
@@ -48,14 +49,14 @@ impl<D: Detector> EventLoop<D> {
     }
 
     /// The established local session holding `name`, if any.
-    pub(super) fn session_named(&self, name: &str) -> Option<SessionInfo> {
-        self.session_info(self.local_session(name)?)
+    pub(super) fn session_named(&self, now: Now, name: &str) -> Option<SessionInfo> {
+        self.session_info(now, self.local_session(name)?)
     }
 
     /// Connections by state among the slots from `from` on, at most
     /// [`SLOTS_PER_COMMAND`] of them, and where the next range starts
     /// (`None`: this was the last, and it includes the registry's count).
-    pub(super) fn count_page(&self, from: usize) -> (StateCounts, Option<usize>) {
+    pub(super) fn count_page(&self, now: Now, from: usize) -> (StateCounts, Option<usize>) {
         let end = self.slots.capacity();
         let to = from.saturating_add(SLOTS_PER_COMMAND).min(end);
         let mut counts = StateCounts::default();
@@ -63,16 +64,22 @@ impl<D: Detector> EventLoop<D> {
             let Some(slot) = self.slots.get(index) else {
                 continue;
             };
-            match &slot.state {
-                State::AwaitingHello | State::Verifying(_) => counts.handshaking += 1,
-                State::Closing => counts.closing += 1,
-                State::Established(session) => {
-                    match self.detector.liveness(&session.liveness, self.now) {
-                        Liveness::Alive => counts.alive += 1,
-                        // Dead but not judged yet counts as suspect, as in `/sessions`.
-                        Liveness::Suspect { .. } | Liveness::Dead => counts.suspect += 1,
-                    }
-                }
+            if slot.machine.is_closing() {
+                counts.closing += 1;
+                continue;
+            }
+            let Some(session) = slot.machine.session() else {
+                counts.handshaking += 1;
+                continue;
+            };
+            match self
+                .rules
+                .detector
+                .liveness(session.liveness(), now.listening)
+            {
+                Liveness::Alive => counts.alive += 1,
+                // Dead but not judged yet counts as suspect, as in `/sessions`.
+                Liveness::Suspect { .. } | Liveness::Dead => counts.suspect += 1,
             }
         }
         if to < end {
@@ -89,41 +96,37 @@ impl<D: Detector> EventLoop<D> {
     }
 
     /// The admin view of the slot at `index`, if it holds an established session.
-    fn session_info(&self, index: usize) -> Option<SessionInfo> {
+    fn session_info(&self, now: Now, index: usize) -> Option<SessionInfo> {
         let slot = self.slots.get(index)?;
-        let State::Established(session) = &slot.state else {
-            return None;
-        };
-        let now = self.now;
-        let (state, missed) = match self.detector.liveness(&session.liveness, now) {
+        let session = slot.machine.session()?;
+        let detector = &self.rules.detector;
+        let now = now.listening;
+        let (state, missed) = match detector.liveness(session.liveness(), now) {
             Liveness::Alive => (SessionState::Alive, 0),
             Liveness::Suspect { missed } => (SessionState::Suspect, missed),
             // Dead but its check has not run yet (it runs this very wake-up).
             Liveness::Dead => (SessionState::Suspect, self.config.max_missed),
         };
-        let last_seen = self.detector.last_seen(&session.liveness);
+        let last_seen = detector.last_seen(session.liveness());
         Some(SessionInfo {
-            name: session.name.to_string(),
+            name: session.name().to_owned(),
             addr: slot.conn.peer,
             state,
             missed,
             last_seen_ms: now.saturating_duration_since(last_seen).as_millis() as u64,
             connected_at: humantime::format_rfc3339_millis(
-                SystemTime::UNIX_EPOCH + Duration::from_millis(session.connected_at_ms),
+                SystemTime::UNIX_EPOCH + Duration::from_millis(session.connected_at_ms()),
             )
             .to_string(),
-            epoch: session.epoch,
+            epoch: session.epoch(),
             session_id: super::session_id(index, slot.generation),
-            one_way: !session.acks_wanted,
-            rtt_ms: (session.rtt_us != 0).then(|| f64::from(session.rtt_us) / 1000.0),
-            interval_ms: u64::from(session.interval_ms),
-            mean_interarrival_ms: self
-                .detector
-                .mean_interarrival(&session.liveness)
-                .as_secs_f64()
+            one_way: !session.acks_wanted(),
+            rtt_ms: (session.rtt_us() != 0).then(|| f64::from(session.rtt_us()) / 1000.0),
+            interval_ms: session.interval().as_millis() as u64,
+            mean_interarrival_ms: detector.mean_interarrival(session.liveness()).as_secs_f64()
                 * 1000.0,
-            phi: self.detector.phi(&session.liveness, now),
-            last_change: session.last_change.describe(self.config.phi_threshold),
+            phi: detector.phi(session.liveness(), now),
+            last_change: session.last_change().describe(self.config.phi_threshold),
         })
     }
 }

@@ -14,12 +14,13 @@
 
 use std::time::{Duration, Instant};
 
+use lubdub_core::connection::Now;
 use lubdub_core::detector::Detector;
 
 use super::super::connection::{flag, Connection, QueueClock};
 use super::super::outbox::ChunkPool;
-use super::super::presence::DropReason;
-use super::{EventLoop, State, TimerKey, TimerKind};
+use super::timers::TimerKind;
+use super::{ConnKey, EventLoop};
 
 /// How often, at most, the loop looks for stuck queues to shed when the
 /// server-wide outbound cap is reached: the search walks every connection.
@@ -30,10 +31,14 @@ const SHED_IDLE_MS: u64 = 1_000;
 
 impl<D: Detector> EventLoop<D> {
     /// The clock the outbound queues' drain watches are kept by.
-    pub(super) fn queue_clock(&self) -> QueueClock {
+    pub(super) fn queue_clock(&self, now: Now) -> QueueClock {
         QueueClock {
-            now_ms: u64::try_from(self.now.saturating_duration_since(self.origin).as_millis())
-                .unwrap_or(u64::MAX),
+            now_ms: u64::try_from(
+                now.listening
+                    .saturating_duration_since(self.origin)
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX),
             patience_ms: u64::try_from(self.config.slow_consumer_timeout.as_millis())
                 .unwrap_or(u64::MAX),
         }
@@ -76,12 +81,12 @@ impl<D: Detector> EventLoop<D> {
     /// until what is held (queues and waiting fan-outs) is under nine
     /// tenths of the cap. Queues that
     /// drain are left alone; new fan-out waits for them instead.
-    pub(super) fn shed(&mut self) {
-        let now = Instant::now();
-        if now.saturating_duration_since(self.last_shed) < SHED_SCAN_SPACING {
+    pub(super) fn shed(&mut self, now: Now) {
+        let real = Instant::now();
+        if real.saturating_duration_since(self.last_shed) < SHED_SCAN_SPACING {
             return;
         }
-        self.last_shed = now;
+        self.last_shed = real;
         // Counted afresh, a check on the running total (which follows
         // every change made through `with_queue`).
         self.outbound_total = self
@@ -93,31 +98,33 @@ impl<D: Detector> EventLoop<D> {
         if self.outbound_held() < self.outbound_cap {
             return;
         }
-        let clock = self.queue_clock();
-        let mut stuck: Vec<(usize, usize)> = self
+        let clock = self.queue_clock(now);
+        let mut stuck: Vec<(usize, ConnKey)> = self
             .slots
             .iter()
-            .filter(|(_, slot)| matches!(slot.state, State::Established(_)))
+            .filter(|(_, slot)| slot.machine.session().is_some())
             .map(|(index, slot)| (slot.conn.held_bytes(), index, slot))
             .filter(|(queued, _, slot)| {
                 *queued > 0 && slot.conn.idle_ms(clock.now_ms) >= SHED_IDLE_MS
             })
-            .map(|(queued, index, _)| (queued, index))
+            .map(|(queued, index, slot)| (queued, (index, slot.generation)))
             .collect();
         stuck.sort_unstable_by_key(|&(queued, _)| std::cmp::Reverse(queued));
         let target = self.outbound_cap / 10 * 9;
-        for (_, index) in stuck {
+        for (_, key) in stuck {
             if self.outbound_held() <= target {
                 break;
             }
-            self.close(index, DropReason::SlowConsumer);
+            self.slow_consumer(now, key);
+            // Carried out at once: the close gives the queue's bytes back.
+            self.carry_out(now);
         }
     }
 
-    /// Schedules the check of the queue of the connection at `index`
-    /// (of `generation`) that just became non-empty, at its checkpoint.
-    pub(super) fn watch_drain(&mut self, index: usize, generation: u32) {
-        let Some(slot) = self.slots.get_mut(index) else {
+    /// Schedules the check of the queue of connection `key` that just
+    /// became non-empty, at its checkpoint.
+    pub(super) fn watch_drain(&mut self, key: ConnKey) {
+        let Some(slot) = self.slots.get_mut(key.0) else {
             return;
         };
         let Some(due_ms) = slot.conn.drain_due_ms() else {
@@ -126,40 +133,62 @@ impl<D: Detector> EventLoop<D> {
         if slot.conn.flags.replace(flag::DRAIN_TIMER_ARMED, true) {
             return;
         }
-        self.wheel.insert(
-            self.origin + Duration::from_millis(due_ms),
-            TimerKey {
-                index: index as u32,
-                generation,
-                kind: TimerKind::Drain,
-            },
-        );
+        let due = self.origin + Duration::from_millis(due_ms);
+        self.timers.schedule(key, TimerKind::Drain, due, None);
     }
 
     /// A drain checkpoint came due: the session is dropped if its queue
     /// did not drain, else the next checkpoint (if any) is watched.
-    pub(super) fn check_drain(&mut self, index: usize, generation: u32) {
-        if let Some(slot) = self.slots.get_mut(index) {
+    pub(super) fn check_drain(&mut self, now: Now, key: ConnKey) {
+        if let Some(slot) = self.slots.get_mut(key.0) {
             slot.conn.flags.set(flag::DRAIN_TIMER_ARMED, false);
         }
-        if !self.drop_if_stuck(index) {
-            self.watch_drain(index, generation);
+        if !self.drop_if_stuck(now, key) {
+            self.watch_drain(key);
         }
     }
 
-    /// Whether the established session at `index` stopped draining its
-    /// queue; it is then closed as a slow consumer. Run at each of its
-    /// liveness checks, so that a session nobody sends to any more is
-    /// caught too.
-    pub(super) fn drop_if_stuck(&mut self, index: usize) -> bool {
-        let now_ms = self.queue_clock().now_ms;
+    /// Whether the session `key` stopped draining its queue; it is then
+    /// closed as a slow consumer. Run at each of its liveness checks, so
+    /// that a session nobody sends to any more is caught too.
+    pub(super) fn drop_if_stuck(&mut self, now: Now, key: ConnKey) -> bool {
+        let now_ms = self.queue_clock(now).now_ms;
         let stuck = self
             .slots
-            .get(index)
-            .is_some_and(|slot| slot.conn.is_stuck(now_ms));
+            .get(key.0)
+            .is_some_and(|slot| slot.machine.session().is_some() && slot.conn.is_stuck(now_ms));
         if stuck {
-            self.close(index, DropReason::SlowConsumer);
+            self.slow_consumer(now, key);
+            self.carry_out(now);
         }
         stuck
+    }
+
+    /// Writes what the queue of connection `index` holds, now that its
+    /// socket is writable, and shuts the write side after a farewell.
+    /// Returns whether the connection is still there.
+    pub(super) fn flush(&mut self, now: Now, index: usize) -> bool {
+        let clock = self.queue_clock(now);
+        let flushed = self.with_queue(index, |conn, chunks| {
+            conn.flush(clock, chunks)?;
+            // Not merely closing: a session declared dead may still wait
+            // for its BYE in the farewell queue, and a FIN now would lose it.
+            if conn.farewell_written() && conn.is_flushed() {
+                conn.shutdown_write(chunks);
+            }
+            Ok(())
+        });
+        match flushed {
+            None => false,
+            Some(Err(error)) => {
+                let Some(generation) = self.slots.get(index).map(|slot| slot.generation) else {
+                    return false;
+                };
+                self.failed(now, (index, generation), &error);
+                self.carry_out(now);
+                self.slots.contains(index)
+            }
+            Some(Ok(())) => true,
+        }
     }
 }

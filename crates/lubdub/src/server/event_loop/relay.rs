@@ -14,14 +14,13 @@
 
 use std::time::Duration;
 
+use lubdub_core::connection::{MessageRefusal, Now};
 use lubdub_core::detector::Detector;
 use lubdub_core::protocol::codec;
-use lubdub_core::protocol::{Frame, Message, Reason, ReasonCode};
-use lubdub_core::session::Inbound;
+use lubdub_core::protocol::{Frame, Message, ReasonCode};
 
 use super::super::outbox::Outbox;
-use super::super::presence::DropReason;
-use super::{EventLoop, State};
+use super::{ConnKey, EventLoop};
 
 /// Deliveries written per turn of the loop: a broadcast to 1,000 sessions
 /// written in one turn held every PONG behind it (10–16 ms p99 in release
@@ -77,45 +76,44 @@ impl<D: Detector> EventLoop<D> {
     /// Bytes of messages from others a recipient's queue may hold: half of
     /// `--max-outbound`, so that the other half is always free for its
     /// PONGs, NOTICEs and farewell, and a flood aimed at it fills neither.
-    fn message_share(&self) -> usize {
+    pub(super) fn message_share(&self) -> usize {
         self.config.max_outbound_bytes / 2
     }
 
-    /// Relays a MSG from the session at `index`. Returns whether the
-    /// sender's connection is still open.
-    pub(super) fn relay(&mut self, index: usize, message: Message) -> bool {
-        let max_body = codec::max_msg_body(self.config.max_frame_len);
-        if message.body.len() > max_body {
-            // Relayed, it would carry the sender's name and could exceed what
-            // recipients accept; refuse it here so that no recipient is hurt.
-            let text = format!(
-                "message body of {} bytes exceeds the maximum of {max_body}; not delivered",
-                message.body.len()
-            );
-            return self.notify(index, ReasonCode::FrameTooLarge, text);
-        }
-        let Some(State::Established(session)) = self.slots.get(index).map(|slot| &slot.state)
-        else {
-            return false;
+    /// Relays a MSG (its sender's name set by the machine) from the
+    /// session `key`.
+    pub(super) fn relay(&mut self, now: Now, key: ConnKey, outbound: Message) {
+        let index = key.0;
+        let outbound = Frame::Msg(outbound);
+        let encoded = match codec::encode_to_vec(&outbound) {
+            Ok(encoded) => encoded,
+            Err(error) => {
+                let Self {
+                    slots,
+                    rules,
+                    outputs,
+                    ..
+                } = self;
+                if let Some(slot) = slots.get_mut(index) {
+                    slot.machine.refuse(
+                        now,
+                        ReasonCode::MalformedFrame,
+                        error.to_string(),
+                        rules,
+                        &mut outputs.to(key),
+                    );
+                }
+                return;
+            }
         };
-        let outbound = Frame::Msg(Message {
-            from: session.name.to_string(),
-            to: message.to,
-            body: message.body,
-        });
-        let mut encoded = Vec::new();
-        if let Err(error) = codec::encode(&outbound, &mut encoded) {
-            self.refuse(index, ReasonCode::MalformedFrame, error.to_string());
-            return false;
-        }
         let Frame::Msg(outbound) = outbound else {
             unreachable!("built as a MSG above");
         };
         let broadcast = outbound.to.is_empty();
         // The budgets are checked before the recipients are looked for: a
         // refused broadcast must not cost a walk over every session.
-        if let Err(refusal) = self.check_fanout(index) {
-            return self.refuse_fanout(index, refusal);
+        if let Err(refusal) = self.check_fanout(now, index) {
+            return self.refuse_fanout(now, key, refusal);
         }
         let generation_of = |slots: &slab::Slab<super::Slot<D::State>>, index: usize| {
             slots.get(index).map_or(0, |slot| slot.generation)
@@ -123,9 +121,7 @@ impl<D: Detector> EventLoop<D> {
         let recipients: Vec<(usize, u32)> = if broadcast {
             self.slots
                 .iter()
-                .filter(|(other, slot)| {
-                    *other != index && matches!(slot.state, State::Established(_))
-                })
+                .filter(|(other, slot)| *other != index && slot.machine.session().is_some())
                 .map(|(other, slot)| (other, slot.generation))
                 .collect()
         } else {
@@ -133,21 +129,21 @@ impl<D: Detector> EventLoop<D> {
                 Some(recipient) => vec![(recipient, generation_of(&self.slots, recipient))],
                 None => {
                     let text = format!("no session named {}", outbound.to);
-                    return self.notify(index, ReasonCode::NoSuchSession, text);
+                    return self.notify(now, key, ReasonCode::NoSuchSession, text);
                 }
             }
         };
         if recipients.is_empty() {
-            return true;
+            return;
         }
         let deliveries = u32::try_from(recipients.len()).unwrap_or(u32::MAX);
-        self.charge_fanout(index, deliveries, encoded.len());
+        self.charge_fanout(now, index, deliveries, encoded.len());
         self.pending_deliveries += recipients.len();
         let mut chunked = Outbox::default();
         chunked.push(&encoded, &mut self.chunks);
         let fanout = Fanout {
-            sender: (index, generation_of(&self.slots, index)),
-            at_us: self.arrival_us,
+            sender: key,
+            at_us: now.real_us,
             encoded: chunked,
             recipients,
             next: 0,
@@ -157,7 +153,6 @@ impl<D: Detector> EventLoop<D> {
         };
         self.pending_bytes += fanout.held_bytes();
         self.fanouts.push_back(fanout);
-        true
     }
 
     /// Writes queued fan-outs, oldest first, at most [`DELIVERIES_PER_TURN`]
@@ -165,7 +160,7 @@ impl<D: Detector> EventLoop<D> {
     /// over several turns, between which the loop reads, judges and
     /// answers PINGs. One FIFO for every sender keeps each sender's
     /// messages in order for each recipient.
-    pub(super) fn deliver_fanouts(&mut self) {
+    pub(super) fn deliver_fanouts(&mut self, now: Now) {
         let mut left = DELIVERIES_PER_TURN;
         while left > 0 {
             let Some(mut fanout) = self.fanouts.pop_front() else {
@@ -181,12 +176,12 @@ impl<D: Detector> EventLoop<D> {
                 left -= 1;
                 self.pending_deliveries -= 1;
                 let current = self.slots.get(recipient).is_some_and(|slot| {
-                    slot.generation == generation && matches!(slot.state, State::Established(_))
+                    slot.generation == generation && slot.machine.session().is_some()
                 });
                 if !current {
                     continue;
                 }
-                match self.deliver(recipient, &encoded) {
+                match self.deliver(now, (recipient, generation), &encoded) {
                     Delivery::Delivered => fanout.delivered += 1,
                     Delivery::Busy => fanout.busy += 1,
                     Delivery::OverCap => over_cap += 1,
@@ -197,37 +192,41 @@ impl<D: Detector> EventLoop<D> {
             if over_cap > 0 {
                 self.metrics.deliveries_skipped("memory", over_cap);
                 fanout.busy += over_cap;
-                self.shed();
+                self.shed(now);
             }
+            // Recipients found slow or failed end now, before the next
+            // fan-out looks at them.
+            self.carry_out(now);
             if fanout.next < fanout.recipients.len() {
                 self.fanouts.push_front(fanout);
                 return;
             }
             self.pending_bytes -= fanout.held_bytes();
             fanout.encoded.release(&mut self.chunks);
-            self.finish_fanout(fanout);
+            self.finish_fanout(now, fanout);
+            self.carry_out(now);
         }
     }
 
     /// A fan-out is written: counted, and its sender told of recipients
     /// whose queues were full.
-    fn finish_fanout(&mut self, fanout: Fanout) {
+    fn finish_fanout(&mut self, now: Now, fanout: Fanout) {
         self.metrics.delivered(fanout.delivered);
         let busy = fanout.busy;
         if busy > 0 {
             self.metrics.deliveries_skipped("recipient_busy", busy);
         }
-        let (index, generation) = fanout.sender;
-        let Some(slot) = self.slots.get_mut(index) else {
-            return;
-        };
-        if slot.generation != generation {
+        let key = fanout.sender;
+        if !self.is_current(key) {
             return;
         }
-        let State::Established(session) = &mut slot.state else {
+        let Some(slot) = self.slots.get_mut(key.0) else {
             return;
         };
-        session.conduct.message_delivered(fanout.at_us);
+        if slot.machine.session().is_none() {
+            return;
+        }
+        slot.machine.message_delivered(fanout.at_us);
         if busy == 0 {
             return;
         }
@@ -243,7 +242,7 @@ impl<D: Detector> EventLoop<D> {
                  full); retry later"
             ),
         };
-        self.notify(index, ReasonCode::RecipientBusy, text);
+        self.notify(now, key, ReasonCode::RecipientBusy, text);
     }
 
     /// Whether the sender's and the loop's fan-out budgets and the
@@ -251,15 +250,18 @@ impl<D: Detector> EventLoop<D> {
     /// a start by the debt alone, whatever its size (see
     /// `lubdub_core::budget`), so this is decided before the recipients
     /// are counted.
-    fn check_fanout(&mut self, index: usize) -> Result<(), FanoutRefusal> {
-        let now_us = self.arrival_us;
+    fn check_fanout(&mut self, now: Now, index: usize) -> Result<(), FanoutRefusal> {
+        let now_us = now.real_us;
         let sender_limits = self.config.sender_fanout_limits();
         let loop_limits = self.config.loop_fanout_limits();
-        let Some(State::Established(session)) = self.slots.get(index).map(|slot| &slot.state)
+        let Some(session) = self
+            .slots
+            .get(index)
+            .and_then(|slot| slot.machine.session())
         else {
             return Err(FanoutRefusal::Gone);
         };
-        if let Err(wait) = session.fanout.check(now_us, &sender_limits) {
+        if let Err(wait) = session.fanout().check(now_us, &sender_limits) {
             return Err(FanoutRefusal::Sender { wait });
         }
         if let Err(wait) = self.loop_fanout.check(now_us, &loop_limits) {
@@ -271,7 +273,7 @@ impl<D: Detector> EventLoop<D> {
             });
         }
         if self.outbound_held() >= self.outbound_cap {
-            self.shed();
+            self.shed(now);
             if self.outbound_held() >= self.outbound_cap {
                 return Err(FanoutRefusal::Memory);
             }
@@ -281,26 +283,28 @@ impl<D: Detector> EventLoop<D> {
 
     /// Charges a fan-out of `deliveries` writes of `len` bytes to the
     /// sender's and the loop's budgets.
-    fn charge_fanout(&mut self, index: usize, deliveries: u32, len: usize) {
-        let now_us = self.arrival_us;
+    fn charge_fanout(&mut self, now: Now, index: usize, deliveries: u32, len: usize) {
+        let now_us = now.real_us;
         let sender_limits = self.config.sender_fanout_limits();
         let loop_limits = self.config.loop_fanout_limits();
         self.loop_fanout
             .charge(now_us, deliveries, len, &loop_limits);
-        if let Some(State::Established(session)) =
-            self.slots.get_mut(index).map(|slot| &mut slot.state)
+        if let Some(session) = self
+            .slots
+            .get_mut(index)
+            .and_then(|slot| slot.machine.session_mut())
         {
             session
-                .fanout
+                .fanout_mut()
                 .charge(now_us, deliveries, len, &sender_limits);
         }
     }
 
-    /// Tells the sender its MSG was not delivered and counts a strike;
-    /// returns whether its connection is still open.
-    fn refuse_fanout(&mut self, index: usize, refusal: FanoutRefusal) -> bool {
+    /// Tells the sender its MSG was not delivered; a strike when its own
+    /// budget refused it.
+    fn refuse_fanout(&mut self, now: Now, key: ConnKey, refusal: FanoutRefusal) {
         let (budget, code, text) = match refusal {
-            FanoutRefusal::Gone => return false,
+            FanoutRefusal::Gone => return,
             FanoutRefusal::Sender { wait } => (
                 "sender",
                 ReasonCode::RateLimited,
@@ -331,49 +335,33 @@ impl<D: Detector> EventLoop<D> {
             ),
         };
         self.metrics.fanout_refused(budget);
-        self.metrics.frame_refused(code);
-        let now_us = self.arrival_us;
-        let limits = self.conduct_limits;
-        let Some(State::Established(session)) =
-            self.slots.get_mut(index).map(|slot| &mut slot.state)
-        else {
-            return false;
+        let refusal = MessageRefusal {
+            code,
+            text,
+            strike: budget == "sender",
         };
-        if budget != "sender" {
-            // The loop's budget and the memory cap are shared: a sender
-            // refused for them may be an innocent bystander of someone
-            // else's flood, so this is no strike (one NOTICE per run).
-            return if session.conduct.refuse_message_without_strike() {
-                self.notify(index, code, text)
-            } else {
-                true
-            };
-        }
-        match session
-            .conduct
-            .refuse_message(now_us, &limits, code, || text)
-        {
-            Ok(Inbound::Refused {
-                notice: Some(text), ..
-            }) => self.notify(index, code, text),
-            Ok(_) => true,
-            Err(violation) => {
-                self.refuse(index, violation.code, violation.text);
-                false
-            }
+        let Self {
+            slots,
+            rules,
+            outputs,
+            ..
+        } = self;
+        if let Some(slot) = slots.get_mut(key.0) {
+            slot.machine
+                .handle_message_refused(now, refusal, rules, &mut outputs.to(key));
         }
     }
 
     /// Writes or queues an encoded MSG for `recipient`, unless its queue
     /// already holds its share of messages or it stopped draining.
-    fn deliver(&mut self, recipient: usize, encoded: &[u8]) -> Delivery {
-        let clock = self.queue_clock();
+    fn deliver(&mut self, now: Now, key: ConnKey, encoded: &[u8]) -> Delivery {
+        let clock = self.queue_clock(now);
         let share = self.message_share();
-        let Some(slot) = self.slots.get(recipient) else {
+        let Some(slot) = self.slots.get(key.0) else {
             return Delivery::Gone;
         };
         if slot.conn.is_stuck(clock.now_ms) {
-            self.close(recipient, DropReason::SlowConsumer);
+            self.slow_consumer(now, key);
             return Delivery::Gone;
         }
         let queued = slot.conn.queued_len();
@@ -392,7 +380,7 @@ impl<D: Detector> EventLoop<D> {
         if self.outbound_held() + growth > self.outbound_cap {
             return Delivery::OverCap;
         }
-        if self.send(recipient, encoded) {
+        if self.send(now, key, encoded) {
             Delivery::Delivered
         } else {
             Delivery::Gone
@@ -400,15 +388,12 @@ impl<D: Detector> EventLoop<D> {
     }
 
     /// Sends the session a NOTICE, unless its own queue already holds its
-    /// share: a sender that does not read gets no pile of notices. Returns
-    /// whether its connection is still open.
-    pub(super) fn notify(&mut self, index: usize, code: ReasonCode, text: String) -> bool {
-        let share = self.message_share();
-        match self.slots.get(index) {
-            None => false,
-            Some(slot) if slot.conn.queued_len() > share => true,
-            Some(_) => self.send_frame(index, &Frame::Notice(Reason::new(code, text))),
-        }
+    /// share: a sender that does not read gets no pile of notices.
+    pub(super) fn notify(&mut self, now: Now, key: ConnKey, code: ReasonCode, text: String) {
+        let notice = lubdub_core::connection::Transmit::Notice(lubdub_core::protocol::Reason::new(
+            code, text,
+        ));
+        self.transmit(now, key, notice);
     }
 }
 

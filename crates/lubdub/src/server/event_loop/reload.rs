@@ -14,7 +14,7 @@ impl<D: Detector> EventLoop<D> {
     pub(super) fn reload(&mut self, reload: Reload) {
         let config = self.config.with_live_settings(&reload.config);
         self.admission.set_limits(config.admission_limits());
-        self.conduct_limits = config.conduct_limits();
+        self.rules.config = config.connection_config();
         self.outbound_cap = config.outbound_queue_cap();
         // Credentials and TLS are swapped only while they stay on: turning
         // them on or off needs a restart (the live settings kept them).
