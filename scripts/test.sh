@@ -33,6 +33,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo test --workspace --locked "$@"
+# The integration tests again against servers with two event loops
+# (`--threads 2`; tests/common reads LUBDUB_TEST_THREADS), so that every
+# path between loops (takeovers, messages, listings, limits, shutdown) is
+# exercised on every run, whatever the machine's core count.
+LUBDUB_TEST_THREADS=2 cargo test -p lubdub --tests --locked "$@"
 # The README's install command, as written, into a scratch root; --debug
 # and this target directory reuse the build above instead of a new one.
 install_root=$(mktemp -d)

@@ -216,8 +216,15 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
     let mut pings_admitted = 0u128;
     let mut messages_admitted = 0u128;
     let mut messages_refused_in_a_row = 0u32;
+    // The read whose relayed MSG ends the run of refusals once its outputs
+    // are carried out, that is, from the next read on.
+    let mut delivered_in_read: Option<usize> = None;
     for outcome in &outcomes[1..] {
         let now_us = outcome.now_us;
+        if delivered_in_read.is_some_and(|read| outcome.read > read) {
+            messages_refused_in_a_row = 0;
+            delivered_in_read = None;
+        }
         let elapsed_us = u128::from(now_us - established_at);
         if matches!(outcome.frame, Frame::Ping { .. }) {
             // Conduct's rule: at rest, and no refusal since the last
@@ -293,10 +300,10 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
             }
             Ok(Inbound::Message(_)) => {
                 messages_admitted += 1;
-                // A run of refusals ends with a MSG delivered; one admitted
-                // by the rates but too large to relay is not.
+                // A run of refusals ends with a MSG delivered (after its
+                // read); one admitted by the rates but too large to relay is not.
                 if outcome.relayed {
-                    messages_refused_in_a_row = 0;
+                    delivered_in_read = Some(outcome.read);
                 }
                 if config.messages_per_second > 0 {
                     let steady = elapsed_us * u128::from(config.messages_per_second) / 1_000_000;

@@ -87,6 +87,11 @@ pub struct Outcome {
     /// For an admitted MSG: whether it was handed to the relay (an
     /// oversized body is admitted by the rates but not relayed).
     pub relayed: bool,
+    /// Which read (call of [`Connection::receive`], from 0) the frame
+    /// completed. The relay tells the machine a MSG was delivered once the
+    /// read's outputs are carried out, as the server does, so a refusal
+    /// later in the same read still belongs to the run before it.
+    pub read: usize,
 }
 
 /// One server-side connection: the real machine and what it was sent.
@@ -101,7 +106,13 @@ pub struct Connection {
     /// the outputs it caused.
     shadow: Inbox,
     established: bool,
+    /// The established session's name and whether it wants PONGs, from
+    /// its HELLO (the machine forgets them when the session ends, which
+    /// may be later in the same read).
+    session: Option<(String, bool)>,
     ending: Option<Ending>,
+    /// Reads received so far.
+    reads: usize,
 }
 
 impl Connection {
@@ -133,7 +144,9 @@ impl Connection {
             partial: Vec::new(),
             shadow: Inbox::new(max_frame_len),
             established: false,
+            session: None,
             ending: None,
+            reads: 0,
         }
     }
 
@@ -155,6 +168,8 @@ impl Connection {
     /// Bytes arriving at `now_us`; every frame they complete is judged by
     /// the machine and appended to `outcomes`.
     pub fn receive(&mut self, fresh: &[u8], now_us: u64, outcomes: &mut Vec<Outcome>) {
+        let read = self.reads;
+        self.reads += 1;
         if self.ending.is_some() {
             // The machine discards a closing connection's input.
             let mut out = Vec::new();
@@ -227,8 +242,9 @@ impl Connection {
                 }
             }
             let (verdict, relayed) = self.verdict(&frame, &segment);
-            if let Ok(Inbound::Hello(_)) = verdict {
+            if let Ok(Inbound::Hello(hello)) = &verdict {
                 self.established = true;
+                self.session = Some((hello.name.clone(), hello.acks_wanted()));
             }
             match &verdict {
                 Err(violation) => self.ending = Some(Ending::Violation(violation.clone())),
@@ -241,6 +257,7 @@ impl Connection {
                 frame,
                 verdict,
                 relayed,
+                read,
             });
         }
         let rest: Vec<Output> = outputs.collect();
@@ -321,7 +338,7 @@ impl Connection {
                 (Ok(Inbound::Hello(hello.clone())), false)
             }
             Frame::Ping { seq, rtt_us } => {
-                let acks = self.machine.session().is_some_and(|s| s.acks_wanted());
+                let acks = self.session.as_ref().is_some_and(|(_, acks)| *acks);
                 let ponged = segment.iter().any(|output| {
                     matches!(output, Output::Transmit(Transmit::Pong { seq: answered }) if answered == seq)
                 });
@@ -340,12 +357,8 @@ impl Connection {
                     _ => None,
                 });
                 if let Some(relayed) = relayed {
-                    let name = self.machine.session().map(|s| s.name().to_owned());
-                    assert_eq!(
-                        Some(&relayed.from),
-                        name.as_ref(),
-                        "relayed under another name"
-                    );
+                    let name = self.session.as_ref().map(|(name, _)| name);
+                    assert_eq!(Some(&relayed.from), name, "relayed under another name");
                     assert_eq!((&relayed.to, &relayed.body), (&message.to, &message.body));
                 }
                 let original = Message {

@@ -21,6 +21,7 @@
 //!   heartbeats held up by it as a flood.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod backlog;
 pub mod budget;

@@ -39,6 +39,7 @@ fn every_setting(scratch: &Scratch) -> Vec<(&'static str, Value)> {
     vec![
         ("listen", text("127.0.0.1:17070")),
         ("admin", text("127.0.0.1:17071")),
+        ("threads", Value::Number("3")),
         ("interval", text("4s")),
         ("min-interval", text("200ms")),
         ("max-interval", text("5m")),
@@ -167,7 +168,7 @@ fn a_file_and_the_same_values_as_flags_give_the_same_settings() {
         );
     }
     assert!(
-        from_file.contains("max-missed = 7  # from line 6 of the configuration file"),
+        from_file.contains("max-missed = 7  # from line 7 of the configuration file"),
         "{from_file}"
     );
     assert!(

@@ -14,18 +14,22 @@
 //! event loop ([`Outputs`]), not per connection, so an idle session's
 //! memory is its slot alone.
 //!
-//! Size: one job (a connection's life) in about 500 lines; its outputs,
-//! rules, texts and session state live in the modules beside it.
+//! Rooms: `handshake.rs` (HELLO to WELCOME), `ending.rs` (farewells,
+//! releases, `Dropped`), `inputs.rs` (answers and drop reasons),
+//! `output.rs`, `rules.rs`, `texts.rs`, `established.rs` (session state).
 
 use std::time::{Duration, Instant};
 
 use crate::detector::{Detector, Transition};
 use crate::protocol::codec;
 use crate::protocol::inbox::{self, Fed, Next};
-use crate::protocol::{Frame, Hello, Message, Reason, ReasonCode, Welcome};
-use crate::session::{admit, Conduct, Inbound, Phase as RulePhase};
+use crate::protocol::{Frame, Hello, Message, Reason, ReasonCode};
+use crate::session::{admit, Inbound, Phase as RulePhase};
 
+mod ending;
 mod established;
+mod handshake;
+mod inputs;
 mod output;
 mod rules;
 pub mod texts;
@@ -36,6 +40,7 @@ mod testing;
 mod tests;
 
 pub use established::{Session, StateChange};
+pub use inputs::{Authentication, ClaimAnswer, DropReason, MessageRefusal};
 pub use output::{Close, Event, Output, OutputSink, Outputs, Request, Tagged, Timer, Transmit};
 pub use rules::{ConnectionConfig, Now, Rules};
 
@@ -43,94 +48,6 @@ pub use rules::{ConnectionConfig, Now, Rules};
 /// BYE): its input is read and discarded meanwhile, so that closing does
 /// not reset the connection and destroy the farewell before the peer reads it.
 pub const LINGER: Duration = Duration::from_secs(2);
-
-/// Why a session (or a connection not yet established) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Silent until its deadline.
-    Timeout,
-    /// The client said BYE: it left on purpose (a client's `quit`).
-    Quit,
-    /// The client's connection closed without a BYE: the process was
-    /// killed, or its host or network failed.
-    ClosedByPeer,
-    /// Another connection claimed the name.
-    TakenOver,
-    /// The client broke the protocol; the code it was told.
-    ProtocolError(ReasonCode),
-    /// The client did not read and its outbound queue filled up.
-    SlowConsumer,
-    /// The socket failed.
-    IoError,
-    /// The server shut down.
-    Shutdown,
-}
-
-impl DropReason {
-    /// One-word label used in logs (`reason=timeout`) and metrics; a
-    /// protocol error is labelled with the code the peer was told
-    /// (`too_many_pings`, `frame_too_large`, ...).
-    pub fn label(self) -> &'static str {
-        match self {
-            DropReason::Timeout => "timeout",
-            DropReason::Quit => "quit",
-            DropReason::ClosedByPeer => "closed_by_peer",
-            DropReason::TakenOver => "taken_over",
-            DropReason::ProtocolError(code) => code.label(),
-            DropReason::SlowConsumer => "slow_consumer",
-            DropReason::IoError => "io_error",
-            DropReason::Shutdown => "shutdown",
-        }
-    }
-}
-
-/// The answer to a [`Request::Authenticate`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Authentication {
-    /// The credential grants the name.
-    Granted,
-    /// Refused: REJECT with this code (`unauthorized`, `server_busy`) and text.
-    Refused {
-        /// The code the peer is told.
-        code: ReasonCode,
-        /// Why, for the peer.
-        text: String,
-    },
-}
-
-/// The answer to a [`Request::Claim`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimAnswer {
-    /// The name is this connection's.
-    Claimed {
-        /// The session id the IO layer gives it (sent in WELCOME).
-        session_id: u64,
-        /// The epoch of the claim.
-        epoch: u64,
-        /// Wall-clock time now, ms since the Unix epoch.
-        wall_ms: u64,
-    },
-    /// The name is confusable with one held: REJECT `confusable_name`.
-    Confusable {
-        /// Which name it is confused with, for the peer.
-        text: String,
-    },
-    /// The registry cannot take claims now: REJECT `server_busy`, with a
-    /// text that says nothing of the registry's own error.
-    Unavailable,
-}
-
-/// What became of a MSG the relay refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageRefusal {
-    /// `rate_limited` or `server_busy`.
-    pub code: ReasonCode,
-    /// The NOTICE's text.
-    pub text: String,
-    /// Whether the sender itself is to blame (its own budget): a strike.
-    /// A shared budget or the memory cap is no strike of the sender's.
-    pub strike: bool,
-}
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -297,24 +214,6 @@ impl<S> Connection<S> {
         }
     }
 
-    /// An admitted HELLO: its credential is checked, or its name claimed.
-    fn hello<D>(&mut self, mut hello: Hello, rules: &Rules<D>, out: &mut impl OutputSink) {
-        if rules.config.authenticate {
-            // Only the checker sees the credential; the kept HELLO holds none.
-            let credential = std::mem::take(&mut hello.credential);
-            out.push(Output::Request(Request::Authenticate {
-                name: hello.name.clone(),
-                credential,
-            }));
-            self.phase = Phase::Authenticating(hello);
-        } else {
-            out.push(Output::Request(Request::Claim {
-                name: hello.name.clone(),
-            }));
-            self.phase = Phase::Claiming(hello);
-        }
-    }
-
     /// An admitted MSG: relayed, or refused when its body could not be
     /// relayed within what recipients accept once the sender's name is added.
     fn message<D>(&self, message: Message, rules: &Rules<D>, out: &mut impl OutputSink) {
@@ -338,98 +237,6 @@ impl<S> Connection<S> {
             to: message.to,
             body: message.body,
         })));
-    }
-
-    /// The answer to [`Request::Authenticate`].
-    pub fn handle_authentication<D: Detector<State = S>>(
-        &mut self,
-        now: Now,
-        answer: Authentication,
-        rules: &Rules<D>,
-        out: &mut impl OutputSink,
-    ) {
-        if !matches!(self.phase, Phase::Authenticating(_)) {
-            // The connection moved on (closed) meanwhile.
-            return;
-        }
-        match answer {
-            Authentication::Granted => {
-                let Phase::Authenticating(hello) =
-                    std::mem::replace(&mut self.phase, Phase::AwaitingHello)
-                else {
-                    unreachable!("checked above");
-                };
-                out.push(Output::Request(Request::Claim {
-                    name: hello.name.clone(),
-                }));
-                self.phase = Phase::Claiming(hello);
-            }
-            Authentication::Refused { code, text } => self.refuse(now, code, text, rules, out),
-        }
-    }
-
-    /// The answer to [`Request::Claim`]: the session is established (WELCOME,
-    /// `Joined`, its first liveness check) or refused.
-    pub fn handle_claim<D: Detector<State = S>>(
-        &mut self,
-        now: Now,
-        answer: ClaimAnswer,
-        rules: &Rules<D>,
-        out: &mut impl OutputSink,
-    ) {
-        if !matches!(self.phase, Phase::Claiming(_)) {
-            // Closed meanwhile. A name claimed for a connection that is
-            // gone is released by the IO layer, which made the claim and
-            // knows its name and epoch (the epoch fences the release).
-            return;
-        }
-        let (session_id, epoch, wall_ms) = match answer {
-            ClaimAnswer::Claimed {
-                session_id,
-                epoch,
-                wall_ms,
-            } => (session_id, epoch, wall_ms),
-            ClaimAnswer::Confusable { text } => {
-                return self.refuse(now, ReasonCode::ConfusableName, text, rules, out);
-            }
-            ClaimAnswer::Unavailable => {
-                let text = texts::REGISTRY_UNAVAILABLE_TEXT.to_owned();
-                return self.refuse(now, ReasonCode::ServerBusy, text, rules, out);
-            }
-        };
-        let Phase::Claiming(hello) = std::mem::replace(&mut self.phase, Phase::AwaitingHello)
-        else {
-            unreachable!("checked above");
-        };
-        let interval = rules.config.intervals.grant(hello.requested_interval_ms);
-        let (liveness, first_check) = rules.detector.start(now.listening, interval);
-        let dead_at = rules.detector.dead_at(&liveness);
-        let session = Session {
-            name: hello.name.as_str().into(),
-            epoch,
-            connected_at_ms: wall_ms,
-            interval_ms: texts::millis_u32(interval),
-            rtt_us: 0,
-            acks_wanted: hello.acks_wanted(),
-            last_change: StateChange::Joined,
-            conduct: Conduct::new(),
-            fanout: crate::budget::FanoutBudget::new(),
-            liveness,
-        };
-        out.push(Output::Event(Event::Joined {
-            name: hello.name,
-            epoch,
-            interval,
-            one_way: !session.acks_wanted,
-        }));
-        out.push(Output::Transmit(Transmit::Welcome(Welcome {
-            session_id,
-            epoch,
-            granted_interval_ms: session.interval_ms,
-            max_missed: u16::try_from(rules.config.max_missed).unwrap_or(u16::MAX),
-        })));
-        push_check(out, first_check, dead_at);
-        self.phase = Phase::Established(session);
     }
 
     /// A deadline pushed as [`Output::Timeout`] came due at `now`.
@@ -511,97 +318,6 @@ impl<S> Connection<S> {
         }
     }
 
-    /// The name was claimed by a new connection from `new_peer`: BYE
-    /// `taken_over`, no release (the name is its successor's).
-    pub fn handle_taken_over<D: Detector<State = S>>(
-        &mut self,
-        now: Now,
-        new_peer: &str,
-        rules: &Rules<D>,
-        out: &mut impl OutputSink,
-    ) {
-        if self.session().is_some() {
-            let bye = texts::taken_over(new_peer);
-            self.end(now, DropReason::TakenOver, Some(bye), None, rules, out);
-        }
-    }
-
-    /// The peer closed its side. `truncated`: in the middle of a frame.
-    pub fn handle_closed<D: Detector<State = S>>(
-        &mut self,
-        now: Now,
-        truncated: bool,
-        rules: &Rules<D>,
-        out: &mut impl OutputSink,
-    ) {
-        let reason = if truncated && !self.is_closing() {
-            DropReason::ProtocolError(ReasonCode::MalformedFrame)
-        } else {
-            DropReason::ClosedByPeer
-        };
-        let detail = truncated
-            .then(|| "connection closed in the middle of a frame (truncated frame)".to_owned());
-        self.end(now, reason, None, detail, rules, out);
-    }
-
-    /// The socket failed; `by_peer` when it was the peer going away (a
-    /// reset, a write to a socket it closed) rather than a fault here.
-    pub fn handle_io_error<D: Detector<State = S>>(
-        &mut self,
-        now: Now,
-        by_peer: bool,
-        detail: String,
-        rules: &Rules<D>,
-        out: &mut impl OutputSink,
-    ) {
-        let reason = if by_peer {
-            DropReason::ClosedByPeer
-        } else {
-            DropReason::IoError
-        };
-        self.end(now, reason, None, Some(detail), rules, out);
-    }
-
-    /// The peer does not read: its queue is full, or did not drain within
-    /// the slow-consumer timeout. Closed without a farewell (it would not
-    /// be read).
-    pub fn handle_slow_consumer<D: Detector<State = S>>(
-        &mut self,
-        now: Now,
-        rules: &Rules<D>,
-        out: &mut impl OutputSink,
-    ) {
-        self.end(now, DropReason::SlowConsumer, None, None, rules, out);
-    }
-
-    /// A TLS server read plain lubdub: REJECT `tls_required`.
-    pub fn handle_tls_required<D: Detector<State = S>>(
-        &mut self,
-        now: Now,
-        rules: &Rules<D>,
-        out: &mut impl OutputSink,
-    ) {
-        let text = texts::TLS_REQUIRED_TEXT.to_owned();
-        self.refuse(now, ReasonCode::TlsRequired, text, rules, out);
-    }
-
-    /// The server shuts down: BYE `shutdown` with a hint to reconnect after
-    /// `retry_after` (REJECT `shutdown` before the handshake).
-    pub fn handle_shutdown<D: Detector<State = S>>(
-        &mut self,
-        now: Now,
-        retry_after: Duration,
-        rules: &Rules<D>,
-        out: &mut impl OutputSink,
-    ) {
-        let farewell = match self.phase {
-            Phase::Closing => return,
-            Phase::Established(_) => texts::shutdown_bye(retry_after),
-            _ => Frame::reject(ReasonCode::Shutdown, "server shutting down"),
-        };
-        self.end(now, DropReason::Shutdown, Some(farewell), None, rules, out);
-    }
-
     /// A relayed MSG of this session was delivered (to every recipient
     /// that could take it) at `real_us`.
     pub fn message_delivered(&mut self, real_us: u64) {
@@ -651,127 +367,6 @@ impl<S> Connection<S> {
             Ok(_) => {}
             Err(violation) => self.refuse(now, violation.code, violation.text, rules, out),
         }
-    }
-
-    /// Ends the connection for a rule broken: REJECT before the handshake,
-    /// BYE after, with `code` and `text`.
-    pub fn refuse<D: Detector<State = S>>(
-        &mut self,
-        now: Now,
-        code: ReasonCode,
-        text: String,
-        rules: &Rules<D>,
-        out: &mut impl OutputSink,
-    ) {
-        let established = match self.phase {
-            Phase::Closing => return,
-            Phase::Established(_) => true,
-            _ => false,
-        };
-        out.push(Output::Event(Event::Violated {
-            code,
-            text: text.clone(),
-            established,
-        }));
-        let answer = if established {
-            Frame::bye(code, text.clone())
-        } else {
-            Frame::reject(code, text.clone())
-        };
-        let reason = DropReason::ProtocolError(code);
-        self.end(now, reason, Some(answer), Some(text), rules, out);
-    }
-
-    /// A silent session declared dead `late_by` after its deadline.
-    fn end_timed_out<D: Detector<State = S>>(
-        &mut self,
-        now: Now,
-        late_by: Duration,
-        bye: Frame,
-        rules: &Rules<D>,
-        out: &mut impl OutputSink,
-    ) {
-        self.retire(now, DropReason::Timeout, Some(late_by), None, rules, out);
-        farewell(now, Some(bye), out);
-    }
-
-    /// Ends the connection: releases its name and reports `Dropped` (for an
-    /// established session), then its farewell or the close.
-    fn end<D: Detector<State = S>>(
-        &mut self,
-        now: Now,
-        reason: DropReason,
-        farewell_frame: Option<Frame>,
-        detail: Option<String>,
-        rules: &Rules<D>,
-        out: &mut impl OutputSink,
-    ) {
-        if self.is_closing() {
-            // Its farewell was said: the peer's close or an error now
-            // only ends the lingering.
-            out.push(Output::Close(Close::Now));
-            return;
-        }
-        self.retire(now, reason, None, detail, rules, out);
-        farewell(now, farewell_frame, out);
-    }
-
-    /// The connection moves to `Closing`; an established session's name is
-    /// released (unless taken over) and `Dropped` reported.
-    fn retire<D: Detector<State = S>>(
-        &mut self,
-        now: Now,
-        reason: DropReason,
-        late_by: Option<Duration>,
-        detail: Option<String>,
-        rules: &Rules<D>,
-        out: &mut impl OutputSink,
-    ) {
-        match std::mem::replace(&mut self.phase, Phase::Closing) {
-            Phase::Closing => {}
-            Phase::AwaitingHello | Phase::Claiming(_) => {
-                out.push(Output::Event(Event::HandshakeFailed { reason, detail }));
-            }
-            Phase::Authenticating(_) => {
-                // Its credential need not be checked any more.
-                out.push(Output::Request(Request::CancelAuthentication));
-                out.push(Output::Event(Event::HandshakeFailed { reason, detail }));
-            }
-            Phase::Established(session) => {
-                let silent_for = now
-                    .listening
-                    .saturating_duration_since(rules.detector.last_seen(&session.liveness));
-                // A taken-over session's name already belongs to its successor.
-                if reason != DropReason::TakenOver {
-                    out.push(Output::Request(Request::Release {
-                        name: session.name.clone(),
-                        epoch: session.epoch,
-                    }));
-                }
-                out.push(Output::Event(Event::Dropped {
-                    name: session.name,
-                    reason,
-                    silent_for,
-                    late_by,
-                    detail,
-                }));
-            }
-        }
-    }
-}
-
-/// The close after `retire`: the farewell and its linger, or at once.
-fn farewell(now: Now, frame: Option<Frame>, out: &mut impl OutputSink) {
-    match frame {
-        Some(frame) => {
-            out.push(Output::Close(Close::Farewell(frame)));
-            out.push(Output::Timeout {
-                timer: Timer::Linger,
-                at: now.listening + LINGER,
-                latest: None,
-            });
-        }
-        None => out.push(Output::Close(Close::Now)),
     }
 }
 

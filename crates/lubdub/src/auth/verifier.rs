@@ -23,6 +23,40 @@ struct Job<K, T> {
     source: K,
     tag: T,
     check: PasswordCheck,
+    /// Where its result goes: the pool handle that submitted it.
+    reply: Reply<T>,
+}
+
+/// One handle's way back: its results channel and how to wake its reader.
+struct Reply<T> {
+    sender: mpsc::Sender<(T, Result<(), Denial>)>,
+    notify: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl<T> Clone for Reply<T> {
+    fn clone(&self) -> Self {
+        Self {
+            sender: self.sender.clone(),
+            notify: Arc::clone(&self.notify),
+        }
+    }
+}
+
+/// The threads, stopped and joined when the last handle is dropped.
+struct Workers<K, T> {
+    shared: Arc<Shared<K, T>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<K, T> Drop for Workers<K, T> {
+    fn drop(&mut self) {
+        // Each thread ends after the job it runs; waiting jobs are dropped.
+        self.shared.lock().stopping = true;
+        self.shared.work.notify_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What the loop and the threads share.
@@ -51,16 +85,19 @@ impl<K, T> Shared<K, T> {
     }
 }
 
-/// A fixed set of threads that run [`PasswordCheck`]s.
+/// A fixed set of threads that run [`PasswordCheck`]s, from one fair
+/// queue; each handle ([`share`](VerifierPool::share): one per event loop)
+/// gets the results of what it submitted.
 pub struct VerifierPool<K, T> {
     shared: Arc<Shared<K, T>>,
+    workers: Arc<Workers<K, T>>,
+    reply: Reply<T>,
     results: Receiver<(T, Result<(), Denial>)>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl<K, T> std::fmt::Debug for VerifierPool<K, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "VerifierPool({} threads)", self.threads.len())
+        write!(f, "VerifierPool({} threads)", self.workers.threads.len())
     }
 }
 
@@ -84,35 +121,64 @@ impl<K: Hash + Eq + Clone + Send + 'static, T: Send + 'static> VerifierPool<K, T
             }),
             work: Condvar::new(),
         });
-        let (result_sender, results) = mpsc::channel();
-        let mut pool = Self {
-            shared,
-            results,
-            threads: Vec::new(),
-        };
-        for number in 0..threads.max(1) {
-            let shared = Arc::clone(&pool.shared);
-            let result_sender = result_sender.clone();
-            let notify = Arc::clone(&notify);
-            // On an error the pool is dropped, which stops the threads started.
-            let handle = std::thread::Builder::new()
+        let count = threads.max(1);
+        let mut threads = Vec::with_capacity(count);
+        for number in 0..count {
+            let for_thread = Arc::clone(&shared);
+            // On an error the threads started are stopped as `workers` drops.
+            let spawned = std::thread::Builder::new()
                 .name(format!("lubdub-auth-{number}"))
                 .spawn(move || {
-                    while let Some(job) = next_job(&shared) {
+                    while let Some(job) = next_job(&for_thread) {
                         // The lock is released while argon2 runs.
                         let result = job.check.run();
                         if result.is_err() {
-                            shared.lock().suspects.failed(job.source, Instant::now());
+                            for_thread
+                                .lock()
+                                .suspects
+                                .failed(job.source, Instant::now());
                         }
-                        if result_sender.send((job.tag, result)).is_err() {
-                            return;
+                        // A handle that is gone has no one left to tell.
+                        if job.reply.sender.send((job.tag, result)).is_ok() {
+                            (job.reply.notify)();
                         }
-                        notify();
                     }
-                })?;
-            pool.threads.push(handle);
+                });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(error) => {
+                    drop(Workers {
+                        shared: Arc::clone(&shared),
+                        threads,
+                    });
+                    return Err(error);
+                }
+            }
         }
-        Ok(pool)
+        let workers = Arc::new(Workers {
+            shared: Arc::clone(&shared),
+            threads,
+        });
+        let (sender, results) = mpsc::channel();
+        Ok(Self {
+            shared,
+            workers,
+            reply: Reply { sender, notify },
+            results,
+        })
+    }
+
+    /// Another handle on the same threads and queue (the queue's bounds
+    /// and per-source shares count every handle's jobs), whose results come
+    /// back to it alone, with `notify` called for each.
+    pub fn share(&self, notify: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let (sender, results) = mpsc::channel();
+        Self {
+            shared: Arc::clone(&self.shared),
+            workers: Arc::clone(&self.workers),
+            reply: Reply { sender, notify },
+            results,
+        }
     }
 
     /// Queues a check of `source`; its result comes back through
@@ -127,6 +193,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, T: Send + 'static> VerifierPool<K, T
             source: source.clone(),
             tag,
             check,
+            reply: self.reply.clone(),
         };
         let ticket = queue.jobs.push(source, job, suspect)?;
         drop(queue);
@@ -168,17 +235,6 @@ fn next_job<K: Hash + Eq + Clone, T>(shared: &Shared<K, T>) -> Option<Job<K, T>>
             .work
             .wait(queue)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-    }
-}
-
-impl<K, T> Drop for VerifierPool<K, T> {
-    fn drop(&mut self) {
-        // Each thread ends after the job it runs; waiting jobs are dropped.
-        self.shared.lock().stopping = true;
-        self.shared.work.notify_all();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
     }
 }
 

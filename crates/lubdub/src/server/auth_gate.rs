@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use mio::Waker;
@@ -193,7 +193,11 @@ const MAX_QUEUED_PER_SOURCE: usize = 8;
 #[derive(Debug)]
 pub(crate) struct AuthGate {
     authenticator: Authenticator,
-    cache: VerifiedCache,
+    /// Shared by every loop's gate: a secret verified on one loop is
+    /// granted from the cache on all.
+    cache: Arc<Mutex<VerifiedCache>>,
+    /// One set of verifier threads and one fair queue for the process,
+    /// whichever loop a connection is on; this gate's handle.
     pool: VerifierPool<Source, Waiting>,
     metrics: AuthMetrics,
     /// How long a secret may wait for a verifier thread.
@@ -220,7 +224,7 @@ impl AuthGate {
         });
         Ok(Self {
             authenticator,
-            cache: VerifiedCache::new(config.cache_entries),
+            cache: Arc::new(Mutex::new(VerifiedCache::new(config.cache_entries))),
             pool: VerifierPool::new(
                 config.verifier_threads,
                 config.verifier_queue,
@@ -231,6 +235,30 @@ impl AuthGate {
             queue_wait: config.verifier_queue_wait,
             queued: HashMap::new(),
         })
+    }
+
+    /// A gate for another loop, waking it through `waker`: the same
+    /// verifier threads, fair queue and cache, its own verdicts.
+    pub(crate) fn share(&self, waker: Arc<Waker>) -> Self {
+        let notify = Arc::new(move || {
+            // A loop that is gone has no one left to tell.
+            let _ = waker.wake();
+        });
+        Self {
+            authenticator: self.authenticator.clone(),
+            cache: Arc::clone(&self.cache),
+            pool: self.pool.share(notify),
+            metrics: self.metrics.clone(),
+            queue_wait: self.queue_wait,
+            queued: HashMap::new(),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, VerifiedCache> {
+        // A panic while holding it left a usable cache.
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Checks HELLOs from now on with `authenticator` (a reload), and lets
@@ -270,8 +298,8 @@ impl AuthGate {
             }
             Decision::CheckPassword(check) => check,
         };
-        let fingerprint = check.fingerprint(&self.cache);
-        if check.is_known() && self.cache.contains(&fingerprint) {
+        let fingerprint = check.fingerprint(&self.cache());
+        if check.is_known() && self.cache().contains(&fingerprint) {
             self.metrics.cache_hits.inc();
             return Admission::Granted;
         }
@@ -334,7 +362,7 @@ impl AuthGate {
         self.update_depth();
         self.metrics.verifications.inc();
         match &result {
-            Ok(()) if waiting.cacheable => self.cache.remember(waiting.fingerprint),
+            Ok(()) if waiting.cacheable => self.cache().remember(waiting.fingerprint),
             Ok(()) => {}
             Err(denial) => self.metrics.failed(denial),
         }

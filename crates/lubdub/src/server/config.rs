@@ -41,6 +41,9 @@ pub enum DetectorPolicy {
 pub struct ServerConfig {
     /// Address the heartbeat protocol listens on (port 0 picks a free port).
     pub listen: SocketAddr,
+    /// Event loops (threads) serving connections, each with its share of
+    /// them; `None`: one per available core.
+    pub threads: Option<usize>,
     /// Interval granted to clients that ask for none (seed 003: 3 s).
     pub interval: Duration,
     /// Shortest interval granted; shorter requests are raised to it.
@@ -146,6 +149,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            threads: None,
             interval: Duration::from_secs(3),
             min_interval: Duration::from_millis(100),
             max_interval: Duration::from_secs(600),
@@ -239,6 +243,11 @@ impl ServerConfig {
         if self.auth.verifier_queue_wait.is_zero() {
             return Err(ConfigError::ZeroVerifierLimit("verifier-queue-wait"));
         }
+        if let Some(threads) = self.threads {
+            if threads == 0 || threads > super::event_loop::MAX_LOOPS {
+                return Err(ConfigError::Threads(threads));
+            }
+        }
         if self.max_connections == Some(0) {
             return Err(ConfigError::MaxConnections);
         }
@@ -297,9 +306,15 @@ impl ServerConfig {
     /// see but an attack makes grow with it: the senders' partial inbound
     /// frames and the allocator's holes between freed blocks. Held to the
     /// whole cap, a broadcast flood grew resident memory up to 4.5 MB past
-    /// a 64 MiB cap (attack 3b in BENCHMARKS.md).
+    /// a 64 MiB cap (attack 3b in BENCHMARKS.md). Each event loop beyond
+    /// the first takes 2 MiB more of it for what is its own (its read
+    /// scratch, its free chunks, its fan-out lists, its holes): with two
+    /// loops attack 3 peaked at 66.5 MB of a 67.1 MB cap without it.
     pub fn outbound_queue_cap(&self) -> usize {
-        (self.outbound_total_cap() / 8 * 7).max(self.max_outbound_bytes)
+        let per_loop = 2 * 1024 * 1024 * self.loops().saturating_sub(1);
+        (self.outbound_total_cap() / 8 * 7)
+            .saturating_sub(per_loop)
+            .max(self.max_outbound_bytes)
     }
 
     /// One session's fan-out budget.
@@ -313,18 +328,32 @@ impl ServerConfig {
 
     /// The whole loop's fan-out budget.
     pub fn loop_fanout_limits(&self) -> lubdub_core::budget::FanoutLimits {
+        // The totals are the process's: each loop gets its share.
+        let loops = u64::try_from(self.loops()).unwrap_or(1).max(1);
+        let share = |total: u64| {
+            if total == 0 {
+                0
+            } else {
+                (total / loops).max(1)
+            }
+        };
         lubdub_core::budget::FanoutLimits {
-            deliveries_per_sec: self.max_deliveries_per_sec_total,
-            bytes_per_sec: self.max_fanout_bytes_per_sec_total,
+            deliveries_per_sec: u32::try_from(share(u64::from(self.max_deliveries_per_sec_total)))
+                .unwrap_or(u32::MAX),
+            bytes_per_sec: share(self.max_fanout_bytes_per_sec_total),
             // A tenth of a second: a burst of all senders together is
             // written in one stretch of the loop.
             burst: Duration::from_millis(100),
         }
     }
 
-    /// What an established session may send, as the core's rules take it:
-    /// the PING burst is one deadline's worth, since PINGs held up by a pause
-    /// within the deadline arrive together (see `ConductLimits::ping_burst`).
+    /// Event loops to run: `threads`, or one per available core.
+    pub fn loops(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
     /// What the connection machines are judged by (`lubdub_core::connection`).
     pub fn connection_config(&self) -> lubdub_core::connection::ConnectionConfig {
         lubdub_core::connection::ConnectionConfig {
@@ -341,6 +370,9 @@ impl ServerConfig {
         }
     }
 
+    /// What an established session may send, as the core's rules take it:
+    /// the PING burst is one deadline's worth, since PINGs held up by a pause
+    /// within the deadline arrive together (see `ConductLimits::ping_burst`).
     pub fn conduct_limits(&self) -> lubdub_core::session::ConductLimits {
         let per_interval = self.max_pings_per_interval;
         lubdub_core::session::ConductLimits {

@@ -23,6 +23,9 @@ pub enum ConfigError {
     /// An interval above what the wire format's u32 milliseconds can carry.
     #[error("max-interval {0:?} exceeds the protocol's limit of 49 days")]
     IntervalTooLong(Duration),
+    /// `threads` is 0 or above what a session id can name.
+    #[error("threads must be between 1 and 256, got {0}")]
+    Threads(usize),
     /// `max_missed` is 0 or above the wire format's u16.
     #[error("max-missed must be between 1 and 65535, got {0}")]
     MaxMissed(u32),
@@ -70,6 +73,7 @@ impl ConfigError {
         match self {
             ConfigError::IntervalRange { .. } => &["min-interval", "interval", "max-interval"],
             ConfigError::IntervalTooLong(_) => &["max-interval"],
+            ConfigError::Threads(_) => &["threads"],
             ConfigError::MaxMissed(_) | ConfigError::Phi(PhiConfigError::MaxMissed) => {
                 &["max-missed"]
             }

@@ -10,12 +10,19 @@
 //! expiry, or at most [`WAIT_CAP`], and judges by a [`ListeningClock`]
 //! that leaves out the time the loop itself could not run.
 //!
-//! Rooms: `accept.rs` (admission, backoff), `reading.rs` (fair reads),
+//! Rooms: `adopt.rs` (a connection the acceptor admitted), `reading.rs`
+//! (fair reads),
 //! `dispatch.rs` (the machines' outputs), `timers.rs` (deadlines and
 //! paced farewells), `auth.rs` (credentials), `claims.rs` (the registry),
 //! `relay.rs` (MSG fan-out), `outbound.rs` (queues, the cap, draining),
-//! `listing.rs` (admin reads), `reload.rs`, `shutdown.rs`. Time is passed
-//! down as a [`Now`], never left in a field.
+//! `listing.rs` (admin reads), `reload.rs`, `shutdown.rs`, `siblings.rs`
+//! (the other loops of the process). Time is passed down as a [`Now`],
+//! never left in a field.
+//!
+//! A process runs `--threads` loops; the acceptor (`super::acceptor`)
+//! hands each a share of the connections. A session id names its loop, so
+//! a takeover, a direct message or a listing of another loop's session is
+//! a command to that loop; nothing of a session is shared between threads.
 //!
 //! Hand-written instead of a tokio task per connection: a task cell and its
 //! `ScheduledIo` registration are each cache-padded to 128 bytes and a task
@@ -27,6 +34,7 @@
 //! increment and one write: no lock, no allocation, no timer operation.
 
 use std::io;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,24 +42,27 @@ use std::time::{Duration, Instant};
 use lubdub_core::connection::{self as machine, Now, Outputs, Rules};
 use lubdub_core::detector::Detector;
 use lubdub_core::stall::ListeningClock;
-use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
 use slab::Slab;
 use tracing::warn;
 
-use super::admission::Admission;
+use super::acceptor::SharedAdmission;
 use super::config::ServerConfig;
 use super::connection::Connection;
-use super::metrics::{ServerMetrics, StateCounts};
+use super::metrics::ServerMetrics;
 use super::outbox::{self as chunked, ChunkPool};
 use super::presence::Presence;
 use super::registry::{NodeId, Registry};
-use super::snapshot::{SessionInfo, SessionPage};
 
-// Accepting connections: admission, refusals, backoff on EMFILE.
-mod accept;
+// Taking on a connection the acceptor admitted.
+mod adopt;
+// What other threads ask of a loop, carried out between turns.
+mod commands;
+pub(crate) use commands::{Command, LoopHandle};
 // Credentials: HELLO → auth gate → claim or refuse (see auth.rs).
 mod auth;
+// The fan-out budgets and the outbound cap, before a MSG is relayed.
+mod budgets;
 // Claims and releases of names in the registry; takeovers.
 mod claims;
 // Carrying out what the connection machines ask for.
@@ -66,15 +77,23 @@ mod reading;
 mod relay;
 // A new configuration's live settings, between two turns.
 mod reload;
+// This loop's sessions by name (direct messages without a lock).
+mod names;
 // Graceful shutdown: farewells with reconnect hints, then stop.
 mod shutdown;
+// The other loops of the process: takeovers, messages, CPU time.
+mod siblings;
 // The deadline wheel and the paced farewells of verdicts.
 mod timers;
 pub use listing::MAX_SESSIONS_PER_PAGE;
 
-pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
 const FIRST_CONNECTION: usize = 2;
+/// Slots one loop may hold: a session id keeps the slab index in 24 bits
+/// (16.7 million connections per loop, far beyond any descriptor limit).
+const MAX_SLOTS: usize = 1 << 24;
+/// Loops one process may run: a session id keeps the loop in 8 bits.
+pub(crate) const MAX_LOOPS: usize = 256;
 const EVENTS_CAPACITY: usize = 1024;
 /// One read takes up to this much; a connection's partial frame is copied out
 /// of it, so the scratch is shared by all connections.
@@ -91,38 +110,6 @@ const WAIT_CAP: Duration = Duration::from_millis(100);
 /// judged anyway.
 const STALL_TOLERANCE: Duration = Duration::from_millis(100);
 
-/// Requests from other threads (the admin API, signal handlers).
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Reply with one page of established sessions (see `listing`).
-    SessionPage {
-        after: Option<u64>,
-        limit: usize,
-        reply: tokio::sync::oneshot::Sender<SessionPage>,
-    },
-    /// Reply with the established session holding `name`, if any.
-    SessionNamed {
-        name: String,
-        reply: tokio::sync::oneshot::Sender<Option<SessionInfo>>,
-    },
-    /// Reply with how many connections are in each state among one range
-    /// of slots, and where the next range starts.
-    Counts {
-        from: usize,
-        reply: tokio::sync::oneshot::Sender<(StateCounts, Option<usize>)>,
-    },
-    /// Stop accepting, send every session BYE `shutdown` with a reconnect
-    /// hint, and stop once the farewells are delivered (or at the shutdown
-    /// timeout).
-    Shutdown,
-    /// Take on the live settings of a new configuration (see `reload.rs`),
-    /// then reply.
-    Reload {
-        reload: Box<super::Reload>,
-        reply: tokio::sync::oneshot::Sender<()>,
-    },
-}
-
 /// A connection's place in the loop: its slab index and the generation of
 /// the connection there, so that an output, a timer or a fan-out meant for
 /// a closed connection is never applied to its slot's next occupant.
@@ -135,6 +122,17 @@ struct Slot<S> {
     machine: machine::Connection<S>,
 }
 
+/// Where a loop stands among the process's loops.
+pub(crate) struct LoopPlace {
+    pub(crate) loop_index: usize,
+    pub(crate) siblings: Arc<[LoopHandle]>,
+    pub(crate) cpu: Arc<[AtomicU64]>,
+    pub(crate) admission: Arc<SharedAdmission>,
+    /// Bytes every loop holds on the way out, against the process's cap.
+    pub(crate) held_everywhere: Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) origin: Instant,
+}
+
 /// CPU time this process has used, all threads together; the listening
 /// clock tells busy work (CPU used by the loop, or by the admin or verifier
 /// threads that took the CPU from it) from a stall (wall time passing with
@@ -145,30 +143,35 @@ fn process_cpu_time() -> Duration {
         .map_or(Duration::ZERO, Duration::from)
 }
 
-/// Session ids encode where the session lives: generation in the high half,
-/// slab index in the low half, so a takeover finds the old connection
-/// without a second map.
-fn session_id(index: usize, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | index as u64
+/// Session ids encode where the session lives: generation in the high
+/// half, then the loop in 8 bits and the slab index in 24, so a takeover
+/// or a message finds the loop and the connection without a second map.
+fn session_id(loop_index: usize, index: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | ((loop_index as u64 & 0xff) << 24) | (index as u64 & 0xff_ffff)
 }
 
-fn split_session_id(session_id: u64) -> (usize, u32) {
+/// The loop, slab index and generation a session id names.
+pub(crate) fn split_session_id(session_id: u64) -> (usize, usize, u32) {
     (
-        (session_id & 0xffff_ffff) as usize,
+        ((session_id >> 24) & 0xff) as usize,
+        (session_id & 0xff_ffff) as usize,
         (session_id >> 32) as u32,
     )
 }
 
 pub(crate) struct EventLoop<D: Detector> {
     poll: Poll,
-    /// `None` once a shutdown began: the port is closed, so connection
-    /// attempts are refused by the kernel and clients back off.
-    listener: Option<TcpListener>,
-    admission: Admission,
+    /// Which of the process's loops this is (in every session id).
+    loop_index: usize,
+    /// Every loop of the process, this one included, by index.
+    siblings: Arc<[LoopHandle]>,
+    /// Each loop's CPU time, for telling this loop's stalls from the work
+    /// of other loops (see `siblings.rs`).
+    cpu: Arc<[AtomicU64]>,
+    /// The process-wide admission limits: told when a connection closes.
+    admission: Arc<SharedAdmission>,
     /// Origin of the microsecond times the rate limits take.
     origin: Instant,
-    /// Set while accepting fails (out of descriptors): when to try again.
-    accept_backoff: Option<accept::AcceptBackoff>,
     /// Set when a shutdown began: the instant by which the loop stops,
     /// whatever is still open.
     draining_until: Option<Instant>,
@@ -178,6 +181,8 @@ pub(crate) struct EventLoop<D: Detector> {
     rules: Rules<D>,
     /// What the machines asked for, carried out in order (`dispatch.rs`).
     outputs: Outputs<ConnKey>,
+    /// This loop's established sessions by name (`names.rs`).
+    names: names::LocalNames,
     registry: Arc<dyn Registry>,
     config: ServerConfig,
     commands: mpsc::Receiver<Command>,
@@ -187,10 +192,14 @@ pub(crate) struct EventLoop<D: Detector> {
     reads: reading::FairReads,
     /// The MSG being fanned out, copied out of its chunks (`relay.rs`).
     delivery_buf: Vec<u8>,
-    /// Bytes queued for sending over all connections, against
-    /// `outbound_cap` (see `relay.rs`).
+    /// Bytes queued for sending over this loop's connections.
     outbound_total: usize,
-    /// 7/8 of `--max-outbound-total` (`ServerConfig::outbound_queue_cap`).
+    /// What every loop of the process holds on the way out (queues,
+    /// waiting fan-outs, MSGs handed from one loop to another), against
+    /// `outbound_cap` (see `outbound.rs`).
+    held_everywhere: Arc<std::sync::atomic::AtomicUsize>,
+    /// 7/8 of `--max-outbound-total` (`ServerConfig::outbound_queue_cap`),
+    /// for the whole process.
     outbound_cap: usize,
     /// The chunks the outbound queues hold their bytes in, lent from here
     /// (see `outbox.rs`).
@@ -223,29 +232,40 @@ impl<D: Detector> EventLoop<D> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         poll: Poll,
-        listener: TcpListener,
+        place: LoopPlace,
         detector: D,
         registry: Arc<dyn Registry>,
         config: ServerConfig,
         commands: mpsc::Receiver<Command>,
         node: NodeId,
-        origin: Instant,
         presence: Presence,
         metrics: ServerMetrics,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Self {
+        let LoopPlace {
+            loop_index,
+            siblings,
+            cpu,
+            admission,
+            held_everywhere,
+            origin,
+        } = place;
         let outbound_cap = config.outbound_queue_cap();
+        let cpu_for_clock = Arc::clone(&cpu);
+        let siblings_count = siblings.len().max(1);
         Self {
             poll,
-            listener: Some(listener),
-            admission: Admission::new(config.admission_limits()),
+            loop_index,
+            siblings,
+            cpu,
+            admission,
             origin,
-            accept_backoff: None,
             draining_until: None,
             slots: Slab::new(),
             timers: timers::Timers::new(origin),
             rules: Rules::new(config.connection_config(), detector),
             outputs: Outputs::default(),
+            names: names::LocalNames::default(),
             registry,
             config,
             commands,
@@ -257,8 +277,11 @@ impl<D: Detector> EventLoop<D> {
             reads: reading::FairReads::new(origin),
             delivery_buf: Vec::new(),
             outbound_total: 0,
+            held_everywhere,
             outbound_cap,
-            chunks: ChunkPool::new(chunked::FREE_CHUNKS_KEPT),
+            // The free chunks kept are shared out over the loops, so that
+            // more loops keep no more memory idle.
+            chunks: ChunkPool::new(chunked::FREE_CHUNKS_KEPT / siblings_count),
             loop_fanout: lubdub_core::budget::FanoutBudget::new(),
             last_shed: origin,
             fanouts: std::collections::VecDeque::new(),
@@ -266,7 +289,11 @@ impl<D: Detector> EventLoop<D> {
             pending_bytes: 0,
             presence,
             metrics,
-            clock: ListeningClock::new(origin, process_cpu_time(), STALL_TOLERANCE),
+            clock: ListeningClock::new(
+                origin,
+                siblings::cpu_explaining_stalls(&cpu_for_clock, loop_index),
+                STALL_TOLERANCE,
+            ),
             commands_waiting: false,
             auth: None,
             tls,
@@ -282,7 +309,8 @@ impl<D: Detector> EventLoop<D> {
         loop {
             let before = Instant::now();
             let timeout = self.wait_for(before);
-            let stalled = self.clock.sleeping(before, process_cpu_time, timeout);
+            let cpu = self.cpu_explaining_stalls();
+            let stalled = self.clock.sleeping(before, &cpu, timeout);
             self.stalled(before, stalled);
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 // After SIGSTOP and SIGCONT epoll_wait fails with EINTR; the
@@ -295,7 +323,8 @@ impl<D: Detector> EventLoop<D> {
                 return Err(error);
             }
             let woke = Instant::now();
-            let wake = self.clock.woke(woke, process_cpu_time);
+            let wake = self.clock.woke(woke, &cpu);
+            self.publish_cpu();
             self.stalled(woke, wake.stalled);
             // Every decision of this wake-up is made at this instant, except
             // what reads date by their own arrival (see `reading.rs`).
@@ -303,7 +332,6 @@ impl<D: Detector> EventLoop<D> {
                 listening: wake.listening,
                 real_us: self.micros_since_origin(woke),
             };
-            self.retry_accept(now);
             let ready = self.read_turn(now, &events);
             // Every output is carried out where it was pushed, so that no
             // admin read sees a machine's state ahead of the registry's.
@@ -347,14 +375,13 @@ impl<D: Detector> EventLoop<D> {
                     .min(WAIT_CAP)
             })
         };
-        let wake_by = [
-            self.draining_until,
-            self.accept_backoff.as_ref().map(|backoff| backoff.retry_at),
-        ];
-        wake_by.into_iter().flatten().fold(timeout, |timeout, at| {
-            let left = at.saturating_duration_since(before);
-            Some(timeout.map_or(left, |timeout| timeout.min(left)))
-        })
+        match self.draining_until {
+            Some(until) => {
+                let left = until.saturating_duration_since(before);
+                Some(timeout.map_or(left, |timeout| timeout.min(left)))
+            }
+            None => timeout,
+        }
     }
 
     /// Now, read afresh: for work dated by its own instant (a read, an
@@ -391,53 +418,33 @@ impl<D: Detector> EventLoop<D> {
         u64::try_from(at.saturating_duration_since(self.origin).as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// Hands an input to the machine of connection `key`, if it is still
+    /// there, lending it the loop's rules and the queue its outputs go to.
+    fn tell_machine(
+        &mut self,
+        key: ConnKey,
+        input: impl FnOnce(
+            &mut machine::Connection<D::State>,
+            &Rules<D>,
+            &mut machine::Tagged<'_, ConnKey>,
+        ),
+    ) {
+        let Self {
+            slots,
+            rules,
+            outputs,
+            ..
+        } = self;
+        if let Some(slot) = slots.get_mut(key.0).filter(|slot| slot.generation == key.1) {
+            input(&mut slot.machine, rules, &mut outputs.to(key));
+        }
+    }
+
     /// Whether `key` still names the connection it was made for.
     fn is_current(&self, (index, generation): ConnKey) -> bool {
         self.slots
             .get(index)
             .is_some_and(|slot| slot.generation == generation)
-    }
-
-    /// Carries out waiting commands, at most [`listing::PAGES_PER_TURN`]
-    /// pages of them: 20 admin pollers each waiting for a page must not
-    /// make one turn build 20 pages while every session waits.
-    fn handle_commands(&mut self, now: Now) {
-        let mut pages = 0;
-        self.commands_waiting = false;
-        while let Ok(command) = self.commands.try_recv() {
-            if matches!(
-                command,
-                Command::SessionPage { .. } | Command::Counts { .. }
-            ) {
-                pages += 1;
-                // The rest wait for the next turn, which does not sleep.
-                self.commands_waiting = pages >= listing::PAGES_PER_TURN;
-            }
-            match command {
-                // The requester may have given up; nothing to do then.
-                Command::SessionPage {
-                    after,
-                    limit,
-                    reply,
-                } => {
-                    let _ = reply.send(self.session_page(now, after, limit));
-                }
-                Command::SessionNamed { name, reply } => {
-                    let _ = reply.send(self.session_named(now, &name));
-                }
-                Command::Counts { from, reply } => {
-                    let _ = reply.send(self.count_page(now, from));
-                }
-                Command::Shutdown => self.begin_shutdown(now),
-                Command::Reload { reload, reply } => {
-                    self.reload(*reload);
-                    let _ = reply.send(());
-                }
-            }
-            if self.commands_waiting {
-                return;
-            }
-        }
     }
 }
 

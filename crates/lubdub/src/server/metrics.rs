@@ -306,6 +306,12 @@ impl ServerMetrics {
     }
 
     /// Bytes queued for sending, all sessions.
+    /// Bytes the whole process holds on the way out now (queues, waiting
+    /// fan-outs, MSGs between loops).
+    pub fn outbound_held(&self) -> u64 {
+        u64::try_from(self.outbound_queued.get()).unwrap_or(0)
+    }
+
     pub(crate) fn outbound_queued(&self, bytes: usize) {
         self.outbound_queued
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));

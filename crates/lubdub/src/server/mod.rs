@@ -1,22 +1,26 @@
-//! The heartbeat server: a listener and one event loop thread that owns every
-//! connection, plus a [`ServerHandle`] through which other threads (the admin
-//! API, signal handlers, tests) list sessions and ask for shutdown.
+//! The heartbeat server: an acceptor thread and `--threads` event loop
+//! threads, each owning its share of the connections, plus a
+//! [`ServerHandle`] through which other threads (the admin API, signal
+//! handlers, tests) list sessions and ask for shutdown.
 //!
-//! Layout: [`config`] (what the operator sets), `admission` (connection
-//! limits per source), [`registry`] (name →
-//! session, behind a trait), `event_loop` (accept, read, decode, judge,
-//! relay), `connection` (one socket's buffers), `outbox` (unsent bytes in
+//! Layout: [`config`] (what the operator sets), `acceptor` (the one
+//! accepting thread, the process-wide admission limits), `admission`
+//! (connection limits per source), [`registry`] (name →
+//! session, behind a trait), `event_loop` (read, decode, judge, relay:
+//! one per thread), `connection` (one socket's buffers), `outbox` (unsent bytes in
 //! chunks from the loop's pool), [`snapshot`] (the admin view),
 //! `auth_gate` (credentials: inline checks, verifier threads, the cache),
 //! [`tls`] (certificate files → `rustls::ServerConfig`), `tls_session` (one
 //! TLS connection's rustls state and IO), [`reload`] (what a running server
 //! takes on from a new configuration).
 
+mod acceptor;
 mod admission;
 mod auth_gate;
 pub mod config;
 mod config_error;
 mod connection;
+mod control;
 mod event_loop;
 pub mod hub;
 pub mod metrics;
@@ -30,6 +34,7 @@ mod tls_session;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -39,6 +44,7 @@ use mio::{Interest, Poll, Waker};
 use socket2::{Domain, Socket, Type};
 
 pub use config::{ConfigError, DetectorPolicy, ServerConfig};
+pub use control::{ServerControl, ServerStopped};
 pub use event_loop::MAX_SESSIONS_PER_PAGE;
 pub use hub::{FeedItem, PresenceFeed, PresenceHub};
 pub use metrics::{ServerMetrics, StateCounts};
@@ -48,7 +54,8 @@ pub use reload::{prepare_reload, Reload};
 pub use snapshot::{SessionInfo, SessionPage, SessionState};
 pub use tls::{TlsError, TlsFiles};
 
-use event_loop::{Command, EventLoop, LISTENER, WAKER};
+use acceptor::{Acceptor, SharedAdmission};
+use event_loop::{Command, EventLoop, LoopHandle, LoopPlace, WAKER};
 use registry::NodeId;
 
 /// Listen backlog: large enough that a burst of thousands of connects is not
@@ -80,137 +87,14 @@ pub enum StartError {
     Tls(#[from] TlsError),
 }
 
-/// The server stopped before it could answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the server has stopped")]
-pub struct ServerStopped;
-
-/// Cloneable access to a running server from other threads.
-#[derive(Debug, Clone)]
-pub struct ServerControl {
-    commands: mpsc::Sender<Command>,
-    waker: Arc<Waker>,
-    metrics: ServerMetrics,
-}
-
-impl ServerControl {
-    fn command(&self, command: Command) -> Result<(), ServerStopped> {
-        self.commands.send(command).map_err(|_| ServerStopped)?;
-        self.waker.wake().map_err(|_| ServerStopped)
-    }
-
-    /// Every established session, in slab order, gathered page by page:
-    /// the loop is held for one page at a time, so sessions that come or
-    /// go meanwhile may be missing or present (see [`SessionPage`]).
-    ///
-    /// # Errors
-    /// [`ServerStopped`] when the loop is gone.
-    pub async fn sessions(&self) -> Result<Vec<SessionInfo>, ServerStopped> {
-        let mut listing = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self.sessions_page(after, MAX_SESSIONS_PER_PAGE).await?;
-            listing.extend(page.sessions);
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(listing),
-            }
-        }
-    }
-
-    /// One page of established sessions: up to `limit` (at most
-    /// [`MAX_SESSIONS_PER_PAGE`]) after the cursor `after` (`None`: from
-    /// the start), answered by the loop in one bounded turn.
-    ///
-    /// # Errors
-    /// [`ServerStopped`] when the loop is gone.
-    pub async fn sessions_page(
-        &self,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<SessionPage, ServerStopped> {
-        let (reply, page) = tokio::sync::oneshot::channel();
-        self.command(Command::SessionPage {
-            after,
-            limit,
-            reply,
-        })?;
-        page.await.map_err(|_| ServerStopped)
-    }
-
-    /// The established session holding `name`, found through the registry
-    /// without looking at any other session.
-    ///
-    /// # Errors
-    /// [`ServerStopped`] when the loop is gone.
-    pub async fn session_named(&self, name: &str) -> Result<Option<SessionInfo>, ServerStopped> {
-        let (reply, session) = tokio::sync::oneshot::channel();
-        self.command(Command::SessionNamed {
-            name: name.to_owned(),
-            reply,
-        })?;
-        session.await.map_err(|_| ServerStopped)
-    }
-
-    /// How many connections are in each state, counted a few thousand slots
-    /// per turn of the loop (not one instant, but no turn held for all).
-    ///
-    /// # Errors
-    /// [`ServerStopped`] when the loop is gone.
-    pub async fn state_counts(&self) -> Result<StateCounts, ServerStopped> {
-        let mut total = StateCounts::default();
-        let mut from = 0;
-        loop {
-            let (reply, counts) = tokio::sync::oneshot::channel();
-            self.command(Command::Counts { from, reply })?;
-            let (counts, next) = counts.await.map_err(|_| ServerStopped)?;
-            total.add(counts);
-            match next {
-                Some(next) => from = next,
-                None => return Ok(total),
-            }
-        }
-    }
-
-    /// The server's metrics (shared counters; see [`ServerMetrics::encode`]).
-    pub fn metrics(&self) -> &ServerMetrics {
-        &self.metrics
-    }
-
-    /// Hands the loop a new configuration (see [`prepare_reload`]): it
-    /// takes on the live settings between two turns
-    /// ([`ServerConfig::with_live_settings`]) and keeps every session.
-    /// Returns once they apply.
-    ///
-    /// # Errors
-    /// [`ServerStopped`] when the loop is gone.
-    pub async fn reload(&self, reload: Reload) -> Result<(), ServerStopped> {
-        let (reply, applied) = tokio::sync::oneshot::channel();
-        self.command(Command::Reload {
-            reload: Box::new(reload),
-            reply,
-        })?;
-        applied.await.map_err(|_| ServerStopped)
-    }
-
-    /// Asks the loop to shut down gracefully: it closes its port, sends
-    /// every session BYE `shutdown` with a reconnect hint, and stops once
-    /// the farewells are delivered and the peers closed, or after
-    /// [`ServerConfig::shutdown_timeout`]. Returns at once; see
-    /// [`ServerHandle::join`].
-    pub fn shutdown(&self) {
-        // Already stopped is as good as stopped.
-        let _ = self.command(Command::Shutdown);
-    }
-}
-
 /// A running server.
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
     control: ServerControl,
     hub: Arc<PresenceHub>,
-    thread: JoinHandle<io::Result<()>>,
+    /// The loops' threads, then the acceptor's.
+    threads: Vec<JoinHandle<io::Result<()>>>,
 }
 
 impl ServerHandle {
@@ -230,9 +114,9 @@ impl ServerHandle {
         &self.hub
     }
 
-    /// Whether the event loop has stopped.
+    /// Whether every event loop has stopped.
     pub fn is_finished(&self) -> bool {
-        self.thread.is_finished()
+        self.threads.iter().all(JoinHandle::is_finished)
     }
 
     /// Shuts down and waits for the loop to finish.
@@ -249,9 +133,16 @@ impl ServerHandle {
     /// # Errors
     /// The IO error that stopped the loop, if it failed rather than shut down.
     pub fn join(self) -> io::Result<()> {
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the event loop panicked")))
+        let mut result = Ok(());
+        for thread in self.threads {
+            let ended = thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("an event loop panicked")));
+            if result.is_ok() {
+                result = ended;
+            }
+        }
+        result
     }
 }
 
@@ -283,63 +174,105 @@ pub fn start_with_hub(
         source,
     })?;
     let local_addr = std_listener.local_addr().map_err(StartError::Poll)?;
-    let mut listener = mio::net::TcpListener::from_std(std_listener);
-    let poll = Poll::new().map_err(StartError::Poll)?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)
-        .map_err(StartError::Poll)?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Poll)?);
-    let (commands, command_receiver) = mpsc::channel();
+    let loops = config.loops();
+    let origin = Instant::now();
+    let metrics = ServerMetrics::new();
     let node = NodeId(rand::random());
-    let parts = LoopParts {
-        poll,
-        listener,
-        registry,
-        commands: command_receiver,
-        node,
-        presence: presence::Presence::new(Arc::clone(&hub)),
-        metrics: ServerMetrics::new(),
-        auth_gate: None,
-        tls,
-    };
-    let metrics = parts.metrics.clone();
-    let auth_gate = authenticator
+    let admission = Arc::new(SharedAdmission::new(config.admission_limits(), origin));
+    let mut polls = Vec::with_capacity(loops);
+    let mut handles = Vec::with_capacity(loops);
+    for _ in 0..loops {
+        let poll = Poll::new().map_err(StartError::Poll)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Poll)?);
+        let (commands, receiver) = mpsc::channel();
+        handles.push(LoopHandle::new(commands, Arc::clone(&waker)));
+        polls.push((poll, waker, receiver));
+    }
+    let siblings: Arc<[LoopHandle]> = handles.into();
+    let cpu: Arc<[AtomicU64]> = (0..loops).map(|_| AtomicU64::new(0)).collect();
+    let held_everywhere = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // One set of verifier threads, one fair queue and one cache for the
+    // process; each loop's gate is a handle on them (the first one here
+    // only makes the others).
+    let gates = authenticator
         .map(|authenticator| {
             auth_gate::AuthGate::new(
                 authenticator,
                 &config.auth,
-                Arc::clone(&waker),
+                Arc::clone(&polls[0].1),
                 metrics.auth().clone(),
             )
         })
         .transpose()
         .map_err(crate::auth::AuthSetupError::Threads)?;
-    let parts = LoopParts { auth_gate, ..parts };
-    // One loop type per policy: the detector's per-session state is stored
-    // inline in each session, so the policy is a type parameter, not a
-    // trait object.
-    let thread = match config.detector {
-        DetectorPolicy::Counter => {
-            let detector = CounterDetector::new(CounterConfig {
-                max_missed: config.max_missed,
-            });
-            spawn_loop(parts, detector, config)
+    let mut threads = Vec::with_capacity(loops + 1);
+    for (loop_index, (poll, waker, commands)) in polls.into_iter().enumerate() {
+        let auth_gate = gates.as_ref().map(|gate| gate.share(waker));
+        let parts = LoopParts {
+            poll,
+            place: LoopPlace {
+                loop_index,
+                siblings: Arc::clone(&siblings),
+                cpu: Arc::clone(&cpu),
+                admission: Arc::clone(&admission),
+                held_everywhere: Arc::clone(&held_everywhere),
+                origin,
+            },
+            registry: Arc::clone(&registry),
+            commands,
+            node,
+            presence: presence::Presence::new(Arc::clone(&hub)),
+            metrics: metrics.clone(),
+            auth_gate,
+            tls: tls.clone(),
+        };
+        // One loop type per policy: the detector's per-session state is
+        // stored inline in each session, so the policy is a type
+        // parameter, not a trait object.
+        let thread = match config.detector {
+            DetectorPolicy::Counter => {
+                let detector = CounterDetector::new(CounterConfig {
+                    max_missed: config.max_missed,
+                });
+                spawn_loop(parts, detector, config.clone())
+            }
+            DetectorPolicy::Phi => {
+                let detector = PhiDetector::new(config.phi_config()).map_err(ConfigError::from)?;
+                spawn_loop(parts, detector, config.clone())
+            }
         }
-        DetectorPolicy::Phi => {
-            let detector = PhiDetector::new(config.phi_config()).map_err(ConfigError::from)?;
-            spawn_loop(parts, detector, config)
-        }
+        .map_err(StartError::Poll)?;
+        threads.push(thread);
     }
-    .map_err(StartError::Poll)?;
+    let mut listener = mio::net::TcpListener::from_std(std_listener);
+    let acceptor_poll = Poll::new().map_err(StartError::Poll)?;
+    acceptor_poll
+        .registry()
+        .register(&mut listener, acceptor::LISTENER, Interest::READABLE)
+        .map_err(StartError::Poll)?;
+    let acceptor_waker =
+        Arc::new(Waker::new(acceptor_poll.registry(), acceptor::WAKER).map_err(StartError::Poll)?);
+    let (acceptor_commands, acceptor_receiver) = mpsc::channel();
+    let acceptor = Acceptor {
+        poll: acceptor_poll,
+        listener,
+        commands: acceptor_receiver,
+        admission,
+        loops: Arc::clone(&siblings),
+        plain: tls.is_none(),
+        metrics: metrics.clone(),
+    };
+    threads.push(
+        std::thread::Builder::new()
+            .name("lubdub-accept".into())
+            .spawn(move || acceptor.run())
+            .map_err(StartError::Poll)?,
+    );
     Ok(ServerHandle {
         local_addr,
-        control: ServerControl {
-            commands,
-            waker,
-            metrics,
-        },
+        control: ServerControl::new(siblings, (acceptor_commands, acceptor_waker), metrics),
         hub,
-        thread,
+        threads,
     })
 }
 
@@ -372,7 +305,7 @@ fn load_files(
 /// What every event loop is built from, whatever its detector.
 struct LoopParts {
     poll: Poll,
-    listener: mio::net::TcpListener,
+    place: LoopPlace,
     registry: Arc<dyn Registry>,
     commands: mpsc::Receiver<Command>,
     node: NodeId,
@@ -392,22 +325,22 @@ where
     D: Detector + Send + 'static,
     D::State: Send,
 {
+    let name = format!("lubdub-loop-{}", parts.place.loop_index);
     let event_loop = EventLoop::new(
         parts.poll,
-        parts.listener,
+        parts.place,
         detector,
         parts.registry,
         config,
         parts.commands,
         parts.node,
-        Instant::now(),
         parts.presence,
         parts.metrics,
         parts.tls,
     )
     .with_auth(parts.auth_gate);
     std::thread::Builder::new()
-        .name("lubdub-server".into())
+        .name(name)
         .spawn(move || event_loop.run())
 }
 

@@ -16,7 +16,7 @@ use super::{load_files, ServerConfig, StartError};
 use crate::auth::{AuthConfig, Authenticator};
 
 /// A configuration checked and its files read, ready for a running server.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Reload {
     pub(crate) config: ServerConfig,
     pub(crate) authenticator: Option<Authenticator>,

@@ -32,6 +32,9 @@ pub struct SessionInfo {
     pub epoch: u64,
     /// Session id, as sent in WELCOME.
     pub session_id: u64,
+    /// The event loop (thread) serving the session, from 0 (see `--threads`).
+    #[serde(rename = "loop", default)]
+    pub loop_index: usize,
     /// Whether the client asked for one-way heartbeats (no PONG).
     pub one_way: bool,
     /// Round-trip time last measured by the client, in milliseconds.

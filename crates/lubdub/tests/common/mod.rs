@@ -55,10 +55,21 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// measured in the benchmark, not here.
 pub const TOLERANCE: Duration = Duration::from_millis(80);
 
+/// Event loops the servers of the tests run: `LUBDUB_TEST_THREADS`, or 1.
+/// The suite runs once with each of 1 and 2 (`scripts/test.sh`), so that
+/// every path between two loops is exercised on every run.
+pub fn test_threads() -> usize {
+    std::env::var("LUBDUB_TEST_THREADS")
+        .ok()
+        .and_then(|threads| threads.parse().ok())
+        .unwrap_or(1)
+}
+
 /// A configuration with short intervals for tests: 100 ms × 5.
 pub fn fast_config() -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().expect("valid address"),
+        threads: Some(test_threads()),
         interval: Duration::from_millis(100),
         min_interval: Duration::from_millis(10),
         max_missed: 5,

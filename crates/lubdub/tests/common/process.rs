@@ -218,6 +218,8 @@ pub fn start_server_under(wrapper: &[&str], extra: &[&str]) -> (Proc, String, St
             "127.0.0.1:0",
             "--admin",
             "127.0.0.1:0",
+            "--threads",
+            &super::test_threads().to_string(),
         ])
         .args(extra);
     let mut server = Proc::spawn(&mut command);

@@ -292,7 +292,7 @@ mod tests {
         let error = parse("[limits]\nmax-missed = 5\n").expect_err("no tables");
         let text = error.to_string();
         assert!(
-            text.starts_with("/etc/lubdub/lubdub.toml, line 1: unknown key `limits`; the keys are the flags of `lubdub server` without their dashes: listen, admin, interval,"),
+            text.starts_with("/etc/lubdub/lubdub.toml, line 1: unknown key `limits`; the keys are the flags of `lubdub server` without their dashes: listen, admin, threads, interval,"),
             "{text}"
         );
         assert!(text.contains("tls-client-cert-names"), "{text}");

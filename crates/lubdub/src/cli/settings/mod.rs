@@ -39,6 +39,12 @@ pub struct ServerSettings {
     /// online), /healthz and /metrics (Prometheus).
     #[arg(long, default_value = super::DEFAULT_ADMIN, value_parser = parse_admin_addr)]
     pub admin: SocketAddr,
+    /// Event loops (threads) serving connections; each gets an equal share
+    /// of them, handed out in turn by one accepting thread. Default: one per
+    /// available core.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads: Option<u64>,
     /// Heartbeat interval granted to clients that ask for none. A session
     /// silent this long is suspect.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
@@ -262,6 +268,7 @@ impl ServerSettings {
         let defaults = lubdub::auth::AuthConfig::default();
         ServerConfig {
             listen: self.listen,
+            threads: self.threads.map(|threads| threads as usize),
             interval: self.interval,
             min_interval: self.min_interval,
             max_interval: self.max_interval,
@@ -373,6 +380,7 @@ mod tests {
     fn every_key_is_printed_under_its_flag_name() {
         // Every optional setting set, so that every field is serialized.
         let all = settings(&[
+            "--threads=2",
             "--max-connections=10",
             "--max-outbound-total=10000000",
             "--verifier-threads=2",

@@ -63,16 +63,9 @@ impl<D: Detector> EventLoop<D> {
     }
 
     fn answer_authentication(&mut self, now: Now, key: ConnKey, answer: Authentication) {
-        let Self {
-            slots,
-            rules,
-            outputs,
-            ..
-        } = self;
-        if let Some(slot) = slots.get_mut(key.0) {
-            slot.machine
-                .handle_authentication(now, answer, rules, &mut outputs.to(key));
-        }
+        self.tell_machine(key, |machine, rules, out| {
+            machine.handle_authentication(now, answer, rules, out)
+        });
     }
 
     /// With `--tls-client-cert-names`, whether connection `index`'s client

@@ -9,13 +9,13 @@ use lubdub_core::detector::Detector;
 use tracing::warn;
 
 use super::super::registry::{Claim, RegistryError};
-use super::{session_id, split_session_id, ConnKey, EventLoop};
+use super::{session_id, split_session_id, Command, ConnKey, EventLoop};
 use crate::escape::Escaped;
 
 impl<D: Detector> EventLoop<D> {
     /// Claims `name` for connection `key` and gives its machine the answer.
     pub(super) fn claim(&mut self, now: Now, key: ConnKey, name: String) {
-        let session_id = session_id(key.0, key.1);
+        let session_id = session_id(self.loop_index, key.0, key.1);
         let Some(peer) = self.slots.get(key.0).map(|slot| slot.conn.peer) else {
             return;
         };
@@ -30,7 +30,19 @@ impl<D: Detector> EventLoop<D> {
                     .previous
                     .filter(|previous| previous.node == self.node)
                 {
-                    self.take_over(now, previous.session_id, &peer.to_string());
+                    let new_peer = peer.to_string();
+                    let loop_index = self.loop_of(previous.session_id);
+                    if loop_index == self.loop_index {
+                        self.take_over(now, previous.session_id, &new_peer);
+                    } else {
+                        self.tell(
+                            loop_index,
+                            Command::TakeOver {
+                                session_id: previous.session_id,
+                                new_peer,
+                            },
+                        );
+                    }
                 }
                 ClaimAnswer::Claimed {
                     session_id,
@@ -46,35 +58,29 @@ impl<D: Detector> EventLoop<D> {
                 ClaimAnswer::Unavailable
             }
         };
-        let Self {
-            slots,
-            rules,
-            outputs,
-            ..
-        } = self;
-        if let Some(slot) = slots.get_mut(key.0) {
-            slot.machine
-                .handle_claim(now, answer, rules, &mut outputs.to(key));
+        self.tell_machine(key, |machine, rules, out| {
+            machine.handle_claim(now, answer, rules, out);
+        });
+        let established = self
+            .slots
+            .get(key.0)
+            .is_some_and(|slot| slot.machine.session().is_some());
+        if established {
+            self.names.insert(&name, key.0);
         }
     }
 
     /// Ends the session of this loop that held a name just claimed by a
     /// connection from `new_peer`.
     fn take_over(&mut self, now: Now, old_session_id: u64, new_peer: &str) {
-        let key = split_session_id(old_session_id);
+        let (_, index, generation) = split_session_id(old_session_id);
+        let key = (index, generation);
         if !self.is_current(key) {
             return;
         }
-        let Self {
-            slots,
-            rules,
-            outputs,
-            ..
-        } = self;
-        if let Some(slot) = slots.get_mut(key.0) {
-            slot.machine
-                .handle_taken_over(now, new_peer, rules, &mut outputs.to(key));
-        }
+        self.tell_machine(key, |machine, rules, out| {
+            machine.handle_taken_over(now, new_peer, rules, out);
+        });
     }
 
     /// Releases `name` for the claim of `epoch` (fenced: a newer claim of
@@ -85,15 +91,16 @@ impl<D: Detector> EventLoop<D> {
         }
     }
 
-    /// The slab index of the established local session holding `name`.
+    /// The slab index of the established session of this loop holding
+    /// `name` (its index of names: no lock).
     pub(super) fn local_session(&self, name: &str) -> Option<usize> {
-        let record = self.registry.lookup(name).ok().flatten()?;
-        if record.node != self.node {
-            return None;
-        }
-        let (index, generation) = split_session_id(record.session_id);
-        let slot = self.slots.get(index)?;
-        (slot.generation == generation && slot.machine.session().is_some()).then_some(index)
+        let slots = &self.slots;
+        self.names.find(name, |index| {
+            slots
+                .get(index)
+                .and_then(|slot| slot.machine.session())
+                .map(|session| session.name())
+        })
     }
 }
 

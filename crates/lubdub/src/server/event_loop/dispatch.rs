@@ -78,7 +78,7 @@ impl<D: Detector> EventLoop<D> {
             return;
         };
         let peer = slot.conn.peer;
-        let session = session_id(key.0, key.1);
+        let session = session_id(self.loop_index, key.0, key.1);
         let at = self.real_instant(now);
         match event {
             Event::Heard { rtt_us } => {
@@ -116,6 +116,7 @@ impl<D: Detector> EventLoop<D> {
                 late_by,
                 detail,
             } => {
+                self.names.remove(&name, key.0);
                 // Dated afresh: with thousands of verdicts in one wake-up,
                 // the reported instant, silence and delay must be those of
                 // this drop, not of the wake-up's start.
@@ -221,16 +222,9 @@ impl<D: Detector> EventLoop<D> {
 
     /// The peer of `key` does not read: its machine ends it.
     pub(super) fn slow_consumer(&mut self, now: Now, key: ConnKey) {
-        let Self {
-            slots,
-            rules,
-            outputs,
-            ..
-        } = self;
-        if let Some(slot) = slots.get_mut(key.0) {
-            slot.machine
-                .handle_slow_consumer(now, rules, &mut outputs.to(key));
-        }
+        self.tell_machine(key, |machine, rules, out| {
+            machine.handle_slow_consumer(now, rules, out)
+        });
     }
 
     /// The socket of `key` failed: its machine ends it.
@@ -243,21 +237,9 @@ impl<D: Detector> EventLoop<D> {
                 | io::ErrorKind::BrokenPipe
                 | io::ErrorKind::ConnectionAborted
         );
-        let Self {
-            slots,
-            rules,
-            outputs,
-            ..
-        } = self;
-        if let Some(slot) = slots.get_mut(key.0) {
-            slot.machine.handle_io_error(
-                now,
-                by_peer,
-                error.to_string(),
-                rules,
-                &mut outputs.to(key),
-            );
-        }
+        self.tell_machine(key, |machine, rules, out| {
+            machine.handle_io_error(now, by_peer, error.to_string(), rules, out)
+        });
     }
 
     /// Writes a farewell; the connection lingers (its machine pushed the

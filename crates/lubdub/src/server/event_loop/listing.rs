@@ -119,7 +119,8 @@ impl<D: Detector> EventLoop<D> {
             )
             .to_string(),
             epoch: session.epoch(),
-            session_id: super::session_id(index, slot.generation),
+            session_id: super::session_id(self.loop_index, index, slot.generation),
+            loop_index: self.loop_index,
             one_way: !session.acks_wanted(),
             rtt_ms: (session.rtt_us() != 0).then(|| f64::from(session.rtt_us()) / 1000.0),
             interval_ms: session.interval().as_millis() as u64,

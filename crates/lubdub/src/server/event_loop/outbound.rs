@@ -12,6 +12,7 @@
 //! queue holds bytes, when something is delivered to it and at each of its
 //! liveness checks.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use lubdub_core::connection::Now;
@@ -60,20 +61,42 @@ impl<D: Detector> EventLoop<D> {
         Some(result)
     }
 
-    /// Memory held on the way out, against the cap: the queues' chunks and
-    /// the fan-outs waiting to be written.
+    /// Memory held on the way out by every loop of the process, against
+    /// the cap: the queues' chunks, the fan-outs waiting to be written, and
+    /// the MSGs on their way from one loop to another.
     pub(super) fn outbound_held(&self) -> usize {
-        self.outbound_total + self.pending_bytes
+        self.held_everywhere.load(Ordering::Relaxed)
     }
 
-    /// Keeps the server-wide count of queued bytes when one queue went
-    /// from `before` to `after` bytes.
+    /// The process's count of bytes held on the way out went from
+    /// `before` to `after` for something of this loop's.
+    pub(super) fn held_changed(&self, before: usize, after: usize) {
+        let total = if after >= before {
+            self.held_everywhere
+                .fetch_add(after - before, Ordering::Relaxed)
+                .saturating_add(after - before)
+        } else {
+            self.held_everywhere
+                .fetch_sub(before - after, Ordering::Relaxed)
+                .saturating_sub(before - after)
+        };
+        self.metrics.outbound_queued(total);
+    }
+
+    /// Keeps the count of queued bytes when one queue went from `before`
+    /// to `after` bytes.
     pub(super) fn account(&mut self, before: usize, after: usize) {
         if before == after {
             return;
         }
         self.outbound_total = (self.outbound_total + after).saturating_sub(before);
-        self.metrics.outbound_queued(self.outbound_total);
+        self.held_changed(before, after);
+    }
+
+    /// Waiting fan-outs of this loop went from `before` to `after` bytes.
+    pub(super) fn set_pending_bytes(&mut self, after: usize) {
+        let before = std::mem::replace(&mut self.pending_bytes, after);
+        self.held_changed(before, after);
     }
 
     /// At the server-wide cap: drops the largest queues that are not
@@ -89,12 +112,13 @@ impl<D: Detector> EventLoop<D> {
         self.last_shed = real;
         // Counted afresh, a check on the running total (which follows
         // every change made through `with_queue`).
-        self.outbound_total = self
+        let counted = self
             .slots
             .iter()
             .map(|(_, slot)| slot.conn.held_bytes())
             .sum();
-        self.metrics.outbound_queued(self.outbound_total);
+        let before = std::mem::replace(&mut self.outbound_total, counted);
+        self.held_changed(before, counted);
         if self.outbound_held() < self.outbound_cap {
             return;
         }

@@ -17,7 +17,7 @@ use mio::event::Event;
 use mio::Events;
 
 use super::super::connection::{flag, ReadOutcome};
-use super::{ConnKey, EventLoop, FIRST_CONNECTION, LISTENER, WAKER};
+use super::{ConnKey, EventLoop, FIRST_CONNECTION, WAKER};
 
 /// Full 64 KiB reads from one socket per turn of the loop; a peer sending
 /// faster than that waits for the next turn instead of monopolising it.
@@ -106,7 +106,6 @@ impl<D: Detector> EventLoop<D> {
         for event in events.iter() {
             ready += 1;
             match event.token() {
-                LISTENER => self.accept(now),
                 WAKER => {
                     self.commands_waiting = true;
                     // The verifier threads wake the loop this way too.
@@ -245,30 +244,19 @@ impl<D: Detector> EventLoop<D> {
                 // Plain lubdub on a TLS server: answered in plain, then the
                 // rest of its input is read and discarded like any farewell.
                 Ok(ReadOutcome::TlsRequired) => {
-                    let Self {
-                        slots,
-                        rules,
-                        outputs,
-                        ..
-                    } = self;
-                    if let Some(slot) = slots.get_mut(index) {
-                        slot.machine
-                            .handle_tls_required(now, rules, &mut outputs.to(key));
-                    }
+                    self.tell_machine(key, |machine, rules, out| {
+                        machine.handle_tls_required(now, rules, out)
+                    });
                     self.carry_out(now);
                 }
                 Ok(ReadOutcome::Closed) => {
-                    let Self {
-                        slots,
-                        rules,
-                        outputs,
-                        ..
-                    } = self;
-                    if let Some(slot) = slots.get_mut(index) {
-                        let truncated = slot.conn.has_partial_frame();
-                        slot.machine
-                            .handle_closed(now, truncated, rules, &mut outputs.to(key));
-                    }
+                    let truncated = self
+                        .slots
+                        .get(index)
+                        .is_some_and(|slot| slot.conn.has_partial_frame());
+                    self.tell_machine(key, |machine, rules, out| {
+                        machine.handle_closed(now, truncated, rules, out);
+                    });
                     self.carry_out(now);
                     return;
                 }

@@ -9,18 +9,18 @@
 //! receiver is never punished for what others send it. Accepted fan-outs
 //! wait in one FIFO and are written a slice per turn.
 //!
-//! The queues themselves (their accounting, the cap's shedding, the drain
-//! rule) are `outbound.rs`.
+//! The budgets are `budgets.rs`; the queues themselves (their accounting,
+//! the cap's shedding, the drain rule) are `outbound.rs`.
 
-use std::time::Duration;
-
-use lubdub_core::connection::{MessageRefusal, Now};
+use lubdub_core::connection::Now;
 use lubdub_core::detector::Detector;
 use lubdub_core::protocol::codec;
 use lubdub_core::protocol::{Frame, Message, ReasonCode};
 
+use std::sync::Arc;
+
 use super::super::outbox::Outbox;
-use super::{ConnKey, EventLoop};
+use super::{Command, ConnKey, EventLoop};
 
 /// Deliveries written per turn of the loop: a broadcast to 1,000 sessions
 /// written in one turn held every PONG behind it (10–16 ms p99 in release
@@ -28,12 +28,13 @@ use super::{ConnKey, EventLoop};
 const DELIVERIES_PER_TURN: usize = 256;
 /// Deliveries that may wait in the fan-out queue; beyond, MSGs are refused
 /// as for the loop's budget (which normally keeps it far lower).
-const MAX_PENDING_DELIVERIES: usize = 200_000;
+pub(super) const MAX_PENDING_DELIVERIES: usize = 200_000;
 
 /// A MSG accepted for fan-out, written a slice per turn.
 pub(super) struct Fanout {
-    /// The sender's slot and generation, told at the end.
-    sender: (usize, u32),
+    /// The sender's slot and generation, told at the end; `None` for a
+    /// MSG from another loop's session (its own loop answers it).
+    sender: Option<ConnKey>,
     /// When the MSG was read, µs, for the sender's `Conduct`.
     at_us: u64,
     /// The encoded MSG, in chunks from the loop's pool like the queues it
@@ -47,11 +48,19 @@ pub(super) struct Fanout {
     next: usize,
     /// The recipient of a direct MSG, for the notice.
     direct_to: Option<String>,
+    /// For a direct MSG from another loop's session: its session id, told
+    /// (through its loop) when the recipient's queue was full.
+    remote_sender: Option<u64>,
     delivered: u64,
     busy: u64,
 }
 
 impl Fanout {
+    /// Gives its MSG's chunks back to the pool (a fan-out dropped unsent).
+    pub(super) fn release(mut self, pool: &mut super::super::outbox::ChunkPool) {
+        self.encoded.release(pool);
+    }
+
     /// Memory the fan-out holds while it waits: its MSG and its list of
     /// recipients (16 bytes each: 3 MiB at the most deliveries that may wait).
     fn held_bytes(&self) -> usize {
@@ -88,21 +97,15 @@ impl<D: Detector> EventLoop<D> {
         let encoded = match codec::encode_to_vec(&outbound) {
             Ok(encoded) => encoded,
             Err(error) => {
-                let Self {
-                    slots,
-                    rules,
-                    outputs,
-                    ..
-                } = self;
-                if let Some(slot) = slots.get_mut(index) {
-                    slot.machine.refuse(
+                self.tell_machine(key, |machine, rules, out| {
+                    machine.refuse(
                         now,
                         ReasonCode::MalformedFrame,
                         error.to_string(),
                         rules,
-                        &mut outputs.to(key),
-                    );
-                }
+                        out,
+                    )
+                });
                 return;
             }
         };
@@ -115,43 +118,141 @@ impl<D: Detector> EventLoop<D> {
         if let Err(refusal) = self.check_fanout(now, index) {
             return self.refuse_fanout(now, key, refusal);
         }
-        let generation_of = |slots: &slab::Slab<super::Slot<D::State>>, index: usize| {
-            slots.get(index).map_or(0, |slot| slot.generation)
-        };
-        let recipients: Vec<(usize, u32)> = if broadcast {
-            self.slots
+        let (recipients, elsewhere) = if broadcast {
+            let here: Vec<ConnKey> = self
+                .slots
                 .iter()
                 .filter(|(other, slot)| *other != index && slot.machine.session().is_some())
                 .map(|(other, slot)| (other, slot.generation))
-                .collect()
+                .collect();
+            let elsewhere = (self.siblings.len() > 1).then_some(Elsewhere::EveryOtherLoop);
+            (here, elsewhere)
         } else {
-            match self.local_session(&outbound.to) {
-                Some(recipient) => vec![(recipient, generation_of(&self.slots, recipient))],
-                None => {
+            match self.find_recipient(&outbound.to) {
+                Recipient::Here(recipient) => (vec![recipient], None),
+                Recipient::OtherLoop(loop_index, session_id) => {
+                    (Vec::new(), Some(Elsewhere::Session(loop_index, session_id)))
+                }
+                Recipient::Nowhere => {
                     let text = format!("no session named {}", outbound.to);
                     return self.notify(now, key, ReasonCode::NoSuchSession, text);
                 }
             }
         };
+        let remote = match elsewhere {
+            None => 0,
+            Some(Elsewhere::Session(..)) => 1,
+            Some(Elsewhere::EveryOtherLoop) => self.sessions_elsewhere(recipients.len() + 1),
+        };
+        if recipients.is_empty() && remote == 0 {
+            return;
+        }
+        let deliveries = u32::try_from(recipients.len() + remote).unwrap_or(u32::MAX);
+        self.charge_fanout(now, index, deliveries, encoded.len());
+        match elsewhere {
+            None => {}
+            Some(Elsewhere::Session(loop_index, session_id)) => {
+                let encoded = Arc::from(encoded.as_slice());
+                let from = super::session_id(self.loop_index, key.0, key.1);
+                self.hand_over(
+                    loop_index,
+                    Command::Deliver {
+                        session_id,
+                        from,
+                        to: outbound.to.clone(),
+                        encoded,
+                    },
+                );
+            }
+            Some(Elsewhere::EveryOtherLoop) => {
+                let shared: Arc<[u8]> = Arc::from(encoded.as_slice());
+                for loop_index in 0..self.siblings.len() {
+                    if loop_index != self.loop_index {
+                        let encoded = Arc::clone(&shared);
+                        self.hand_over(loop_index, Command::Broadcast { encoded });
+                    }
+                }
+            }
+        }
+        if recipients.is_empty() {
+            // Handed to another loop, which tells nothing back: as far as
+            // this sender's rates go, it was delivered.
+            if let Some(slot) = self.slots.get_mut(index) {
+                slot.machine.message_delivered(now.real_us);
+            }
+            return;
+        }
+        let direct_to = (!broadcast).then_some(outbound.to);
+        self.queue_fanout(now, Some(key), &encoded, recipients, direct_to, None);
+    }
+
+    /// The session named `name`: on this loop (its index of names, no
+    /// lock), on another loop of this process (the registry), or nowhere.
+    fn find_recipient(&self, name: &str) -> Recipient {
+        if let Some(index) = self.local_session(name) {
+            let generation = self.slots.get(index).map_or(0, |slot| slot.generation);
+            return Recipient::Here((index, generation));
+        }
+        if self.siblings.len() == 1 {
+            return Recipient::Nowhere;
+        }
+        match self.registry.lookup(name) {
+            Ok(Some(record)) if record.node == self.node => {
+                let loop_index = self.loop_of(record.session_id);
+                if loop_index == self.loop_index {
+                    Recipient::Nowhere
+                } else {
+                    Recipient::OtherLoop(loop_index, record.session_id)
+                }
+            }
+            _ => Recipient::Nowhere,
+        }
+    }
+
+    /// How many sessions the other loops hold, for charging a broadcast:
+    /// every name registered less the `here` sessions of this loop (one
+    /// look at the registry per broadcast, not per recipient).
+    fn sessions_elsewhere(&self, here: usize) -> usize {
+        let established_here = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.machine.session().is_some())
+            .count()
+            .max(here);
+        self.registry
+            .count()
+            .map_or(0, |names| names.saturating_sub(established_here))
+    }
+
+    /// Queues a fan-out of `encoded` to `recipients`, written a slice per
+    /// turn (see [`deliver_fanouts`](Self::deliver_fanouts)).
+    pub(super) fn queue_fanout(
+        &mut self,
+        now: Now,
+        sender: Option<ConnKey>,
+        encoded: &[u8],
+        recipients: Vec<ConnKey>,
+        direct_to: Option<String>,
+        remote_sender: Option<u64>,
+    ) {
         if recipients.is_empty() {
             return;
         }
-        let deliveries = u32::try_from(recipients.len()).unwrap_or(u32::MAX);
-        self.charge_fanout(now, index, deliveries, encoded.len());
         self.pending_deliveries += recipients.len();
         let mut chunked = Outbox::default();
-        chunked.push(&encoded, &mut self.chunks);
+        chunked.push(encoded, &mut self.chunks);
         let fanout = Fanout {
-            sender: key,
+            sender,
             at_us: now.real_us,
             encoded: chunked,
             recipients,
             next: 0,
-            direct_to: (!broadcast).then_some(outbound.to),
+            direct_to,
+            remote_sender,
             delivered: 0,
             busy: 0,
         };
-        self.pending_bytes += fanout.held_bytes();
+        self.set_pending_bytes(self.pending_bytes + fanout.held_bytes());
         self.fanouts.push_back(fanout);
     }
 
@@ -201,7 +302,7 @@ impl<D: Detector> EventLoop<D> {
                 self.fanouts.push_front(fanout);
                 return;
             }
-            self.pending_bytes -= fanout.held_bytes();
+            self.set_pending_bytes(self.pending_bytes - fanout.held_bytes());
             fanout.encoded.release(&mut self.chunks);
             self.finish_fanout(now, fanout);
             self.carry_out(now);
@@ -216,7 +317,18 @@ impl<D: Detector> EventLoop<D> {
         if busy > 0 {
             self.metrics.deliveries_skipped("recipient_busy", busy);
         }
-        let key = fanout.sender;
+        let Some(key) = fanout.sender else {
+            // From another loop's session: its loop tells it.
+            if let (Some(from), Some(to), true) = (fanout.remote_sender, fanout.direct_to, busy > 0)
+            {
+                let command = Command::NotDelivered {
+                    session_id: from,
+                    to,
+                };
+                self.tell(self.loop_of(from), command);
+            }
+            return;
+        };
         if !self.is_current(key) {
             return;
         }
@@ -237,119 +349,9 @@ impl<D: Detector> EventLoop<D> {
                 fanout.delivered,
                 fanout.delivered + busy
             ),
-            Some(to) => format!(
-                "message not delivered: {to} is sent more than it reads (its queue is \
-                 full); retry later"
-            ),
+            Some(to) => recipient_busy_text(&to),
         };
         self.notify(now, key, ReasonCode::RecipientBusy, text);
-    }
-
-    /// Whether the sender's and the loop's fan-out budgets and the
-    /// server-wide outbound cap let a fan-out start now. The budgets allow
-    /// a start by the debt alone, whatever its size (see
-    /// `lubdub_core::budget`), so this is decided before the recipients
-    /// are counted.
-    fn check_fanout(&mut self, now: Now, index: usize) -> Result<(), FanoutRefusal> {
-        let now_us = now.real_us;
-        let sender_limits = self.config.sender_fanout_limits();
-        let loop_limits = self.config.loop_fanout_limits();
-        let Some(session) = self
-            .slots
-            .get(index)
-            .and_then(|slot| slot.machine.session())
-        else {
-            return Err(FanoutRefusal::Gone);
-        };
-        if let Err(wait) = session.fanout().check(now_us, &sender_limits) {
-            return Err(FanoutRefusal::Sender { wait });
-        }
-        if let Err(wait) = self.loop_fanout.check(now_us, &loop_limits) {
-            return Err(FanoutRefusal::Loop { wait });
-        }
-        if self.pending_deliveries >= MAX_PENDING_DELIVERIES {
-            return Err(FanoutRefusal::Loop {
-                wait: Duration::from_millis(100),
-            });
-        }
-        if self.outbound_held() >= self.outbound_cap {
-            self.shed(now);
-            if self.outbound_held() >= self.outbound_cap {
-                return Err(FanoutRefusal::Memory);
-            }
-        }
-        Ok(())
-    }
-
-    /// Charges a fan-out of `deliveries` writes of `len` bytes to the
-    /// sender's and the loop's budgets.
-    fn charge_fanout(&mut self, now: Now, index: usize, deliveries: u32, len: usize) {
-        let now_us = now.real_us;
-        let sender_limits = self.config.sender_fanout_limits();
-        let loop_limits = self.config.loop_fanout_limits();
-        self.loop_fanout
-            .charge(now_us, deliveries, len, &loop_limits);
-        if let Some(session) = self
-            .slots
-            .get_mut(index)
-            .and_then(|slot| slot.machine.session_mut())
-        {
-            session
-                .fanout_mut()
-                .charge(now_us, deliveries, len, &sender_limits);
-        }
-    }
-
-    /// Tells the sender its MSG was not delivered; a strike when its own
-    /// budget refused it.
-    fn refuse_fanout(&mut self, now: Now, key: ConnKey, refusal: FanoutRefusal) {
-        let (budget, code, text) = match refusal {
-            FanoutRefusal::Gone => return,
-            FanoutRefusal::Sender { wait } => (
-                "sender",
-                ReasonCode::RateLimited,
-                format!(
-                    "message not delivered: this session may cause at most {} deliveries \
-                     and {} bytes a second (a broadcast is one delivery per recipient); \
-                     send again in {}",
-                    self.config.max_deliveries_per_sec,
-                    self.config.max_fanout_bytes_per_sec,
-                    humantime::format_duration(round_up_ms(wait))
-                ),
-            ),
-            FanoutRefusal::Loop { wait } => (
-                "loop",
-                ReasonCode::ServerBusy,
-                format!(
-                    "message not delivered: the server is relaying as many messages as \
-                     it allows for all sessions together; send again in {}",
-                    humantime::format_duration(round_up_ms(wait))
-                ),
-            ),
-            FanoutRefusal::Memory => (
-                "memory",
-                ReasonCode::ServerBusy,
-                "message not delivered: the server holds as many unsent bytes as it \
-                 allows; send again later"
-                    .to_owned(),
-            ),
-        };
-        self.metrics.fanout_refused(budget);
-        let refusal = MessageRefusal {
-            code,
-            text,
-            strike: budget == "sender",
-        };
-        let Self {
-            slots,
-            rules,
-            outputs,
-            ..
-        } = self;
-        if let Some(slot) = slots.get_mut(key.0) {
-            slot.machine
-                .handle_message_refused(now, refusal, rules, &mut outputs.to(key));
-        }
     }
 
     /// Writes or queues an encoded MSG for `recipient`, unless its queue
@@ -397,19 +399,27 @@ impl<D: Detector> EventLoop<D> {
     }
 }
 
-/// Why a fan-out was not made.
-enum FanoutRefusal {
-    /// The sender closed meanwhile.
-    Gone,
-    /// The sender's own budget is spent for `wait`.
-    Sender { wait: Duration },
-    /// The loop's budget (all senders) is spent for `wait`.
-    Loop { wait: Duration },
-    /// The server-wide outbound cap is reached.
-    Memory,
+/// Where the recipient of a direct MSG is.
+enum Recipient {
+    /// A session of this loop.
+    Here(ConnKey),
+    /// A session of another loop of this process: its loop and session id.
+    OtherLoop(usize, u64),
+    /// No session holds the name in this process.
+    Nowhere,
 }
 
-/// A wait rounded up to whole milliseconds, for messages people read.
-fn round_up_ms(wait: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))
+/// The part of a fan-out other loops deliver.
+enum Elsewhere {
+    /// One session of another loop.
+    Session(usize, u64),
+    /// Every session of every other loop (a broadcast).
+    EveryOtherLoop,
+}
+
+/// NOTICE `recipient_busy` for a direct MSG that was not delivered.
+pub(super) fn recipient_busy_text(to: &str) -> String {
+    format!(
+        "message not delivered: {to} is sent more than it reads (its queue is full); retry later"
+    )
 }

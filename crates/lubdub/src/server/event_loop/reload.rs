@@ -14,8 +14,9 @@ impl<D: Detector> EventLoop<D> {
     pub(super) fn reload(&mut self, reload: Reload) {
         let config = self.config.with_live_settings(&reload.config);
         self.admission.set_limits(config.admission_limits());
+        let outbound_cap = config.outbound_queue_cap();
         self.rules.config = config.connection_config();
-        self.outbound_cap = config.outbound_queue_cap();
+        self.outbound_cap = outbound_cap;
         // Credentials and TLS are swapped only while they stay on: turning
         // them on or off needs a restart (the live settings kept them).
         if let (Some(gate), Some(authenticator)) = (self.auth.as_mut(), reload.authenticator) {

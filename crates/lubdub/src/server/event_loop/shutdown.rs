@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use lubdub_core::connection::Now;
 use lubdub_core::detector::Detector;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::EventLoop;
 
@@ -31,16 +31,13 @@ impl<D: Detector> EventLoop<D> {
             return;
         }
         self.draining_until = Some(Instant::now() + self.config.shutdown_timeout);
-        if let Some(mut listener) = self.listener.take() {
-            if let Err(error) = self.poll.registry().deregister(&mut listener) {
-                debug!(%error, "deregistering the listener failed");
-            }
-        }
         self.write_farewells(now, usize::MAX);
         // Every session is told to go: messages not yet written are not.
-        self.fanouts.clear();
+        for fanout in self.fanouts.drain(..) {
+            fanout.release(&mut self.chunks);
+        }
         self.pending_deliveries = 0;
-        self.pending_bytes = 0;
+        self.set_pending_bytes(0);
         let keys: Vec<_> = self
             .slots
             .iter()
@@ -55,16 +52,9 @@ impl<D: Detector> EventLoop<D> {
         );
         for key in keys {
             let retry_after = RECONNECT_AFTER + spread.mul_f64(rand::random::<f64>());
-            let Self {
-                slots,
-                rules,
-                outputs,
-                ..
-            } = self;
-            if let Some(slot) = slots.get_mut(key.0) {
-                slot.machine
-                    .handle_shutdown(now, retry_after, rules, &mut outputs.to(key));
-            }
+            self.tell_machine(key, |machine, rules, out| {
+                machine.handle_shutdown(now, retry_after, rules, out)
+            });
             self.carry_out(now);
         }
     }

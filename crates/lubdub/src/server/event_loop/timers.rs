@@ -149,16 +149,9 @@ impl<D: Detector> EventLoop<D> {
                     continue;
                 }
             };
-            let Self {
-                slots,
-                rules,
-                outputs,
-                ..
-            } = self;
-            if let Some(slot) = slots.get_mut(key.0) {
-                slot.machine
-                    .handle_timeout(now, timer, rules, &mut outputs.to(key));
-            }
+            self.tell_machine(key, |machine, rules, out| {
+                machine.handle_timeout(now, timer, rules, out)
+            });
             self.carry_out(now);
         }
     }
