@@ -11,6 +11,9 @@
 //!
 //! The budgets are `budgets.rs`; the queues themselves (their accounting,
 //! the cap's shedding, the drain rule) are `outbound.rs`.
+//!
+//! Size: one job (where a MSG goes: this loop's sessions, another loop's,
+//! everyone) and its delivery a slice per turn; about 430 lines.
 
 use lubdub_core::connection::Now;
 use lubdub_core::detector::Detector;
