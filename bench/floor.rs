@@ -1,5 +1,5 @@
 //! The floor: the least any server can do per heartbeat, as a reference
-//! for lubdub's costs (BENCHMARKS.md, "The floor"). One thread, one epoll
+//! for lubdub's costs (BENCHMARKS.md, "One server, every core"). One thread, one epoll
 //! (mio), a slab of sockets; a HELLO is answered with a fixed WELCOME and
 //! each PING with its PONG, one read and one write per PING. No registry,
 //! no detector, no limits, no timers, no TLS, no admin API: what is left

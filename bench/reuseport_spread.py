@@ -5,7 +5,7 @@ Binds N listeners on one loopback port with SO_REUSEPORT, opens CONNS
 connections from SOURCES source addresses (127.0.0.2, 127.0.0.3, ...),
 accepts them on whichever listener the kernel chose, and prints how many
 each listener got. Used to choose how `lubdub server --threads N` spreads
-connections over its event loops (BENCHMARKS.md, "Several loops").
+connections over its event loops (BENCHMARKS.md, "Choosing how loops get their connections").
 
     python3 bench/reuseport_spread.py [LISTENERS] [CONNS] [SOURCES]
 """

@@ -1273,6 +1273,16 @@ async fn messages_beyond_the_rate_are_refused_and_the_session_goes_on() {
     let bystander = Bystander::join(server.addr).await;
     server.expect("bystander", "joined").await;
     let (sender, _) = join(server.addr, "chatty", 10_000).await.expect("joins");
+    // The listener on the sender's loop: a PONG to the listener fences the
+    // MSGs before it only when both are on one loop (a MSG from another
+    // loop may come after the listener's own PONG). Connections go to the
+    // loops in turn, so one filler per other loop puts it there.
+    let mut fillers = Vec::new();
+    for filler in 1..common::test_threads() {
+        fillers.push(
+            common::RawConn::join(server.addr, &format!("filler-{filler}"), 10_000, true).await,
+        );
+    }
     let (recipient, _) = join(server.addr, "listener", 10_000).await.expect("joins");
     let (mut sender_reader, mut sender_writer) = split(sender);
     let (mut recipient_reader, mut recipient_writer) = split(recipient);

@@ -8,7 +8,8 @@
 //! `SO_REUSEPORT` listener per loop: every loop gets the same share (round
 //! robin, exact), and a second server started on the same port by mistake
 //! fails with "address in use" instead of silently taking half the
-//! connections (BENCHMARKS.md, "Several loops", has the measurements).
+//! connections (BENCHMARKS.md, "Choosing how loops get their connections", has the
+//! measurements).
 
 use std::io;
 use std::net::IpAddr;

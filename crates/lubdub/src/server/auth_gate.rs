@@ -3,7 +3,8 @@
 //! verifier threads, whose verdicts come back through the loop's `Waker`.
 //!
 //! Data flow: HELLO → [`AuthGate::admit`] → granted / denied / busy now,
-//! or `Verifying` (the connection waits in `State::Verifying`, for at most
+//! or `Verifying` (the connection's machine waits in its `Authenticating`
+//! phase, for at most
 //! the queue wait: [`AuthGate::overdue`]) → argon2 on a `lubdub-auth`
 //! thread → `Waker` → [`AuthGate::next_verdict`] → the loop establishes or
 //! refuses, if the connection is still the one that asked.
@@ -189,7 +190,8 @@ struct Waiting {
 /// queue full of secrets that never verify and lock everyone else out.
 const MAX_QUEUED_PER_SOURCE: usize = 8;
 
-/// Credentials for one event loop.
+/// Credentials for one event loop: its handle on the process's verifier
+/// threads, fair queue and cache, and its own verdicts.
 #[derive(Debug)]
 pub(crate) struct AuthGate {
     authenticator: Authenticator,
