@@ -34,6 +34,20 @@ for number, listener in enumerate(listeners):
     selector.register(listener, selectors.EVENT_READ, number)
 
 accepted = [0] * listeners_wanted
+
+
+def accept_ready(timeout):
+    """Accepts what every ready listener holds, counting it per listener."""
+    for key, _ in selector.select(timeout=timeout):
+        while True:
+            try:
+                conn, _ = key.fileobj.accept()
+            except BlockingIOError:
+                break
+            accepted[key.data] += 1
+            conn.close()
+
+
 held = []
 started = time.monotonic()
 opened = 0
@@ -43,23 +57,9 @@ while opened < conns_wanted:
     client.connect(("127.0.0.1", port))
     held.append(client)
     opened += 1
-    for key, _ in selector.select(timeout=0):
-        while True:
-            try:
-                conn, _ = key.fileobj.accept()
-            except BlockingIOError:
-                break
-            accepted[key.data] += 1
-            conn.close()
+    accept_ready(0)
 while sum(accepted) < conns_wanted:
-    for key, _ in selector.select(timeout=1):
-        while True:
-            try:
-                conn, _ = key.fileobj.accept()
-            except BlockingIOError:
-                break
-            accepted[key.data] += 1
-            conn.close()
+    accept_ready(1)
 elapsed = time.monotonic() - started
 mean = conns_wanted / listeners_wanted
 spread = max(abs(count - mean) / mean for count in accepted)

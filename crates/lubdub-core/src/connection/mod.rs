@@ -202,13 +202,7 @@ impl<S> Connection<S> {
                 Next::Stop
             }
             Ok(Inbound::Refused { code, notice }) => {
-                if let Some(text) = &notice {
-                    out.push(Output::Transmit(Transmit::Notice(Reason::new(
-                        code,
-                        text.clone(),
-                    ))));
-                }
-                out.push(Output::Event(Event::FrameRefused { code, notice }));
+                push_refused(out, code, notice);
                 Next::Continue
             }
             Err(violation) => {
@@ -360,13 +354,7 @@ impl<S> Connection<S> {
         };
         match judged {
             Ok(Inbound::Refused { code, notice }) => {
-                if let Some(text) = &notice {
-                    out.push(Output::Transmit(Transmit::Notice(Reason::new(
-                        code,
-                        text.clone(),
-                    ))));
-                }
-                out.push(Output::Event(Event::FrameRefused { code, notice }));
+                push_refused(out, code, notice);
             }
             Ok(_) => {}
             Err(violation) => self.refuse(now, violation.code, violation.text, rules, out),
@@ -415,6 +403,16 @@ fn heard<D: Detector>(
     };
     out.push(Output::Event(Event::Heard { rtt_us }));
     admitted
+}
+
+/// A frame refused without ending the session: its NOTICE, on the first
+/// refusal of a run, then the event that counts it.
+fn push_refused(out: &mut impl OutputSink, code: ReasonCode, notice: Option<String>) {
+    if let Some(text) = &notice {
+        let reason = Reason::new(code, text.clone());
+        out.push(Output::Transmit(Transmit::Notice(reason)));
+    }
+    out.push(Output::Event(Event::FrameRefused { code, notice }));
 }
 
 /// Pushes a liveness check at `at`. A check before the verdict instant can

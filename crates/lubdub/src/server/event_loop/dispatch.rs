@@ -74,6 +74,15 @@ impl<D: Detector> EventLoop<D> {
 
     /// Counts, logs and publishes what happened to connection `key`.
     fn observe(&mut self, now: Now, key: ConnKey, event: Event) {
+        // The heartbeat path: counted, nothing looked up.
+        if let Event::Heard { rtt_us } = event {
+            self.metrics.heartbeat();
+            if rtt_us != 0 {
+                self.metrics
+                    .round_trip(std::time::Duration::from_micros(u64::from(rtt_us)));
+            }
+            return;
+        }
         let Some(slot) = self.slots.get(key.0) else {
             return;
         };
@@ -81,13 +90,7 @@ impl<D: Detector> EventLoop<D> {
         let session = session_id(self.loop_index, key.0, key.1);
         let at = self.real_instant(now);
         match event {
-            Event::Heard { rtt_us } => {
-                self.metrics.heartbeat();
-                if rtt_us != 0 {
-                    self.metrics
-                        .round_trip(std::time::Duration::from_micros(u64::from(rtt_us)));
-                }
-            }
+            Event::Heard { .. } => {}
             Event::Joined {
                 name,
                 epoch,
