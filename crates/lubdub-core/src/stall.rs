@@ -114,8 +114,10 @@ impl ListeningClock {
         stalled
     }
 
-    /// The owner woke at `now`; `cpu` reads the CPU time its process has
-    /// used so far (all threads).
+    /// The owner woke at `now`, or is running at `now` in the middle of its
+    /// work; `cpu` reads the CPU time its process has used so far (all
+    /// threads). Reported before each decision dated by its own instant,
+    /// it catches a stop that came during the work before that decision.
     pub fn woke(&mut self, now: Instant, cpu: impl FnOnce() -> Duration) -> Wake {
         let stalled = self.absorb(now, cpu);
         self.allowed = Some(Duration::ZERO);

@@ -390,10 +390,17 @@ impl<D: Detector> EventLoop<D> {
 
     /// Now, read afresh: for work dated by its own instant (a read, an
     /// accept late in a busy turn, a verdict of a credential check).
-    fn now(&self) -> Now {
+    ///
+    /// The clock is told too: a process stopped in the middle of a turn
+    /// resumes here, and the PINGs held up by that stop must find its
+    /// allowance in place before they are judged (a stop noticed only at
+    /// the next poll came after the first backlog was read as a flood).
+    fn now(&mut self) -> Now {
         let real = Instant::now();
+        let wake = self.clock.woke(real, self.cpu_explaining_stalls());
+        self.stalled(real, wake.stalled);
         Now {
-            listening: self.clock.listening(real),
+            listening: wake.listening,
             real_us: self.micros_since_origin(real),
         }
     }

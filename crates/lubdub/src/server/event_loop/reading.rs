@@ -212,15 +212,11 @@ impl<D: Detector> EventLoop<D> {
             let outcome = slot.conn.read_into(&mut self.scratch, &mut self.chunks);
             let after = slot.conn.held_bytes();
             self.account(before, after);
-            let read_at = Instant::now();
-            let now = Now {
-                listening: self.clock.listening(read_at),
-                real_us: self.micros_since_origin(read_at),
-            };
+            let now = self.now();
             let key = (index, generation);
             match outcome {
                 Ok(ReadOutcome::Data(n)) => {
-                    if read_at >= self.reads.slice_ends {
+                    if self.real_instant(now) >= self.reads.slice_ends {
                         self.reads.full_reads_left = 0;
                     }
                     let open = self.feed(now, key, n);
