@@ -20,6 +20,8 @@ command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # The README's recipes (tests/readme.rs) make certificates with openssl.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The admin API tests read it (and its event stream) with curl.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "the tests need ${missing[*]}; run this as root (it installs them with apt-get), or install them yourself" >&2

@@ -27,6 +27,11 @@ fn every_setting(scratch: &Scratch) -> Vec<(&'static str, Value)> {
     let path = |name: &str| scratch.path(name).to_str().expect("UTF-8").to_owned();
     run_ok(&["token", "--new-secret", &path("token.secret")]);
     run_ok(&["passwd", "--file", &path("auth"), "--name", "alice"]);
+    std::fs::write(
+        scratch.path("admin.token"),
+        "7f3a9c1e5b2d8f604a1c3e5b7d9f2a4c\n",
+    )
+    .expect("written");
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
     std::fs::write(scratch.path("tls.crt"), certified.cert.pem()).expect("written");
@@ -56,6 +61,7 @@ fn every_setting(scratch: &Scratch) -> Vec<(&'static str, Value)> {
         ("admin-max-connections", Value::Number("8")),
         ("admin-header-timeout", text("3s")),
         ("admin-connection-timeout", text("1m")),
+        ("admin-token-file", Value::Text(path("admin.token"))),
         ("max-connections-per-ip", Value::Number("50")),
         ("accept-rate-per-ip", Value::Number("20")),
         ("max-messages-per-sec", Value::Number("10")),

@@ -19,7 +19,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use super::{router, AdminConfig};
+use super::{router, AdminConfig, AdminToken};
 use crate::server::{ServerControl, ServerMetrics};
 
 /// First pause after a failed accept (for example `EMFILE`), doubled after
@@ -28,7 +28,8 @@ use crate::server::{ServerControl, ServerMetrics};
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Serves the admin API on `listener` until `shutdown` completes, then
+/// Serves the admin API on `listener` (behind `token`, if any) until
+/// `shutdown` completes, then
 /// lets the open connections finish their current response (each within
 /// its time limit) and returns.
 ///
@@ -39,10 +40,11 @@ pub async fn serve(
     listener: TcpListener,
     control: ServerControl,
     config: AdminConfig,
+    token: Option<Arc<AdminToken>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = control.metrics().clone();
-    let routes = router(control);
+    let routes = router(control, token);
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();

@@ -2,12 +2,18 @@
 //! streamed, or one name), `GET /metrics` (OpenMetrics text) and
 //! `GET /healthz`. Routed by axum, served by [`listener`] under a connection
 //! cap and timeouts; it asks the event loop for its data through
-//! [`ServerControl`], one bounded page per request to the loop.
+//! [`ServerControl`], one bounded page per request to the loop. Every
+//! route but `/healthz` is behind the bearer token, when one is set
+//! ([`access`]).
 
+mod access;
 mod listener;
 mod sessions;
 
+pub use access::{AdminToken, TokenFileError};
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -53,11 +59,17 @@ impl Default for AdminConfig {
     }
 }
 
-/// The admin routes over a running server.
-pub fn router(control: ServerControl) -> Router {
+/// The admin routes over a running server; with a `token`, all but
+/// `/healthz` (which tells a load balancer no more than that the server
+/// runs) need it.
+pub fn router(control: ServerControl, token: Option<Arc<AdminToken>>) -> Router {
     Router::new()
         .route("/sessions", get(sessions::sessions))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            token,
+            access::require_token,
+        ))
         .route("/healthz", get(healthz))
         .with_state(control)
 }

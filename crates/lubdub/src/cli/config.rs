@@ -27,7 +27,7 @@ pub struct ConfigArgs {
 enum ConfigCommand {
     /// Check a configuration file (and any flags of `lubdub server` laid
     /// over it, and the LUBDUB_* variables) as `lubdub server` would start
-    /// with it, reading the auth file, token secret and TLS files it
+    /// with it, reading the auth file, token secret, admin token and TLS files it
     /// names, without binding a port; print the settings in effect as
     /// TOML. An error names the file, the line and the key; exit status 1.
     #[command(after_help = "Examples:\n  \
@@ -75,6 +75,9 @@ fn check(args: CheckArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let file = args.file.or(args.server.config);
     let resolved = layers::load(file.as_deref(), &Given::from_matches(matches))?;
     lubdub::server::check(&resolved.server_config()?).context("lubdub server would not start")?;
+    if let Some(path) = &resolved.settings.admin_token_file {
+        lubdub::admin::AdminToken::from_file(path).context("lubdub server would not start")?;
+    }
     print!(
         "{}",
         render(&resolved).context("cannot print the settings")?

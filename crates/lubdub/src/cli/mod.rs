@@ -2,6 +2,7 @@
 //! module per subcommand.
 
 #[cfg(feature = "bench")]
+mod admin_client;
 mod bench;
 mod chat;
 mod config;

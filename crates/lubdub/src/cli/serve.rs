@@ -62,6 +62,12 @@ pub fn run(args: ServerArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     };
     let admin_config = settings.admin_config();
     let admin_address = settings.admin;
+    let admin_token = settings
+        .admin_token_file
+        .as_deref()
+        .map(lubdub::admin::AdminToken::from_file)
+        .transpose()?
+        .map(Arc::new);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -128,6 +134,11 @@ pub fn run(args: ServerArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             admin_connection_timeout = %humantime::format_duration(admin_config.connection_timeout),
             "admin API limits"
         );
+        if admin_token.is_some() {
+            info!("admin API: every route but /healthz needs the bearer token of --admin-token-file");
+        } else {
+            info!("admin API: open to local processes (no --admin-token-file)");
+        }
         match &config.tls {
             Some(tls) => info!(
                 cert = %tls.cert.display(),
@@ -155,6 +166,7 @@ pub fn run(args: ServerArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             admin_listener,
             control.clone(),
             admin_config,
+            admin_token,
             async {
                 let _ = admin_stopped.await;
             },

@@ -1,7 +1,6 @@
 //! `lubdub sessions`: the admin API's session list as a table or raw JSON.
 //! Names in the table are shown escaped (see `lubdub::escape`) unless --raw.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -9,14 +8,13 @@ use clap::Args;
 use lubdub::escape::escape;
 use lubdub::server::SessionInfo;
 
-use super::parse_admin_addr;
+use super::admin_client::AdminTarget;
 
 /// Flags of `lubdub sessions`.
 #[derive(Debug, Args)]
 pub struct SessionsArgs {
-    /// Address of the server's admin API.
-    #[arg(long, default_value = super::DEFAULT_ADMIN, value_parser = parse_admin_addr)]
-    admin: SocketAddr,
+    #[command(flatten)]
+    target: AdminTarget,
     /// Print the raw JSON array (in the server's slot order) instead of a
     /// table (sorted by name).
     #[arg(long)]
@@ -30,13 +28,7 @@ pub struct SessionsArgs {
 }
 
 pub fn run(args: SessionsArgs) -> anyhow::Result<ExitCode> {
-    let url = format!("http://{}/sessions", args.admin);
-    let body = ureq::get(&url)
-        .call()
-        .with_context(|| format!("cannot reach the admin API at {url} (is `lubdub server` running, with --admin {}?)", args.admin))?
-        .body_mut()
-        .read_to_string()
-        .context("cannot read the admin API's answer")?;
+    let body = args.target.get("/sessions")?;
     if args.json {
         println!("{body}");
         return Ok(ExitCode::SUCCESS);

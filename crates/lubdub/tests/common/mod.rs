@@ -104,6 +104,7 @@ impl TestServer {
             admin_listener,
             handle.control(),
             lubdub::admin::AdminConfig::default(),
+            None,
             async {
                 let _ = stopped.await;
             },

@@ -126,6 +126,14 @@ pub struct ServerSettings {
     #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Limits")]
     #[serde(serialize_with = "super::duration_text")]
     admin_connection_timeout: Duration,
+    /// File holding the admin API's bearer token (one line, at least 16
+    /// characters; `openssl rand -hex 32 > FILE`). With it every route but
+    /// /healthz needs `Authorization: Bearer TOKEN`. Required when --admin
+    /// is not a loopback address: the API lists and streams everyone's
+    /// presence.
+    #[arg(long, value_name = "FILE", env = "LUBDUB_ADMIN_TOKEN_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
     /// Most connections open at once from one source address (IPv6: one
     /// /64); 0 for no limit. Raise it for fleets behind one NAT gateway.
     #[arg(long, default_value_t = 1_000, help_heading = "Limits")]
@@ -389,6 +397,7 @@ mod tests {
             "--tls-cert=c",
             "--tls-key=k",
             "--tls-client-ca=ca",
+            "--admin-token-file=t",
         ]);
         let table = toml::Table::try_from(&all).expect("serializes");
         let printed: Vec<&String> = table.keys().collect();

@@ -20,7 +20,8 @@ pub struct MissingPair {
 impl ServerSettings {
     /// Checks the settings that need each other: a TLS key needs its
     /// certificate and the other way round, a client CA needs TLS, binding
-    /// names to client certificates needs a client CA. (Not clap's
+    /// names to client certificates needs a client CA, an admin API off
+    /// the loopback address needs a token. (Not clap's
     /// `requires`: each of a pair may come from a different layer.)
     ///
     /// # Errors
@@ -51,6 +52,14 @@ impl ServerSettings {
                 "tls-client-ca",
                 "without it clients present no certificate",
             ),
+            (
+                !self.admin.ip().is_loopback() && self.admin_token_file.is_none(),
+                "admin",
+                "admin-token-file",
+                "an admin API off the loopback address streams every session's \
+                 presence to whoever reaches it; give it a bearer token \
+                 (SECURITY.md) or listen on 127.0.0.1",
+            ),
         ];
         match pairs.into_iter().find(|(missing, ..)| *missing) {
             Some((_, key, needs, why)) => Err(MissingPair { key, needs, why }),
@@ -62,6 +71,18 @@ impl ServerSettings {
 #[cfg(test)]
 mod tests {
     use super::super::from_flags as settings;
+
+    #[test]
+    fn an_admin_api_off_loopback_needs_a_token() {
+        assert_eq!(settings(&["--admin=127.0.0.1:7071"]).check_pairs(), Ok(()));
+        assert_eq!(settings(&["--admin=[::1]:7071"]).check_pairs(), Ok(()));
+        let error = settings(&["--admin=0.0.0.0:7071"])
+            .check_pairs()
+            .expect_err("no token");
+        assert_eq!((error.key, error.needs), ("admin", "admin-token-file"));
+        let with_token = settings(&["--admin=0.0.0.0:7071", "--admin-token-file=t"]);
+        assert_eq!(with_token.check_pairs(), Ok(()));
+    }
 
     #[test]
     fn each_half_of_a_pair_needs_the_other() {
