@@ -291,6 +291,7 @@ impl Connection {
                         session_id: 1,
                         epoch: 1,
                         wall_ms: 0,
+                        replaced: None,
                     };
                     all.push(output);
                     self.machine

@@ -62,6 +62,7 @@ fn every_setting(scratch: &Scratch) -> Vec<(&'static str, Value)> {
         ("admin-header-timeout", text("3s")),
         ("admin-connection-timeout", text("1m")),
         ("admin-token-file", Value::Text(path("admin.token"))),
+        ("event-history", Value::Number("1024")),
         ("max-connections-per-ip", Value::Number("50")),
         ("accept-rate-per-ip", Value::Number("20")),
         ("max-messages-per-sec", Value::Number("10")),

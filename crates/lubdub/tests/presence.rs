@@ -70,7 +70,13 @@ async fn a_silent_session_is_suspect_after_one_interval_and_dropped_at_the_deadl
     let deadline = interval * u32::from(welcome.max_missed);
 
     let suspect = server.expect("quiet", "suspect").await;
-    assert_eq!(suspect.kind, PresenceKind::Suspected { missed: 1 });
+    assert_eq!(
+        suspect.kind,
+        PresenceKind::Suspected {
+            missed: 1,
+            first: true
+        }
+    );
     let after = suspect.at - hello_sent;
     assert!(
         after >= interval && after <= interval + TOLERANCE,
@@ -83,7 +89,13 @@ async fn a_silent_session_is_suspect_after_one_interval_and_dropped_at_the_deadl
 
     for missed in 2..=4 {
         let event = server.expect("quiet", "suspect").await;
-        assert_eq!(event.kind, PresenceKind::Suspected { missed });
+        assert_eq!(
+            event.kind,
+            PresenceKind::Suspected {
+                missed,
+                first: false
+            }
+        );
     }
     let dropped = server.expect("quiet", "dropped").await;
     let after = dropped.at - hello_sent;

@@ -80,12 +80,13 @@ impl<S> Connection<S> {
             // knows its name and epoch (the epoch fences the release).
             return;
         }
-        let (session_id, epoch, wall_ms) = match answer {
+        let (session_id, epoch, wall_ms, replaced) = match answer {
             ClaimAnswer::Claimed {
                 session_id,
                 epoch,
                 wall_ms,
-            } => (session_id, epoch, wall_ms),
+                replaced,
+            } => (session_id, epoch, wall_ms, replaced),
             ClaimAnswer::Confusable { text } => {
                 return self.refuse(now, ReasonCode::ConfusableName, text, rules, out);
             }
@@ -118,6 +119,7 @@ impl<S> Connection<S> {
             epoch,
             interval,
             one_way: !session.acks_wanted,
+            replaced,
         }));
         out.push(Output::Transmit(Transmit::Welcome(Welcome {
             session_id,

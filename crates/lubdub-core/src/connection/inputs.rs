@@ -69,6 +69,9 @@ pub enum ClaimAnswer {
         epoch: u64,
         /// Wall-clock time now, ms since the Unix epoch.
         wall_ms: u64,
+        /// The session that held the name until now (it is being taken
+        /// over), if any: the name stays online, in this session.
+        replaced: Option<u64>,
     },
     /// The name is confusable with one held: REJECT `confusable_name`.
     Confusable {

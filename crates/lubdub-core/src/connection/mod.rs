@@ -286,6 +286,7 @@ impl<S> Connection<S> {
         match outcome.transition {
             Some(Transition::Suspected { missed }) => {
                 let phi = detector.phi(&session.liveness, now.listening);
+                let first = !matches!(session.last_change, StateChange::Suspected { .. });
                 session.last_change = StateChange::Suspected {
                     missed,
                     phi: phi.map(|phi| phi as f32),
@@ -294,6 +295,7 @@ impl<S> Connection<S> {
                     name: session.name.clone(),
                     missed,
                     phi,
+                    first,
                 }));
             }
             Some(Transition::Dead { silent_for }) => {

@@ -97,6 +97,8 @@ pub enum Event {
         interval: Duration,
         /// The client asked for no PONGs.
         one_way: bool,
+        /// The session it took the name over from, if any.
+        replaced: Option<u64>,
     },
     /// The session turned suspect.
     Suspected {
@@ -106,6 +108,9 @@ pub enum Event {
         missed: u32,
         /// Its phi, with an adaptive detector.
         phi: Option<f64>,
+        /// It was not suspect before (the counter reports each further
+        /// silent interval too; a late check may skip straight past 1).
+        first: bool,
     },
     /// A frame arrived from a suspect session.
     Recovered {

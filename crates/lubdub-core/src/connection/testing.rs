@@ -316,6 +316,7 @@ impl Sim {
                     session_id: id as u64,
                     epoch,
                     wall_ms: 1_700_000_000_000,
+                    replaced: None,
                 };
                 self.peers[id]
                     .machine

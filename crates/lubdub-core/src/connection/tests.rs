@@ -130,14 +130,28 @@ fn a_silent_session_turns_suspect_then_is_declared_dead_at_its_deadline() {
     let id = sim.join("alice");
     sim.advance(Duration::from_millis(1_600));
     assert!(
-        sim.peers[id]
-            .events
-            .iter()
-            .any(|event| matches!(event, Event::Suspected { missed: 1, .. })),
+        sim.peers[id].events.iter().any(|event| matches!(
+            event,
+            Event::Suspected {
+                missed: 1,
+                first: true,
+                ..
+            }
+        )),
         "{:?}",
         sim.peers[id].events
     );
     sim.advance(Duration::from_millis(3_399));
+    // Each further silent interval is reported, as detail: not news.
+    let firsts: Vec<bool> = sim.peers[id]
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Suspected { first, .. } => Some(*first),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(firsts, [true, false, false, false]);
     assert!(dropped(&sim, id).is_none(), "declared dead early");
     sim.advance(MS);
     let (reason, silent_for) = dropped(&sim, id).expect("dropped");

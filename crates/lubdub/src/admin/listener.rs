@@ -3,10 +3,13 @@
 //! is answered 503 and closed at once (so the server never holds more than
 //! the cap plus one admin descriptor), accept errors back off, and each
 //! connection is served by hyper under a header-read timeout and a
-//! whole-connection time limit, then closed.
+//! whole-connection time limit, then closed. A connection that carries an
+//! event stream (`/events`) has no time limit: it lasts until its client
+//! or the server goes, holding its place under the cap.
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +93,35 @@ pub async fn serve(
     Ok(())
 }
 
+/// How long an event stream has, once the server stops, to send what it
+/// holds and end.
+const STREAM_END_GRACE: Duration = Duration::from_secs(1);
+
+/// What a handler may know of the connection it serves (a request
+/// extension): it may say it streams, and learn when the server stops.
+#[derive(Debug, Clone)]
+pub(super) struct AdminConnection {
+    streaming: Arc<AtomicBool>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl AdminConnection {
+    /// The response is a stream: the connection's time limit no longer
+    /// applies.
+    pub(super) fn streaming(&self) {
+        self.streaming.store(true, Ordering::Relaxed);
+    }
+
+    fn is_streaming(&self) -> bool {
+        self.streaming.load(Ordering::Relaxed)
+    }
+
+    /// Turns `true` when the server stops serving the admin API.
+    pub(super) fn stopped(&self) -> watch::Receiver<bool> {
+        self.stopped.clone()
+    }
+}
+
 /// Answer to a connection beyond the cap.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
@@ -117,20 +149,38 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout);
+    let this = AdminConnection {
+        streaming: Arc::new(AtomicBool::new(false)),
+        stopped: stopped.clone(),
+    };
+    let routes = routes.layer(axum::Extension(this.clone()));
     let mut connection =
         pin!(builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(routes)));
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                if error.is_timeout() {
-                    metrics.admin_limited("header_timeout");
-                }
-                debug!(%error, "admin connection ended");
+    let ended = |result: Result<(), hyper::Error>| {
+        if let Err(error) = result {
+            if error.is_timeout() {
+                metrics.admin_limited("header_timeout");
             }
+            debug!(%error, "admin connection ended");
         }
+    };
+    tokio::select! {
+        result = connection.as_mut() => ended(result),
         () = tokio::time::sleep_until(deadline) => {
-            metrics.admin_limited("connection_timeout");
-            debug!("admin connection closed at its time limit");
+            if this.is_streaming() {
+                // An event stream: it ends with its client, or ends
+                // itself when the server stops.
+                tokio::select! {
+                    result = connection.as_mut() => ended(result),
+                    _ = stopped.changed() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(STREAM_END_GRACE, connection).await;
+                    }
+                }
+            } else {
+                metrics.admin_limited("connection_timeout");
+                debug!("admin connection closed at its time limit");
+            }
         }
         _ = stopped.changed() => {
             // Finish the response in progress, if any, then close.

@@ -7,6 +7,7 @@
 //! ([`access`]).
 
 mod access;
+mod events;
 mod listener;
 mod sessions;
 
@@ -66,6 +67,7 @@ pub fn router(control: ServerControl, token: Option<Arc<AdminToken>>) -> Router 
     Router::new()
         .route("/sessions", get(sessions::sessions))
         .route("/metrics", get(metrics))
+        .route("/events", get(events::events))
         .route_layer(axum::middleware::from_fn_with_state(
             token,
             access::require_token,

@@ -1,6 +1,8 @@
 //! `GET /sessions`: the whole list streamed as one JSON array, fetched from
 //! the event loop one page at a time; `?limit=N&after=CURSOR` for one page
 //! with the next cursor; `?name=NAME` for one session, looked up by name.
+//! Each answer carries a `Lubdub-Seq` header: the number of the last
+//! presence event published before the listing was taken (see `events`).
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -88,6 +90,9 @@ pub(super) async fn sessions(
         Ok(query) => query,
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     };
+    // Read before the listing is taken: it reflects at least every event
+    // up to this one, and changes numbered after it bring it up to date.
+    let seq = control.presence().last_seq();
     let answer = match query {
         Query::All => Ok(stream_all(control)),
         Query::Page { after, limit } => control
@@ -99,10 +104,15 @@ pub(super) async fn sessions(
             .await
             .map(|session| Json(Vec::from_iter(session)).into_response()),
     };
-    answer.unwrap_or_else(|error| {
+    let mut response = answer.unwrap_or_else(|error| {
         (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response()
-    })
+    });
+    response.headers_mut().insert(SEQ_HEADER, seq.into());
+    response
 }
+
+/// The response header naming the last presence event a listing reflects.
+pub(super) const SEQ_HEADER: &str = "lubdub-seq";
 
 /// Where a streamed listing stands.
 #[derive(Debug, Clone, Copy)]

@@ -130,6 +130,11 @@ pub struct ServerConfig {
     /// How long a shutdown waits for farewells to be delivered and peers to
     /// close before it closes what is left.
     pub shutdown_timeout: Duration,
+    /// Presence events kept for event streams that resume
+    /// (`Last-Event-ID`) and for readers that fall behind; one that asks
+    /// for older ones is told to resync. Default
+    /// [`super::hub::DEFAULT_CAPACITY`].
+    pub event_history: usize,
     // Credentials (`--auth-file`, `--token-secret`): kept in one field of
     // their own, documented in `crate::auth::AuthConfig`.
     /// Who may claim which name; by default nobody needs a credential.
@@ -188,6 +193,7 @@ impl Default for ServerConfig {
             max_refusal_strikes: 5,
             max_pings_per_interval: 4,
             shutdown_timeout: Duration::from_secs(5),
+            event_history: super::hub::DEFAULT_CAPACITY,
             // Credentials: none required unless configured.
             auth: AuthConfig::default(),
             tls: None,

@@ -9,7 +9,10 @@ use mio::Waker;
 
 use super::acceptor::AcceptorCommand;
 use super::event_loop::{Command, LoopHandle};
-use super::{Reload, ServerMetrics, SessionInfo, SessionPage, StateCounts, MAX_SESSIONS_PER_PAGE};
+use super::{
+    PresenceHub, Reload, ServerMetrics, SessionInfo, SessionPage, StateCounts,
+    MAX_SESSIONS_PER_PAGE,
+};
 
 /// The server stopped before it could answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +25,7 @@ pub struct ServerControl {
     loops: Arc<[LoopHandle]>,
     acceptor: (mpsc::Sender<AcceptorCommand>, Arc<Waker>),
     metrics: ServerMetrics,
+    hub: Arc<PresenceHub>,
 }
 
 /// A listing cursor's loop and, within it, the slab index after which to
@@ -50,11 +54,13 @@ impl ServerControl {
         loops: Arc<[LoopHandle]>,
         acceptor: (mpsc::Sender<AcceptorCommand>, Arc<Waker>),
         metrics: ServerMetrics,
+        hub: Arc<PresenceHub>,
     ) -> Self {
         Self {
             loops,
             acceptor,
             metrics,
+            hub,
         }
     }
 
@@ -94,7 +100,8 @@ impl ServerControl {
     /// [`MAX_SESSIONS_PER_PAGE`]) after the cursor `after` (`None`: from
     /// the start), answered by one loop in one bounded turn. The cursor
     /// names the loop too, so a page may hold fewer sessions than asked
-    /// where one loop's sessions end.
+    /// where one loop's sessions end. Its `seq` is the last presence
+    /// event published before it was taken.
     ///
     /// # Errors
     /// [`ServerStopped`] when the loop is gone.
@@ -104,10 +111,14 @@ impl ServerControl {
         limit: usize,
     ) -> Result<SessionPage, ServerStopped> {
         let (loop_index, within) = split_cursor(after);
+        // Read before the page is taken: the page reflects at least every
+        // event up to it.
+        let seq = self.hub.last_seq();
         if loop_index >= self.loops.len() {
             return Ok(SessionPage {
                 sessions: Vec::new(),
                 next: None,
+                seq,
             });
         }
         let (reply, page) = tokio::sync::oneshot::channel();
@@ -125,6 +136,7 @@ impl ServerControl {
             None if loop_index + 1 < self.loops.len() => Some(start_of_loop(loop_index + 1)),
             None => None,
         };
+        page.seq = seq;
         Ok(page)
     }
 
@@ -178,7 +190,13 @@ impl ServerControl {
         Ok(total)
     }
 
-    /// The server's metrics (shared counters; see [`ServerMetrics::encode`]).
+    /// The hub every presence event is published to (the event stream
+    /// and the listings' sequence numbers read it).
+    pub fn presence(&self) -> &Arc<PresenceHub> {
+        &self.hub
+    }
+
+    /// The server's metrics.
     pub fn metrics(&self) -> &ServerMetrics {
         &self.metrics
     }

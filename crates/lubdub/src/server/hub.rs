@@ -10,7 +10,14 @@
 //! a [`FeedItem::Gap`] before the next event it gets. Each event carries a
 //! process-wide sequence number, given in publishing order, and the wall-
 //! clock time the loop observed it.
+//!
+//! The hub also keeps the latest `capacity` events in order of their
+//! numbers (a second ring, `history`), so that a reader that comes back
+//! (an event stream resumed with `Last-Event-ID`) gets exactly the events
+//! after the last one it saw, or learns that they are gone
+//! ([`Resumed::resync`]) and must rebuild its state from a listing.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -25,35 +32,76 @@ pub const DEFAULT_CAPACITY: usize = 16_384;
 /// Where every loop publishes its presence events; see the module documentation.
 #[derive(Debug)]
 pub struct PresenceHub {
-    /// The next sequence number, held while an event is sent, so that the
-    /// ring's order and the numbers agree whichever loop publishes.
-    next_seq: Mutex<u64>,
+    /// Held while an event is numbered and sent, so that the ring's order
+    /// and the numbers agree whichever loop publishes, and so that a
+    /// reader joins at one exact point of the sequence.
+    state: Mutex<Numbered>,
     ring: broadcast::Sender<PresenceEvent>,
+    capacity: usize,
+}
+
+/// The hub's numbering and the events kept for readers that resume.
+#[derive(Debug)]
+struct Numbered {
+    next_seq: u64,
+    history: VecDeque<PresenceEvent>,
+}
+
+/// A reader joining the sequence after a given event (see
+/// [`PresenceHub::resume`]).
+#[derive(Debug)]
+pub struct Resumed {
+    /// The events after the one asked for that the hub still held, in order.
+    pub backlog: Vec<PresenceEvent>,
+    /// Some events after the one asked for are no longer held (or the
+    /// number was never given, by this run of the server): the reader must
+    /// rebuild its state from a listing before it applies `backlog`.
+    pub resync: bool,
+    /// Every event published from now on.
+    pub feed: PresenceFeed,
 }
 
 impl PresenceHub {
     /// A hub keeping the latest `capacity` events (at least 1).
     pub fn new(capacity: usize) -> Self {
-        let (ring, _) = broadcast::channel(capacity.max(1));
+        let capacity = capacity.max(1);
+        let (ring, _) = broadcast::channel(capacity);
         Self {
-            next_seq: Mutex::new(1),
+            state: Mutex::new(Numbered {
+                next_seq: 1,
+                history: VecDeque::new(),
+            }),
             ring,
+            capacity,
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Numbered> {
+        // A poisoned lock only means a publisher panicked mid-send; the
+        // number it holds is still the next one.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Numbers, stamps and publishes `event`; never waits for readers.
     pub(crate) fn publish(&self, mut event: PresenceEvent, wall: SystemTime) {
-        // A poisoned lock only means a publisher panicked mid-send; the
-        // number it holds is still the next one.
-        let mut next_seq = self
-            .next_seq
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        event.seq = *next_seq;
+        let mut state = self.state();
+        event.seq = state.next_seq;
         event.wall = wall;
-        *next_seq += 1;
+        state.next_seq += 1;
+        if state.history.len() == self.capacity {
+            state.history.pop_front();
+        }
+        state.history.push_back(event.clone());
         // No reader is no error: the event is counted and gone.
         let _ = self.ring.send(event);
+    }
+
+    /// The number of the latest event published (0: none yet). A listing
+    /// taken after this call reflects every event up to it.
+    pub fn last_seq(&self) -> u64 {
+        self.state().next_seq - 1
     }
 
     /// A reader of every event published from now on.
@@ -61,6 +109,30 @@ impl PresenceHub {
         PresenceFeed {
             ring: self.ring.subscribe(),
             missed: 0,
+        }
+    }
+
+    /// A reader of every event after number `after`: those still held,
+    /// then every one published from now on, with none missed or repeated
+    /// between the two.
+    pub fn resume(&self, after: u64) -> Resumed {
+        let state = self.state();
+        let feed = self.subscribe();
+        let oldest = state
+            .history
+            .front()
+            .map_or(state.next_seq, |event| event.seq);
+        let resync = after >= state.next_seq || after + 1 < oldest;
+        let backlog = state
+            .history
+            .iter()
+            .filter(|event| event.seq > after)
+            .cloned()
+            .collect();
+        Resumed {
+            backlog,
+            resync,
+            feed,
         }
     }
 }
@@ -160,6 +232,35 @@ mod tests {
         }
         assert_eq!(feed.try_recv(), None);
         assert_eq!(feed.missed(), 6);
+    }
+
+    #[test]
+    fn a_reader_resumes_after_any_event_still_held_or_is_told_to_resync() {
+        let hub = PresenceHub::new(4);
+        let wall = SystemTime::now();
+        for index in 1..=6 {
+            hub.publish(event(&format!("e{index}")), wall);
+        }
+        assert_eq!(hub.last_seq(), 6);
+        let seqs = |resumed: &Resumed| -> Vec<u64> {
+            resumed.backlog.iter().map(|event| event.seq).collect()
+        };
+        // Held: 3 to 6. After 2, nothing is missing; after 1, event 2 is.
+        let resumed = hub.resume(2);
+        assert_eq!((seqs(&resumed), resumed.resync), (vec![3, 4, 5, 6], false));
+        let resumed = hub.resume(1);
+        assert_eq!((seqs(&resumed), resumed.resync), (vec![3, 4, 5, 6], true));
+        let resumed = hub.resume(6);
+        assert_eq!((seqs(&resumed), resumed.resync), (vec![], false));
+        // A number this run never gave (a restarted server): resync.
+        let mut resumed = hub.resume(40);
+        assert!(resumed.resync);
+        // The feed goes on exactly after the backlog.
+        hub.publish(event("e7"), wall);
+        match resumed.feed.try_recv() {
+            Some(FeedItem::Event(event)) => assert_eq!(event.seq, 7),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 mod acceptor;
 mod admission;
 mod auth_gate;
+pub mod changes;
 pub mod config;
 mod config_error;
 mod connection;
@@ -154,7 +155,8 @@ pub fn start(
     config: ServerConfig,
     registry: Arc<dyn Registry>,
 ) -> Result<ServerHandle, StartError> {
-    start_with_hub(config, registry, Arc::new(PresenceHub::default()))
+    let hub = Arc::new(PresenceHub::new(config.event_history));
+    start_with_hub(config, registry, hub)
 }
 
 /// Like [`start`], publishing presence events to `hub` (a test may want a
@@ -270,7 +272,12 @@ pub fn start_with_hub(
     );
     Ok(ServerHandle {
         local_addr,
-        control: ServerControl::new(siblings, (acceptor_commands, acceptor_waker), metrics),
+        control: ServerControl::new(
+            siblings,
+            (acceptor_commands, acceptor_waker),
+            metrics,
+            Arc::clone(&hub),
+        ),
         hub,
         threads,
     })

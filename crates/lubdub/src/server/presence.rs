@@ -25,11 +25,18 @@ pub enum PresenceKind {
         epoch: u64,
         /// Granted heartbeat interval.
         interval: Duration,
+        /// The session it took the name over from, if any: for the name,
+        /// one continuous online state (that session's `Dropped`, reason
+        /// `taken_over`, may come before or after this event).
+        replaced: Option<u64>,
     },
     /// Silent for `missed` whole intervals.
     Suspected {
         /// Whole intervals of silence.
         missed: u32,
+        /// Not suspect before: the news; later ones (the counter reports
+        /// each further silent interval) are detail.
+        first: bool,
     },
     /// A frame arrived from a suspect session.
     Recovered,
@@ -109,16 +116,23 @@ impl Presence {
         // A name is checked at HELLO, but the log must not trust that rule.
         let name = Escaped(name);
         match kind {
-            PresenceKind::Joined { epoch, interval } => {
-                info!(%name, %peer, session = session_id, epoch, interval_ms = interval.as_millis() as u64, "joined");
+            PresenceKind::Joined {
+                epoch,
+                interval,
+                replaced,
+            } => {
+                info!(%name, %peer, session = session_id, epoch, interval_ms = interval.as_millis() as u64, replaced, "joined");
             }
             // The first suspicion is news; each further silent interval of
             // the counter is detail (a mass silence would log four lines
             // per session at info).
-            PresenceKind::Suspected { missed } if *missed <= 1 => {
+            PresenceKind::Suspected {
+                missed,
+                first: true,
+            } => {
                 info!(%name, %peer, session = session_id, missed, detail, "suspect")
             }
-            PresenceKind::Suspected { missed } => {
+            PresenceKind::Suspected { missed, .. } => {
                 debug!(%name, %peer, session = session_id, missed, detail, "suspect")
             }
             PresenceKind::Recovered => info!(%name, %peer, session = session_id, "recovered"),

@@ -59,6 +59,8 @@ pub struct SessionInfo {
 /// Paging is consistent for sessions that stay: a session keeps its slot
 /// for its whole life, so one that exists from the first page to the last
 /// appears exactly once; one that comes or goes meanwhile may or may not.
+/// To rebuild exact state, apply the event stream's changes numbered after
+/// the first page's `seq` (applied by session id, they are idempotent).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionPage {
     /// The sessions of this page; fewer than asked for (even none) when
@@ -67,4 +69,9 @@ pub struct SessionPage {
     /// The cursor to pass as `after` for the next page; `None` (JSON
     /// `null`) when this page is the last.
     pub next: Option<u64>,
+    /// The number of the last presence event published before this page
+    /// was taken (see [`crate::server::PresenceHub::last_seq`]); set by the
+    /// admin API.
+    #[serde(default)]
+    pub seq: u64,
 }

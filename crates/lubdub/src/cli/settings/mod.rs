@@ -134,6 +134,11 @@ pub struct ServerSettings {
     #[arg(long, value_name = "FILE", env = "LUBDUB_ADMIN_TOKEN_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token_file: Option<PathBuf>,
+    /// Presence events the server keeps (about 130 bytes each) so that an
+    /// event stream (GET /events) that reconnects with Last-Event-ID
+    /// misses none; a stream asking for older ones is told to resync.
+    #[arg(long, value_name = "N", default_value_t = lubdub::server::hub::DEFAULT_CAPACITY as u64, value_parser = clap::value_parser!(u64).range(16..=1_048_576), help_heading = "Limits")]
+    event_history: u64,
     /// Most connections open at once from one source address (IPv6: one
     /// /64); 0 for no limit. Raise it for fleets behind one NAT gateway.
     #[arg(long, default_value_t = 1_000, help_heading = "Limits")]
@@ -304,6 +309,7 @@ impl ServerSettings {
             max_fanout_bytes_per_sec_total: self.max_fanout_bytes_per_sec_total,
             max_refusal_strikes: self.max_refusal_strikes,
             shutdown_timeout: self.shutdown_timeout,
+            event_history: usize::try_from(self.event_history).unwrap_or(usize::MAX),
             auth: lubdub::auth::AuthConfig {
                 auth_file: self.auth_file.clone(),
                 token_secret_file: self.token_secret.clone(),

@@ -26,6 +26,10 @@ impl<D: Detector> EventLoop<D> {
         });
         let answer = match claimed {
             Ok(claimed) => {
+                let replaced = claimed
+                    .previous
+                    .as_ref()
+                    .map(|previous| previous.session_id);
                 if let Some(previous) = claimed
                     .previous
                     .filter(|previous| previous.node == self.node)
@@ -48,6 +52,7 @@ impl<D: Detector> EventLoop<D> {
                     session_id,
                     epoch: claimed.epoch,
                     wall_ms: wall_clock_ms(),
+                    replaced,
                 }
             }
             Err(error @ RegistryError::Confusable { .. }) => ClaimAnswer::Confusable {

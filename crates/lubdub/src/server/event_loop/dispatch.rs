@@ -96,13 +96,23 @@ impl<D: Detector> EventLoop<D> {
                 epoch,
                 interval,
                 one_way,
+                replaced,
             } => {
-                let kind = PresenceKind::Joined { epoch, interval };
+                let kind = PresenceKind::Joined {
+                    epoch,
+                    interval,
+                    replaced,
+                };
                 let event = PresenceEvent::new(at, name, session, peer, kind);
                 self.presence.report(event, one_way.then_some("one-way"));
             }
-            Event::Suspected { name, missed, phi } => {
-                let kind = PresenceKind::Suspected { missed };
+            Event::Suspected {
+                name,
+                missed,
+                phi,
+                first,
+            } => {
+                let kind = PresenceKind::Suspected { missed, first };
                 let event = PresenceEvent::new(at, name.into(), session, peer, kind);
                 let detail = phi.map(|phi| format!("phi={phi:.2}"));
                 self.presence.report(event, detail.as_deref());

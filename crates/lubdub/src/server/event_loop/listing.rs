@@ -45,6 +45,8 @@ impl<D: Detector> EventLoop<D> {
             sessions,
             // `index > start` here: at least one slot was looked at.
             next: (index < end).then(|| index as u64 - 1),
+            // Numbered by `ServerControl`, which reads the hub.
+            seq: 0,
         }
     }
 
