@@ -22,6 +22,8 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The admin API tests read it (and its event stream) with curl.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The webhook tests' receiver is a Python http.server.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "the tests need ${missing[*]}; run this as root (it installs them with apt-get), or install them yourself" >&2

@@ -40,5 +40,6 @@ pub mod server;
 #[cfg(feature = "simulate")]
 pub mod simulate;
 mod tcp_options;
+pub mod webhook;
 
 pub use lubdub_core as core;

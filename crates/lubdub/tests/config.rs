@@ -32,6 +32,11 @@ fn every_setting(scratch: &Scratch) -> Vec<(&'static str, Value)> {
         "7f3a9c1e5b2d8f604a1c3e5b7d9f2a4c\n",
     )
     .expect("written");
+    std::fs::write(
+        scratch.path("webhook.secret"),
+        "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n",
+    )
+    .expect("written");
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
     std::fs::write(scratch.path("tls.crt"), certified.cert.pem()).expect("written");
@@ -63,6 +68,13 @@ fn every_setting(scratch: &Scratch) -> Vec<(&'static str, Value)> {
         ("admin-connection-timeout", text("1m")),
         ("admin-token-file", Value::Text(path("admin.token"))),
         ("event-history", Value::Number("1024")),
+        (
+            "webhook",
+            text("http://127.0.0.1:9/hook,https://example.com/hook"),
+        ),
+        ("webhook-secret-file", Value::Text(path("webhook.secret"))),
+        ("webhook-batch", Value::Number("50")),
+        ("webhook-timeout", text("2s")),
         ("max-connections-per-ip", Value::Number("50")),
         ("accept-rate-per-ip", Value::Number("20")),
         ("max-messages-per-sec", Value::Number("10")),

@@ -78,6 +78,10 @@ fn check(args: CheckArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     if let Some(path) = &resolved.settings.admin_token_file {
         lubdub::admin::AdminToken::from_file(path).context("lubdub server would not start")?;
     }
+    resolved
+        .settings
+        .webhook_config()
+        .context("lubdub server would not start")?;
     print!(
         "{}",
         render(&resolved).context("cannot print the settings")?

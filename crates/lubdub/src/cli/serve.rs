@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgMatches, Args};
@@ -68,6 +69,7 @@ pub fn run(args: ServerArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         .map(lubdub::admin::AdminToken::from_file)
         .transpose()?
         .map(Arc::new);
+    let webhooks = settings.webhook_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -161,6 +163,24 @@ pub fn run(args: ServerArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             None => info!("no credentials configured: names are first come, first served"),
         }
         let control = handle.control();
+        let (stop_webhooks, webhooks_stopped) = tokio::sync::watch::channel(false);
+        let webhook_tasks = match &webhooks {
+            Some(webhooks) => {
+                info!(
+                    urls = %webhooks.urls.join(","),
+                    batch = webhooks.batch,
+                    timeout = %humantime::format_duration(webhooks.timeout),
+                    "webhooks: every change of presence is POSTed, signed"
+                );
+                lubdub::webhook::spawn(
+                    webhooks,
+                    control.presence(),
+                    control.metrics().webhooks().clone(),
+                    &webhooks_stopped,
+                )
+            }
+            None => Vec::new(),
+        };
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = tokio::spawn(lubdub::admin::serve(
             admin_listener,
@@ -199,9 +219,22 @@ pub fn run(args: ServerArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             .context("the event loop thread failed")?
             .context("the event loop failed")?;
         admin.await.context("the admin task failed")??;
+        // The sessions' last changes (offline, shutdown) are in the hub:
+        // one last attempt each, bounded.
+        let _ = stop_webhooks.send(true);
+        let last_attempts = futures_util::future::join_all(webhook_tasks);
+        if tokio::time::timeout(WEBHOOK_LAST_ATTEMPT, last_attempts)
+            .await
+            .is_err()
+        {
+            warn!("webhooks: the last changes were not all delivered before exit");
+        }
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// How long the webhooks' last attempt may hold up the exit.
+const WEBHOOK_LAST_ATTEMPT: Duration = Duration::from_secs(3);
 
 /// Tells the service manager `state`, if one listens; a failure is
 /// logged, never fatal (the server serves either way).

@@ -82,6 +82,7 @@ pub struct ServerMetrics {
     admin_limited: Family<ReasonLabel, Counter>,
     /// Credentials: failures, argon2 runs, cache hits.
     auth: AuthMetrics,
+    webhooks: crate::webhook::WebhookMetrics,
 }
 
 impl Default for ServerMetrics {
@@ -184,6 +185,7 @@ impl ServerMetrics {
             admin_limited.clone(),
         );
         let auth = AuthMetrics::register(&mut registry);
+        let webhooks = crate::webhook::WebhookMetrics::register(&mut registry);
         let refused_for_rate = frames_refused
             .get_or_create(&ReasonLabel {
                 reason: lubdub_core::protocol::ReasonCode::RateLimited.label(),
@@ -213,7 +215,13 @@ impl ServerMetrics {
             round_trip,
             sessions,
             auth,
+            webhooks,
         }
+    }
+
+    /// The webhooks' counters.
+    pub fn webhooks(&self) -> &crate::webhook::WebhookMetrics {
+        &self.webhooks
     }
 
     /// The credential metrics, for the event loop's auth gate.

@@ -11,8 +11,10 @@ pub mod layers;
 mod pairs;
 pub mod reload;
 pub mod render;
+mod urls;
 
 pub use pairs::MissingPair;
+pub use urls::WebhookUrls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -139,6 +141,26 @@ pub struct ServerSettings {
     /// misses none; a stream asking for older ones is told to resync.
     #[arg(long, value_name = "N", default_value_t = lubdub::server::hub::DEFAULT_CAPACITY as u64, value_parser = clap::value_parser!(u64).range(16..=1_048_576), help_heading = "Limits")]
     event_history: u64,
+    /// POST every change of presence (as GET /events shows it) to these
+    /// URLs, comma-separated: JSON batches signed with HMAC-SHA256 in the
+    /// Lubdub-Signature header, retried with backoff. Needs
+    /// --webhook-secret-file.
+    #[arg(long, value_name = "URL[,URL...]", value_parser = urls::parse_webhook_urls)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookUrls>,
+    /// File holding the key webhook bodies are signed with (at least 16
+    /// characters; `openssl rand -hex 32 > FILE`), shared with the receivers.
+    #[arg(long, value_name = "FILE", env = "LUBDUB_WEBHOOK_SECRET_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Most changes in one webhook POST.
+    #[arg(long, value_name = "N", default_value_t = lubdub::webhook::DEFAULT_BATCH as u64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    webhook_batch: u64,
+    /// Longest a webhook POST may take; a slower receiver's POST counts
+    /// as failed and is retried.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[serde(serialize_with = "super::duration_text")]
+    webhook_timeout: Duration,
     /// Most connections open at once from one source address (IPv6: one
     /// /64); 0 for no limit. Raise it for fleets behind one NAT gateway.
     #[arg(long, default_value_t = 1_000, help_heading = "Limits")]
@@ -324,6 +346,29 @@ impl ServerSettings {
         }
     }
 
+    /// The webhooks' configuration, reading the secret file; `None`
+    /// without --webhook (`check_pairs` refuses --webhook without a secret).
+    ///
+    /// # Errors
+    /// The secret file cannot be used.
+    pub fn webhook_config(
+        &self,
+    ) -> Result<Option<lubdub::webhook::WebhookConfig>, lubdub::webhook::SecretFileError> {
+        let (Some(urls), Some(secret_file)) = (&self.webhook, &self.webhook_secret_file) else {
+            return Ok(None);
+        };
+        Ok(Some(lubdub::webhook::WebhookConfig {
+            urls: urls.0.clone(),
+            secret: lubdub::webhook::read_secret(secret_file)?,
+            batch: usize::try_from(self.webhook_batch).unwrap_or(usize::MAX),
+            timeout: self.webhook_timeout,
+            backoff: lubdub::client::backoff::Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(30),
+            },
+        }))
+    }
+
     /// The admin port's limits.
     pub fn admin_config(&self) -> lubdub::admin::AdminConfig {
         lubdub::admin::AdminConfig {
@@ -404,6 +449,8 @@ mod tests {
             "--tls-key=k",
             "--tls-client-ca=ca",
             "--admin-token-file=t",
+            "--webhook=http://h/x",
+            "--webhook-secret-file=s",
         ]);
         let table = toml::Table::try_from(&all).expect("serializes");
         let printed: Vec<&String> = table.keys().collect();

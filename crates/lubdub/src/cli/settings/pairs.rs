@@ -53,6 +53,12 @@ impl ServerSettings {
                 "without it clients present no certificate",
             ),
             (
+                self.webhook.is_some() && self.webhook_secret_file.is_none(),
+                "webhook",
+                "webhook-secret-file",
+                "webhook bodies are signed, so that receivers can tell them from forgeries",
+            ),
+            (
                 !self.admin.ip().is_loopback() && self.admin_token_file.is_none(),
                 "admin",
                 "admin-token-file",

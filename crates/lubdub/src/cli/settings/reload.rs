@@ -168,6 +168,9 @@ mod tests {
         if CREDENTIALS.contains(&key) || TLS.contains(&key) {
             return None;
         }
+        if key == "webhook" {
+            return Some("http://127.0.0.1:9/hook".to_owned());
+        }
         let definition = super::super::definition();
         let arg = definition
             .get_arguments()
