@@ -71,6 +71,7 @@ fn hello(requested_interval_ms: u32) -> Vec<u8> {
         requested_interval_ms,
         name: "alice".into(),
         credential: Vec::new(),
+        status: None,
     }))
 }
 

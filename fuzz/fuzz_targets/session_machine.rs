@@ -22,6 +22,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use lubdub_core::protocol::handshake::validate_name;
+use lubdub_core::protocol::status::validate_status;
 use lubdub_core::protocol::{Frame, ReasonCode};
 use lubdub_core::rate::Gcra;
 use lubdub_core::session::{Inbound, Phase};
@@ -125,8 +126,13 @@ fn check_handshake(outcomes: &[Outcome]) {
             }
             (_, Ok(Inbound::Hello(_))) => panic!("a non-HELLO admitted as HELLO"),
             (Frame::Hello(hello), Err(_)) if first => {
-                assert_eq!(code, Some(ReasonCode::InvalidName));
-                assert!(validate_name(&hello.name).is_err());
+                if validate_name(&hello.name).is_err() {
+                    assert_eq!(code, Some(ReasonCode::InvalidName));
+                } else {
+                    assert_eq!(code, Some(ReasonCode::InvalidStatus));
+                    let status = hello.status.as_deref().expect("a status");
+                    assert!(validate_status(status).is_err());
+                }
             }
             (_, _) if first => assert_eq!(code, Some(ReasonCode::HelloRequired)),
             (Frame::Hello(_), _) => assert_eq!(code, Some(ReasonCode::DuplicateHello)),
@@ -155,6 +161,22 @@ fn check_handshake(outcomes: &[Outcome]) {
                 other => panic!("MSG judged {other:?}"),
             },
             (Frame::Bye(bye), verdict) => assert_eq!(verdict, &Ok(Inbound::Bye(bye.clone()))),
+            (Frame::Status { text }, verdict) => match verdict {
+                Ok(Inbound::Status(admitted)) => {
+                    assert_eq!(text, admitted);
+                    assert!(validate_status(text).is_ok());
+                }
+                Ok(Inbound::Refused {
+                    code: ReasonCode::InvalidStatus,
+                    ..
+                }) => assert!(validate_status(text).is_err()),
+                Ok(Inbound::Refused {
+                    code: ReasonCode::RateLimited,
+                    ..
+                }) => assert!(validate_status(text).is_ok()),
+                Err(violation) => assert_eq!(violation.code, ReasonCode::RateLimited),
+                other => panic!("STATUS judged {other:?}"),
+            },
             (_, _) => assert_eq!(code, Some(ReasonCode::UnexpectedFrame)),
         }
     }
@@ -298,7 +320,8 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
                     possible.count
                 );
             }
-            Ok(Inbound::Message(_)) => {
+            // A status change counts against the message rate.
+            Ok(Inbound::Message(_) | Inbound::Status(_)) => {
                 messages_admitted += 1;
                 // A run of refusals ends with a MSG delivered (after its
                 // read); one admitted by the rates but too large to relay is not.

@@ -385,6 +385,18 @@ impl Connection {
                     false,
                 )
             }
+            Frame::Status { text } => {
+                let set = segment.iter().find_map(|output| match output {
+                    Output::Event(Event::StatusChanged { status, .. }) => Some(status),
+                    _ => None,
+                });
+                assert_eq!(
+                    set,
+                    Some(text),
+                    "STATUS neither set nor refused: {segment:?}"
+                );
+                (Ok(Inbound::Status(text.clone())), false)
+            }
             other => panic!("{:?} admitted: {segment:?}", other.kind()),
         }
     }

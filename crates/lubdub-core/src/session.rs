@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use crate::protocol::handshake::validate_name;
+use crate::protocol::status::validate_status;
 use crate::protocol::{Bye, Frame, Hello, Message, ReasonCode};
 use crate::rate::{Gcra, Rate};
 
@@ -43,8 +44,11 @@ pub enum Inbound {
     Message(Message),
     /// The client ends the session.
     Bye(Bye),
-    /// A PING or MSG beyond its session's rate: not acted on (no PONG, not
-    /// relayed), the session goes on. `notice`, when present, is the text of
+    /// The session's status from now on (empty: none); valid.
+    Status(String),
+    /// A PING, MSG or STATUS beyond its session's rate, or an invalid
+    /// STATUS: not acted on (no PONG, not relayed, not set), the session
+    /// goes on. `notice`, when present, is the text of
     /// a NOTICE with `code` to send; it is sent once per run of refusals, so
     /// that refusing a flood does not become a flood of notices.
     Refused {
@@ -73,10 +77,20 @@ pub struct Violation {
 pub fn admit(phase: Phase, frame: Frame) -> Result<Inbound, Violation> {
     let violation = |code, text: String| Err(Violation { code, text });
     match (phase, frame) {
-        (Phase::AwaitingHello, Frame::Hello(hello)) => match validate_name(&hello.name) {
-            Ok(()) => Ok(Inbound::Hello(hello)),
-            Err(error) => violation(ReasonCode::InvalidName, format!("invalid name: {error}")),
-        },
+        (Phase::AwaitingHello, Frame::Hello(mut hello)) => {
+            if let Err(error) = validate_name(&hello.name) {
+                return violation(ReasonCode::InvalidName, format!("invalid name: {error}"));
+            }
+            if let Some(Err(error)) = hello.status.as_deref().map(validate_status) {
+                return violation(
+                    ReasonCode::InvalidStatus,
+                    format!("invalid status: {error}"),
+                );
+            }
+            // An empty status is no status.
+            hello.status = hello.status.filter(|status| !status.is_empty());
+            Ok(Inbound::Hello(hello))
+        }
         (Phase::AwaitingHello, other) => violation(
             ReasonCode::HelloRequired,
             format!("expected HELLO first, got {:?}", other.kind()),
@@ -98,6 +112,14 @@ pub fn admit(phase: Phase, frame: Frame) -> Result<Inbound, Violation> {
             Ok(Inbound::Message(message))
         }
         (Phase::Established, Frame::Bye(bye)) => Ok(Inbound::Bye(bye)),
+        // A bad status is a request refused, not a broken protocol.
+        (Phase::Established, Frame::Status { text }) => match validate_status(&text) {
+            Ok(()) => Ok(Inbound::Status(text)),
+            Err(error) => Ok(Inbound::Refused {
+                code: ReasonCode::InvalidStatus,
+                notice: Some(format!("status not set: {error}")),
+            }),
+        },
         (Phase::Established, other) => violation(
             ReasonCode::UnexpectedFrame,
             format!("{:?} is sent by servers, not clients", other.kind()),
@@ -297,6 +319,22 @@ impl Conduct {
                     )
                 })
             }
+            // A status change is shown to every watcher: it counts as a
+            // MSG against the session's rate.
+            Inbound::Status(_) => {
+                if self.messages.allow(now_us, limits.messages) {
+                    return Ok(inbound);
+                }
+                let rate = limits.messages;
+                self.refuse_message(now_us, limits, ReasonCode::RateLimited, || {
+                    format!(
+                        "status not set: at most {} messages and status changes a \
+                         second (bursts of {}); send it again later",
+                        1_000_000 / rate.spacing_us.max(1),
+                        rate.burst
+                    )
+                })
+            }
             other => Ok(other),
         }
     }
@@ -385,6 +423,7 @@ mod tests {
             requested_interval_ms: 0,
             name: name.to_owned(),
             credential: Vec::new(),
+            status: None,
         })
     }
 

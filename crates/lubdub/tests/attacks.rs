@@ -134,6 +134,7 @@ impl Peer {
             requested_interval_ms: interval_ms,
             name: name.to_owned(),
             credential: Vec::new(),
+            status: None,
         }))
         .map_err(|error| format!("{name}: HELLO: {error}"))?;
         match self.next() {

@@ -47,6 +47,7 @@ fn hello_with(name: &str, credential: &[u8]) -> Frame {
         requested_interval_ms: 200,
         name: name.to_owned(),
         credential: credential.to_vec(),
+        status: None,
     })
 }
 

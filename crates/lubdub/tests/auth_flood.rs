@@ -56,6 +56,7 @@ fn hello_with(name: &str, credential: &[u8]) -> Frame {
         requested_interval_ms: 1_000,
         name: name.to_owned(),
         credential: credential.to_vec(),
+        status: None,
     })
 }
 

@@ -243,3 +243,51 @@ fn a_stream_resumes_after_its_last_id_or_is_told_to_resync() {
     let text = String::from_utf8_lossy(&output.stdout).to_lowercase();
     assert!(text.contains(&format!("lubdub-seq: {last_seq}")), "{text}");
 }
+
+/// A status set at HELLO (`lubdub client --status`), changed with
+/// `/status`, refused when invalid: shown in the changes, the listing and
+/// `lubdub sessions`. Fails on the code before STATUS, whose client had
+/// no --status flag.
+#[test]
+fn a_status_travels_with_the_join_its_changes_and_the_listing() {
+    let (_server, addr, admin, scratch) = server(&[]);
+    let mut stream = Stream::open(&admin, "?names=alice", &[]);
+    let mut alice = common::process::client(&addr.to_string(), "alice", &["--status", "away"]);
+    let (_, change) = stream.expect("online", "alice");
+    assert_eq!(change["status"].as_str(), Some("away"), "{change}");
+    alice.type_line("/status in match 42");
+    let (_, change) = stream.expect("status", "alice");
+    assert_eq!(change["status"].as_str(), Some("in match 42"), "{change}");
+
+    let listed = Command::new("curl")
+        .args(["-sS", "-H", &format!("Authorization: Bearer {TOKEN}")])
+        .arg(format!("http://{admin}/sessions?name=alice"))
+        .output()
+        .expect("curl runs");
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    assert_eq!(
+        listed[0]["status"].as_str(),
+        Some("in match 42"),
+        "{listed}"
+    );
+    let table = common::process::lubdub()
+        .args(["sessions", "--admin", &admin, "--admin-token-file"])
+        .arg(scratch.path("admin.token"))
+        .output()
+        .expect("runs");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.lines().next().expect("a header").ends_with("STATUS"),
+        "{table}"
+    );
+    assert!(table.contains("in match 42"), "{table}");
+
+    // Refused, with the reason; the session goes on and keeps its status.
+    alice.type_line(&format!("/status {}", "x".repeat(129)));
+    alice.expect_stderr("status not set: status is 129 bytes; at most 128 are allowed");
+    alice.type_line("/shrug");
+    alice.expect_stderr("unknown command /shrug");
+    alice.type_line("/status");
+    let (_, change) = stream.expect("status", "alice");
+    assert_eq!(change["status"].as_str(), Some(""), "cleared: {change}");
+}

@@ -120,6 +120,7 @@ impl<S> Connection<S> {
             interval,
             one_way: !session.acks_wanted,
             replaced,
+            status: hello.status,
         }));
         out.push(Output::Transmit(Transmit::Welcome(Welcome {
             session_id,

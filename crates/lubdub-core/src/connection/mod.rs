@@ -39,6 +39,8 @@ mod rules;
 pub mod texts;
 
 #[cfg(test)]
+mod status_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;
@@ -194,6 +196,15 @@ impl<S> Connection<S> {
             }
             Ok(Inbound::Message(message)) => {
                 self.message(message, rules, out);
+                Next::Continue
+            }
+            Ok(Inbound::Status(status)) => {
+                if let Some(session) = self.session() {
+                    out.push(Output::Event(Event::StatusChanged {
+                        name: session.name.clone(),
+                        status,
+                    }));
+                }
                 Next::Continue
             }
             Ok(Inbound::Bye(bye)) => {

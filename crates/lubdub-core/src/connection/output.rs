@@ -99,6 +99,8 @@ pub enum Event {
         one_way: bool,
         /// The session it took the name over from, if any.
         replaced: Option<u64>,
+        /// The status it starts with (HELLO's), if any.
+        status: Option<String>,
     },
     /// The session turned suspect.
     Suspected {
@@ -111,6 +113,14 @@ pub enum Event {
         /// It was not suspect before (the counter reports each further
         /// silent interval too; a late check may skip straight past 1).
         first: bool,
+    },
+    /// The session set its status (empty: cleared it); valid, and within
+    /// its rate.
+    StatusChanged {
+        /// The session's name.
+        name: Box<str>,
+        /// The status from now on.
+        status: String,
     },
     /// A frame arrived from a suspect session.
     Recovered {

@@ -133,6 +133,7 @@ impl Sim {
             requested_interval_ms: 0,
             name: name.to_owned(),
             credential: b"secret".to_vec(),
+            status: None,
         })
     }
 

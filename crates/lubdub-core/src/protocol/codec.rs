@@ -204,12 +204,18 @@ pub fn parse(body: &[u8]) -> Result<Frame, DecodeError> {
                     max: MAX_CREDENTIAL_LEN,
                 });
             }
+            let status = if hello_flags & flags::HAS_STATUS != 0 {
+                Some(reader.str8("status")?)
+            } else {
+                None
+            };
             Frame::Hello(Hello {
                 version,
                 flags: hello_flags,
                 requested_interval_ms,
                 name,
                 credential: credential.to_vec(),
+                status,
             })
         }
         FrameKind::Welcome => Frame::Welcome(Welcome {
@@ -241,6 +247,9 @@ pub fn parse(body: &[u8]) -> Result<Frame, DecodeError> {
             })
         }
         FrameKind::Notice => Frame::Notice(reader.reason()?),
+        FrameKind::Status => Frame::Status {
+            text: reader.str8("status")?,
+        },
     };
     if !reader.rest.is_empty() {
         return Err(DecodeError::TrailingBytes {
@@ -312,10 +321,20 @@ fn encode_payload(frame: &Frame, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     match frame {
         Frame::Hello(hello) => {
             out.push(hello.version);
-            out.push(hello.flags);
+            // The status bit says whether a status follows: it is the
+            // field's, not the caller's, to set.
+            let status_bit = if hello.status.is_some() {
+                flags::HAS_STATUS
+            } else {
+                0
+            };
+            out.push((hello.flags & !flags::HAS_STATUS) | status_bit);
             out.extend_from_slice(&hello.requested_interval_ms.to_be_bytes());
             put_str8(out, "name", &hello.name)?;
             put_bytes16(out, "credential", &hello.credential)?;
+            if let Some(status) = &hello.status {
+                put_str8(out, "status", status)?;
+            }
         }
         Frame::Welcome(welcome) => {
             out.extend_from_slice(&welcome.session_id.to_be_bytes());
@@ -338,6 +357,7 @@ fn encode_payload(frame: &Frame, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             put_reason(out, &bye.reason)?;
             out.extend_from_slice(&bye.retry_after_ms.to_be_bytes());
         }
+        Frame::Status { text } => put_str8(out, "status", text)?,
     }
     Ok(())
 }
@@ -461,17 +481,26 @@ mod properties {
                 any::<u8>(),
                 any::<u32>(),
                 text(64),
-                proptest::collection::vec(any::<u8>(), 0..64)
+                proptest::collection::vec(any::<u8>(), 0..64),
+                proptest::option::of(text(40)),
             )
-                .prop_map(|(flag_bits, requested_interval_ms, name, credential)| {
-                    Frame::Hello(Hello {
-                        version: PROTOCOL_VERSION,
-                        flags: flag_bits & flags::KNOWN,
-                        requested_interval_ms,
-                        name,
-                        credential,
-                    })
-                }),
+                .prop_map(
+                    |(flag_bits, requested_interval_ms, name, credential, status)| {
+                        let status_bit = if status.is_some() {
+                            flags::HAS_STATUS
+                        } else {
+                            0
+                        };
+                        Frame::Hello(Hello {
+                            version: PROTOCOL_VERSION,
+                            flags: (flag_bits & flags::ACKS_WANTED) | status_bit,
+                            requested_interval_ms,
+                            name,
+                            credential,
+                            status,
+                        })
+                    }
+                ),
             (any::<u64>(), any::<u64>(), any::<u32>(), any::<u16>()).prop_map(
                 |(session_id, epoch, granted_interval_ms, max_missed)| {
                     Frame::Welcome(Welcome {
@@ -496,6 +525,7 @@ mod properties {
                 retry_after_ms
             })),
             reason().prop_map(Frame::Notice),
+            text(60).prop_map(|text| Frame::Status { text }),
         ]
     }
 
@@ -653,6 +683,7 @@ mod properties {
                 requested_interval_ms: 1,
                 name: "n".repeat(255),
                 credential: vec![7; MAX_CREDENTIAL_LEN],
+                status: None,
             }),
             Frame::Welcome(Welcome {
                 session_id: u64::MAX,

@@ -15,14 +15,20 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Longest credential a HELLO may carry, in bytes.
 pub const MAX_CREDENTIAL_LEN: usize = 4096;
 
+/// Longest status a session may carry, in bytes of UTF-8 (the wire field
+/// holds up to 255; the server refuses more than this).
+pub const MAX_STATUS_LEN: usize = 128;
+
 /// Bits of the HELLO `flags` byte.
 pub mod flags {
     /// The client wants a PONG for every PING. Without it the session is
     /// one-way (seed 003's variant): the server never answers heartbeats.
     pub const ACKS_WANTED: u8 = 0b0000_0001;
+    /// A status follows the credential: the session starts with it.
+    pub const HAS_STATUS: u8 = 0b0000_0010;
     /// Every bit this version defines; a HELLO with other bits set is rejected
     /// so that a future flag is never silently ignored.
-    pub const KNOWN: u8 = ACKS_WANTED;
+    pub const KNOWN: u8 = ACKS_WANTED | HAS_STATUS;
 }
 
 /// One byte on the wire that says what a frame is.
@@ -46,6 +52,8 @@ pub enum FrameKind {
     /// Server → client: a non-fatal error about one request (for example a
     /// MSG to a name that is not online). The session goes on.
     Notice = 0x08,
+    /// Client → server: sets (or, empty, clears) the session's status.
+    Status = 0x09,
 }
 
 impl FrameKind {
@@ -60,6 +68,7 @@ impl FrameKind {
             0x06 => Self::Msg,
             0x07 => Self::Bye,
             0x08 => Self::Notice,
+            0x09 => Self::Status,
             _ => return None,
         })
     }
@@ -78,6 +87,9 @@ pub struct Hello {
     pub name: String,
     /// Opaque credential for the name; empty when the client has none.
     pub credential: Vec<u8>,
+    /// The status the session starts with, if any (sent when
+    /// [`flags::HAS_STATUS`] is set; the encoder sets that bit from this).
+    pub status: Option<String>,
 }
 
 impl Hello {
@@ -170,6 +182,12 @@ pub enum Frame {
     Bye(Bye),
     /// A non-fatal error about one request.
     Notice(Reason),
+    /// The session's status from now on (empty: none), at most
+    /// [`MAX_STATUS_LEN`] bytes.
+    Status {
+        /// The status, e.g. `away` or `in match 42`.
+        text: String,
+    },
 }
 
 impl Frame {
@@ -184,6 +202,7 @@ impl Frame {
             Frame::Msg(_) => FrameKind::Msg,
             Frame::Bye(_) => FrameKind::Bye,
             Frame::Notice(_) => FrameKind::Notice,
+            Frame::Status { .. } => FrameKind::Status,
         }
     }
 

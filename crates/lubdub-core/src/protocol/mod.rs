@@ -5,7 +5,8 @@
 //! bytes and back, [`inbox`] feeds a connection's reads to the codec,
 //! [`reason`] lists every reason code, [`name`] holds the naming
 //! rules and the confusable skeleton, [`handshake`] validates names
-//! and negotiates the heartbeat interval, and [`test_vectors`] reads the
+//! and negotiates the heartbeat interval, [`status`] says which statuses
+//! a session may carry, and [`test_vectors`] reads the
 //! vectors of `docs/PROTOCOL.md`. The normative
 //! description, with test vectors, is `docs/PROTOCOL.md`.
 
@@ -15,6 +16,7 @@ pub mod handshake;
 pub mod inbox;
 pub mod name;
 pub mod reason;
+pub mod status;
 pub mod test_vectors;
 
 pub use codec::{

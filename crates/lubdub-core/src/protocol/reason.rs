@@ -67,6 +67,9 @@ pub enum ReasonCode {
     /// The claimed name looks like (is confusable with) a name that is
     /// online; the text names it.
     ConfusableName,
+    /// A status (in HELLO or STATUS) that is too long or holds a control
+    /// character; the text says which.
+    InvalidStatus,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -98,6 +101,7 @@ impl ReasonCode {
             Self::ServerBusy => 20,
             Self::RecipientBusy => 21,
             Self::ConfusableName => 22,
+            Self::InvalidStatus => 23,
             Self::Unknown(code) => code,
         }
     }
@@ -128,6 +132,7 @@ impl ReasonCode {
             20 => Self::ServerBusy,
             21 => Self::RecipientBusy,
             22 => Self::ConfusableName,
+            23 => Self::InvalidStatus,
             other => Self::Unknown(other),
         }
     }
@@ -158,6 +163,7 @@ impl ReasonCode {
             Self::ServerBusy => "server_busy",
             Self::RecipientBusy => "recipient_busy",
             Self::ConfusableName => "confusable_name",
+            Self::InvalidStatus => "invalid_status",
             Self::Unknown(_) => "unknown",
         }
     }
@@ -178,7 +184,7 @@ mod tests {
 
     #[test]
     fn every_code_round_trips_through_its_number() {
-        for number in 0..=23u16 {
+        for number in 0..=24u16 {
             assert_eq!(ReasonCode::from_u16(number).to_u16(), number);
         }
         assert_eq!(ReasonCode::from_u16(999), ReasonCode::Unknown(999));

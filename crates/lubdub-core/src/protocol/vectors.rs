@@ -21,6 +21,7 @@ fn expected_frame(name: &str) -> Frame {
             requested_interval_ms: 3000,
             name: "alice".into(),
             credential: vec![],
+            status: None,
         }),
         "hello_one_way_with_credential" => Frame::Hello(Hello {
             version: PROTOCOL_VERSION,
@@ -28,6 +29,7 @@ fn expected_frame(name: &str) -> Frame {
             requested_interval_ms: 100,
             name: "bob".into(),
             credential: b"s3cret".to_vec(),
+            status: None,
         }),
         "welcome" => Frame::Welcome(Welcome {
             session_id: 0x1_0000_0002,
@@ -63,6 +65,20 @@ fn expected_frame(name: &str) -> Frame {
             reason: reason(ReasonCode::Shutdown, "server shutting down"),
             retry_after_ms: 1000,
         }),
+        "hello_with_status" => Frame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            flags: flags::ACKS_WANTED | flags::HAS_STATUS,
+            requested_interval_ms: 3000,
+            name: "alice".into(),
+            credential: vec![],
+            status: Some("away".into()),
+        }),
+        "status_away" => Frame::Status {
+            text: "away".into(),
+        },
+        "status_clear" => Frame::Status {
+            text: String::new(),
+        },
         "notice_no_such_session" => {
             Frame::Notice(reason(ReasonCode::NoSuchSession, "no session named carol"))
         }

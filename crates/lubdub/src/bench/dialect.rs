@@ -83,6 +83,7 @@ impl Dialect {
                     requested_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
                     name: name.to_owned(),
                     credential: Vec::new(),
+                    status: None,
                 });
                 // Names come from the generator itself and are short ASCII.
                 codec::encode_to_vec(&hello).unwrap_or_default()

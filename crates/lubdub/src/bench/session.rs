@@ -85,6 +85,7 @@ impl RawSession {
                 .unwrap_or(u32::MAX),
             name: name.to_owned(),
             credential: Vec::new(),
+            status: None,
         });
         let hello = codec::encode_to_vec(&hello)
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;

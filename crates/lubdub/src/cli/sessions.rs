@@ -54,8 +54,9 @@ fn table(sessions: &[SessionInfo], raw: bool) -> String {
         "EPOCH",
         "CONNECTED AT",
         "LAST CHANGE",
+        "STATUS",
     ];
-    let rows: Vec<[String; 11]> = sessions
+    let rows: Vec<[String; 12]> = sessions
         .iter()
         .map(|s| {
             [
@@ -79,6 +80,13 @@ fn table(sessions: &[SessionInfo], raw: bool) -> String {
                 s.epoch.to_string(),
                 s.connected_at.clone(),
                 s.last_change.clone(),
+                s.status.as_deref().map_or_else(String::new, |status| {
+                    if raw {
+                        status.to_owned()
+                    } else {
+                        escape(status).into_owned()
+                    }
+                }),
             ]
         })
         .collect();

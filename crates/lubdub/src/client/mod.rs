@@ -72,6 +72,10 @@ pub struct ClientConfig {
     pub credential: crate::auth::Credential,
     /// Speak TLS; `None` (the default) speaks plain TCP.
     pub tls: Option<ClientTls>,
+    /// The status the session starts with (sent in HELLO); `None` by
+    /// default. [`Client::set_status`] changes it, and a reconnect starts
+    /// with the latest.
+    pub status: Option<String>,
 }
 
 impl ClientConfig {
@@ -89,6 +93,7 @@ impl ClientConfig {
             tcp_liveness: true,
             credential: crate::auth::Credential::default(),
             tls: None,
+            status: None,
         }
     }
 }
@@ -151,6 +156,7 @@ pub struct ClientClosed;
 
 enum Outgoing {
     Message { to: String, body: Vec<u8> },
+    Status(String),
     Close,
 }
 
@@ -167,6 +173,7 @@ impl std::fmt::Debug for Outgoing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outgoing::Message { to, body } => write!(f, "Message(to={to:?}, {} bytes)", body.len()),
+            Outgoing::Status(status) => write!(f, "Status({status:?})"),
             Outgoing::Close => f.write_str("Close"),
         }
     }
@@ -248,6 +255,21 @@ impl Client {
             .map_err(|_| ClientClosed)
     }
 
+    /// Sets the session's status (`away`, `in match 42`; empty clears it):
+    /// shown in `/sessions`, the event stream and to watchers, and carried
+    /// into every reconnect's HELLO. A status the server refuses (over 128
+    /// bytes, a control character, faster than the message rate) is
+    /// answered with a NOTICE event.
+    ///
+    /// # Errors
+    /// [`ClientClosed`] once the client has stopped.
+    pub async fn set_status(&self, status: impl Into<String>) -> Result<(), ClientClosed> {
+        self.outgoing
+            .send(Outgoing::Status(status.into()))
+            .await
+            .map_err(|_| ClientClosed)
+    }
+
     /// Sends `body` to every other session.
     ///
     /// # Errors
@@ -285,6 +307,7 @@ async fn dial(
             one_way: config.one_way,
             credential: config.credential.as_bytes(),
             tcp_liveness: config.tcp_liveness,
+            status: config.status.as_deref(),
         },
         config.connect_timeout,
         config.max_frame_len,

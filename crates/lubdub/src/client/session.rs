@@ -25,7 +25,7 @@ enum SessionEnd {
 }
 
 pub(super) async fn run(
-    config: ClientConfig,
+    mut config: ClientConfig,
     tls: Option<TlsConnector>,
     first: Established,
     mut outgoing: mpsc::Receiver<Outgoing>,
@@ -48,7 +48,7 @@ pub(super) async fn run(
                 let delay = retry_after + config.backoff.delay(attempt, rand::random::<f64>());
                 attempt += 1;
                 emit(Status::Reconnecting { attempt, delay });
-                if wait_or_close(delay, &mut outgoing).await {
+                if wait_or_close(delay, &mut outgoing, &mut config.status).await {
                     emit(closed());
                     return;
                 }
@@ -82,7 +82,7 @@ pub(super) async fn run(
             interval: Duration::from_millis(u64::from(welcome.granted_interval_ms)),
             max_missed: u32::from(welcome.max_missed),
         });
-        let end = drive(&config, established, &mut outgoing, &events).await;
+        let end = drive(&mut config, established, &mut outgoing, &events).await;
         // Only a session that lasted a whole deadline resets the backoff, so
         // a server that accepts and drops at once is not hammered.
         if session_started.elapsed() >= healthy_after {
@@ -115,8 +115,13 @@ fn closed() -> Status {
     }
 }
 
-/// Sleeps for `delay`; returns true when the application closed the client meanwhile.
-async fn wait_or_close(delay: Duration, outgoing: &mut mpsc::Receiver<Outgoing>) -> bool {
+/// Waits `delay`, or until the application closes (`true`). A status set
+/// meanwhile is kept in `status`, for the next HELLO.
+async fn wait_or_close(
+    delay: Duration,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
+    status: &mut Option<String>,
+) -> bool {
     let sleep = tokio::time::sleep(delay);
     tokio::pin!(sleep);
     loop {
@@ -125,6 +130,7 @@ async fn wait_or_close(delay: Duration, outgoing: &mut mpsc::Receiver<Outgoing>)
             command = outgoing.recv() => match command {
                 // Messages typed while disconnected are dropped, not queued for ever.
                 Some(Outgoing::Message { .. }) => continue,
+                Some(Outgoing::Status(text)) => *status = Some(text).filter(|text| !text.is_empty()),
                 Some(Outgoing::Close) | None => return true,
             },
         }
@@ -133,7 +139,7 @@ async fn wait_or_close(delay: Duration, outgoing: &mut mpsc::Receiver<Outgoing>)
 
 /// Runs one established session until it ends.
 async fn drive(
-    config: &ClientConfig,
+    config: &mut ClientConfig,
     established: Established,
     outgoing: &mut mpsc::Receiver<Outgoing>,
     events: &mpsc::UnboundedSender<ClientEvent>,
@@ -196,6 +202,11 @@ async fn drive(
             }
             command = outgoing.recv() => match command {
                 Some(Outgoing::Message { to, body }) => Some(Frame::Msg(Message { from: String::new(), to, body })),
+                // Kept for the next reconnect's HELLO too.
+                Some(Outgoing::Status(text)) => {
+                    config.status = Some(text.clone()).filter(|text| !text.is_empty());
+                    Some(Frame::Status { text })
+                }
                 Some(Outgoing::Close) | None => {
                     let _ = writer.write_frame(&Frame::bye(ReasonCode::Normal, "quit")).await;
                     return SessionEnd::Closed;

@@ -244,6 +244,8 @@ pub struct HelloParams<'a> {
     /// Set TCP keepalive and `TCP_USER_TIMEOUT` from the granted interval
     /// and deadline once WELCOME arrives.
     pub tcp_liveness: bool,
+    /// The status to start with, if any.
+    pub status: Option<&'a str>,
 }
 
 /// Dials `server`, runs the TLS handshake when `tls` is given, sends HELLO
@@ -302,6 +304,7 @@ pub async fn connect(
         requested_interval_ms,
         name: hello.name.to_owned(),
         credential: hello.credential.to_vec(),
+        status: hello.status.map(str::to_owned),
     });
     write_frame_to(&mut stream, &mut write_buffer, &hello_frame)
         .await

@@ -15,7 +15,14 @@ use serde::Serialize;
 use super::presence::{DropReason, PresenceEvent, PresenceKind};
 
 /// The kinds of change, as named in JSON and in `?kinds=` filters.
-pub const KINDS: [&str; 5] = ["online", "takeover", "suspect", "recovered", "offline"];
+pub const KINDS: [&str; 6] = [
+    "online",
+    "takeover",
+    "status",
+    "suspect",
+    "recovered",
+    "offline",
+];
 
 /// One change of a name's presence, as applications see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,6 +43,10 @@ pub struct Change<'a> {
     /// `online`, `takeover`: the heartbeat interval granted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval_ms: Option<u64>,
+    /// `online`, `takeover`: the status it starts with, if any; `status`:
+    /// the new one (empty: cleared).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'a str>,
     /// `takeover`: the session the name moved from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced: Option<u64>,
@@ -62,6 +73,7 @@ impl<'a> Change<'a> {
             addr: event.peer.to_string(),
             at_ms: millis_since_epoch(event.wall),
             interval_ms: None,
+            status: event.status.as_deref(),
             replaced: None,
             missed: None,
             reason: None,
@@ -85,6 +97,7 @@ impl<'a> Change<'a> {
                 change.missed = Some(missed);
             }
             PresenceKind::Recovered => change.kind = "recovered",
+            PresenceKind::StatusChanged => change.kind = "status",
             PresenceKind::Dropped {
                 reason: DropReason::TakenOver,
                 ..

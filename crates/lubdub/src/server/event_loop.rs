@@ -187,6 +187,10 @@ pub(crate) struct EventLoop<D: Detector> {
     outputs: Outputs<ConnKey>,
     /// This loop's established sessions by name (`names.rs`).
     names: names::LocalNames,
+    /// The statuses of this loop's sessions that set one, by slot index:
+    /// kept beside the slots, so that a session without a status costs
+    /// nothing for it.
+    statuses: hashbrown::HashMap<usize, Box<str>>,
     registry: Arc<dyn Registry>,
     config: ServerConfig,
     commands: mpsc::Receiver<Command>,
@@ -270,6 +274,7 @@ impl<D: Detector> EventLoop<D> {
             rules: Rules::new(config.connection_config(), detector),
             outputs: Outputs::default(),
             names: names::LocalNames::default(),
+            statuses: hashbrown::HashMap::new(),
             registry,
             config,
             commands,

@@ -40,6 +40,8 @@ pub enum PresenceKind {
     },
     /// A frame arrived from a suspect session.
     Recovered,
+    /// The session set its status (the event's `status`; empty: cleared).
+    StatusChanged,
     /// The session ended.
     Dropped {
         /// Why.
@@ -68,6 +70,9 @@ pub struct PresenceEvent {
     pub peer: SocketAddr,
     /// What happened.
     pub kind: PresenceKind,
+    /// The session's status: for `Joined`, the one it starts with; for
+    /// `StatusChanged`, the new one. `None` otherwise.
+    pub status: Option<String>,
 }
 
 impl PresenceEvent {
@@ -88,7 +93,14 @@ impl PresenceEvent {
             session_id,
             peer,
             kind,
+            status: None,
         }
+    }
+
+    /// This event with `status` (see [`PresenceEvent::status`]).
+    pub fn with_status(mut self, status: Option<String>) -> Self {
+        self.status = status;
+        self
     }
 }
 
@@ -136,6 +148,10 @@ impl Presence {
                 debug!(%name, %peer, session = session_id, missed, detail, "suspect")
             }
             PresenceKind::Recovered => info!(%name, %peer, session = session_id, "recovered"),
+            PresenceKind::StatusChanged => {
+                let status = event.status.as_deref().map(Escaped);
+                debug!(%name, %peer, session = session_id, status = status.map(tracing::field::display), "status")
+            }
             PresenceKind::Dropped { reason, silent_for } => {
                 let silent_ms = silent_for.as_millis() as u64;
                 let code = match reason {

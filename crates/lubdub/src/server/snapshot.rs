@@ -51,6 +51,9 @@ pub struct SessionInfo {
     /// Why the session is in its current state, e.g. `joined`,
     /// `suspect: 2 interval(s) without a frame`, `recovered: …`.
     pub last_change: String,
+    /// The status the session set, if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<String>,
 }
 
 /// One page of `GET /sessions?limit=N&after=CURSOR`: established sessions in

@@ -232,6 +232,7 @@ pub fn kind_label(kind: &PresenceKind) -> &'static str {
     match kind {
         PresenceKind::Joined { .. } => "joined",
         PresenceKind::Suspected { .. } => "suspect",
+        PresenceKind::StatusChanged => "status",
         PresenceKind::Recovered => "recovered",
         PresenceKind::Dropped { .. } => "dropped",
     }
@@ -244,6 +245,7 @@ pub fn hello(name: &str, interval_ms: u32, acks_wanted: bool) -> Frame {
         requested_interval_ms: interval_ms,
         name: name.to_owned(),
         credential: Vec::new(),
+        status: None,
     })
 }
 

@@ -56,10 +56,20 @@ fn is_dev_null(metadata: &std::fs::Metadata) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
     Quit,
-    Direct { to: &'a str, body: &'a str },
+    Direct {
+        to: &'a str,
+        body: &'a str,
+    },
     Broadcast(&'a str),
+    /// `/status TEXT` (empty clears it).
+    Status(&'a str),
+    /// A `/word` that is no command: not sent, the user is told.
+    UnknownCommand(&'a str),
     Nothing,
 }
+
+/// The commands, as `/help` and an unknown command list them.
+pub const COMMANDS: &str = "/status TEXT (empty: clear it); `//text` sends a line starting with /";
 
 pub fn parse_line(line: &str) -> Line<'_> {
     let trimmed = line.trim_end_matches(['\r', '\n']);
@@ -68,6 +78,17 @@ pub fn parse_line(line: &str) -> Line<'_> {
     }
     if trimmed.trim().is_empty() {
         return Line::Nothing;
+    }
+    // `//text` is a line that starts with `/`, not a command.
+    if trimmed.starts_with("//") {
+        return Line::Broadcast(&trimmed[1..]);
+    }
+    if let Some(rest) = trimmed.strip_prefix('/') {
+        let (command, argument) = rest.split_once(' ').unwrap_or((rest, ""));
+        return match command {
+            "status" => Line::Status(argument.trim()),
+            other => Line::UnknownCommand(other),
+        };
     }
     if let Some(rest) = trimmed.strip_prefix('@') {
         let (to, body) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -93,6 +114,13 @@ mod tests {
         );
         assert_eq!(parse_line("hello all"), Line::Broadcast("hello all"));
         assert_eq!(parse_line("   "), Line::Nothing);
+        assert_eq!(
+            parse_line("/status in match 42"),
+            Line::Status("in match 42")
+        );
+        assert_eq!(parse_line("/status"), Line::Status(""));
+        assert_eq!(parse_line("/shrug"), Line::UnknownCommand("shrug"));
+        assert_eq!(parse_line("//shrug"), Line::Broadcast("/shrug"));
         assert_eq!(
             parse_line("quitting time"),
             Line::Broadcast("quitting time")

@@ -51,6 +51,11 @@ pub struct ClientArgs {
     /// command lines are visible to every user of the machine in `ps`.
     #[arg(long, value_name = "FILE")]
     credential_file: Option<PathBuf>,
+    /// Status to start with (e.g. `away`, `in match 42`; at most 128
+    /// bytes), shown in `lubdub sessions`, GET /events and to watchers;
+    /// `/status TEXT` changes it while chatting.
+    #[arg(long, value_name = "TEXT")]
+    status: Option<String>,
     /// Print names and message bodies exactly as received, for scripts.
     /// By default control, format and invisible characters are shown
     /// escaped (`\e`, `\r`, `\u{202e}`, `\xff` for a byte that is not
@@ -154,6 +159,7 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let mut config = ClientConfig::new(args.server.clone(), args.name.clone());
     config.interval = args.interval;
     config.one_way = args.one_way;
+    config.status = args.status.clone().filter(|status| !status.is_empty());
     config.credential = credential(&args)?;
     config.tls = args.tls();
     config.first_connect_patience = args.give_up_after;
@@ -188,7 +194,7 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
     };
     match mode {
         Mode::Chat => printer.say(format_args!(
-            "ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `quit` to leave",
+            "ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `/status TEXT` to set your status, `quit` to leave",
             args.name
         )),
         Mode::Unattended => printer.say(format_args!(
@@ -214,6 +220,12 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
                         client.close().await;
                         printer.say("bye");
                         return Ok(ExitCode::SUCCESS);
+                    }
+                    Line::UnknownCommand(command) => {
+                        printer.say(format_args!("unknown command /{command}; commands: {}", input::COMMANDS));
+                    }
+                    Line::Status(status) => {
+                        if client.set_status(status).await.is_err() { reading = false; }
                     }
                     Line::Direct { .. } | Line::Broadcast(_) if !connected => {
                         printer.say("not sent: not connected to the server (reconnecting); type it again once connected");

@@ -97,13 +97,17 @@ impl<D: Detector> EventLoop<D> {
                 interval,
                 one_way,
                 replaced,
+                status,
             } => {
                 let kind = PresenceKind::Joined {
                     epoch,
                     interval,
                     replaced,
                 };
-                let event = PresenceEvent::new(at, name, session, peer, kind);
+                if let Some(status) = &status {
+                    self.statuses.insert(key.0, status.as_str().into());
+                }
+                let event = PresenceEvent::new(at, name, session, peer, kind).with_status(status);
                 self.presence.report(event, one_way.then_some("one-way"));
             }
             Event::Suspected {
@@ -116,6 +120,17 @@ impl<D: Detector> EventLoop<D> {
                 let event = PresenceEvent::new(at, name.into(), session, peer, kind);
                 let detail = phi.map(|phi| format!("phi={phi:.2}"));
                 self.presence.report(event, detail.as_deref());
+            }
+            Event::StatusChanged { name, status } => {
+                if status.is_empty() {
+                    self.statuses.remove(&key.0);
+                } else {
+                    self.statuses.insert(key.0, status.as_str().into());
+                }
+                let kind = PresenceKind::StatusChanged;
+                let event = PresenceEvent::new(at, name.into(), session, peer, kind)
+                    .with_status(Some(status));
+                self.presence.report(event, None);
             }
             Event::Recovered { name } => {
                 let event =
@@ -130,6 +145,7 @@ impl<D: Detector> EventLoop<D> {
                 detail,
             } => {
                 self.names.remove(&name, key.0);
+                self.statuses.remove(&key.0);
                 // Dated afresh: with thousands of verdicts in one wake-up,
                 // the reported instant, silence and delay must be those of
                 // this drop, not of the wake-up's start.

@@ -130,6 +130,7 @@ impl<D: Detector> EventLoop<D> {
                 * 1000.0,
             phi: detector.phi(session.liveness(), now),
             last_change: session.last_change().describe(self.config.phi_threshold),
+            status: self.statuses.get(&index).map(ToString::to_string),
         })
     }
 }
