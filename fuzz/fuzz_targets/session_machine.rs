@@ -21,6 +21,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use lubdub_core::protocol::frame::{MAX_WILL_BODY, MAX_WILL_DELAY_MS};
 use lubdub_core::protocol::handshake::validate_name;
 use lubdub_core::protocol::status::validate_status;
 use lubdub_core::protocol::{Frame, ReasonCode};
@@ -177,6 +178,19 @@ fn check_handshake(outcomes: &[Outcome]) {
                 Err(violation) => assert_eq!(violation.code, ReasonCode::RateLimited),
                 other => panic!("STATUS judged {other:?}"),
             },
+            (Frame::Will(will), verdict) => match verdict {
+                Ok(Inbound::Will(admitted)) => {
+                    assert_eq!(will, admitted);
+                    assert!(will.to.is_empty() || validate_name(&will.to).is_ok());
+                    assert!(will.body.len() <= MAX_WILL_BODY && will.delay_ms <= MAX_WILL_DELAY_MS);
+                }
+                Ok(Inbound::Refused {
+                    code: ReasonCode::InvalidWill | ReasonCode::RateLimited,
+                    ..
+                }) => {}
+                Err(violation) => assert_eq!(violation.code, ReasonCode::RateLimited),
+                other => panic!("WILL judged {other:?}"),
+            },
             (_, _) => assert_eq!(code, Some(ReasonCode::UnexpectedFrame)),
         }
     }
@@ -321,7 +335,7 @@ fn check_rates(connection: &Connection, outcomes: &[Outcome], input: &SessionInp
                 );
             }
             // A status change counts against the message rate.
-            Ok(Inbound::Message(_) | Inbound::Status(_)) => {
+            Ok(Inbound::Message(_) | Inbound::Status(_) | Inbound::Will(_)) => {
                 messages_admitted += 1;
                 // A run of refusals ends with a MSG delivered (after its
                 // read); one admitted by the rates but too large to relay is not.

@@ -397,6 +397,18 @@ impl Connection {
                 );
                 (Ok(Inbound::Status(text.clone())), false)
             }
+            Frame::Will(will) => {
+                let kept = segment.iter().find_map(|output| match output {
+                    Output::Event(Event::WillSet { will, .. }) => Some(will),
+                    _ => None,
+                });
+                assert_eq!(
+                    kept,
+                    Some(will),
+                    "WILL neither kept nor refused: {segment:?}"
+                );
+                (Ok(Inbound::Will(will.clone())), false)
+            }
             other => panic!("{:?} admitted: {segment:?}", other.kind()),
         }
     }

@@ -14,9 +14,10 @@
 
 use std::time::Duration;
 
+use crate::protocol::frame::{MAX_WILL_BODY, MAX_WILL_DELAY_MS};
 use crate::protocol::handshake::validate_name;
 use crate::protocol::status::validate_status;
-use crate::protocol::{Bye, Frame, Hello, Message, ReasonCode};
+use crate::protocol::{Bye, Frame, Hello, Message, ReasonCode, Will};
 use crate::rate::{Gcra, Rate};
 
 /// Where a server-side connection is in its life.
@@ -46,6 +47,9 @@ pub enum Inbound {
     Bye(Bye),
     /// The session's status from now on (empty: none); valid.
     Status(String),
+    /// The session's last will from now on (an empty body: none); its
+    /// recipient and delay are valid (the machine checks its size).
+    Will(Will),
     /// A PING, MSG or STATUS beyond its session's rate, or an invalid
     /// STATUS: not acted on (no PONG, not relayed, not set), the session
     /// goes on. `notice`, when present, is the text of
@@ -112,6 +116,32 @@ pub fn admit(phase: Phase, frame: Frame) -> Result<Inbound, Violation> {
             Ok(Inbound::Message(message))
         }
         (Phase::Established, Frame::Bye(bye)) => Ok(Inbound::Bye(bye)),
+        (Phase::Established, Frame::Will(will)) => {
+            let refused = |text: String| {
+                Ok(Inbound::Refused {
+                    code: ReasonCode::InvalidWill,
+                    notice: Some(format!("will not set: {text}")),
+                })
+            };
+            if !will.to.is_empty() {
+                if let Err(error) = validate_name(&will.to) {
+                    return refused(format!("invalid recipient: {error}"));
+                }
+            }
+            if will.body.len() > MAX_WILL_BODY {
+                return refused(format!(
+                    "a body of {} bytes is larger than the {MAX_WILL_BODY} allowed",
+                    will.body.len()
+                ));
+            }
+            if will.delay_ms > MAX_WILL_DELAY_MS {
+                return refused(format!(
+                    "a delay of {} ms is longer than the {MAX_WILL_DELAY_MS} ms allowed",
+                    will.delay_ms
+                ));
+            }
+            Ok(Inbound::Will(will))
+        }
         // A bad status is a request refused, not a broken protocol.
         (Phase::Established, Frame::Status { text }) => match validate_status(&text) {
             Ok(()) => Ok(Inbound::Status(text)),
@@ -319,16 +349,16 @@ impl Conduct {
                     )
                 })
             }
-            // A status change is shown to every watcher: it counts as a
-            // MSG against the session's rate.
-            Inbound::Status(_) => {
+            // A status change is shown to every watcher, and a will is a
+            // MSG to come: each counts as a MSG against the session's rate.
+            Inbound::Status(_) | Inbound::Will(_) => {
                 if self.messages.allow(now_us, limits.messages) {
                     return Ok(inbound);
                 }
                 let rate = limits.messages;
                 self.refuse_message(now_us, limits, ReasonCode::RateLimited, || {
                     format!(
-                        "status not set: at most {} messages and status changes a \
+                        "not set: at most {} messages, status and will changes a \
                          second (bursts of {}); send it again later",
                         1_000_000 / rate.spacing_us.max(1),
                         rate.burst

@@ -27,6 +27,22 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Whether a session that ended so has its last will sent: it ended
+    /// without a BYE of its own, and its name did not live on. Not after
+    /// `quit` (it left on purpose), `taken_over` (the name is online, in
+    /// the new session) or `shutdown` (the server, not the session, went
+    /// away: every will at once would be a false alarm about every client).
+    pub fn sends_will(self) -> bool {
+        match self {
+            DropReason::Timeout
+            | DropReason::ClosedByPeer
+            | DropReason::ProtocolError(_)
+            | DropReason::SlowConsumer
+            | DropReason::IoError => true,
+            DropReason::Quit | DropReason::TakenOver | DropReason::Shutdown => false,
+        }
+    }
+
     /// One-word label used in logs (`reason=timeout`) and metrics; a
     /// protocol error is labelled with the code the peer was told
     /// (`too_many_pings`, `frame_too_large`, ...).

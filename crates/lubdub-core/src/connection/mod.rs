@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::detector::{Detector, Transition};
 use crate::protocol::codec;
 use crate::protocol::inbox::{self, Fed, Next};
-use crate::protocol::{Frame, Hello, Message, Reason, ReasonCode};
+use crate::protocol::{Frame, Hello, Message, Reason, ReasonCode, Will};
 use crate::session::{admit, Inbound, Phase as RulePhase};
 
 mod ending;
@@ -39,7 +39,7 @@ mod rules;
 pub mod texts;
 
 #[cfg(test)]
-mod status_tests;
+mod status_will_tests;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]
@@ -207,6 +207,10 @@ impl<S> Connection<S> {
                 }
                 Next::Continue
             }
+            Ok(Inbound::Will(will)) => {
+                self.will(will, rules, out);
+                Next::Continue
+            }
             Ok(Inbound::Bye(bye)) => {
                 out.push(Output::Event(Event::PeerLeft { reason: bye.reason }));
                 self.end(now, DropReason::Quit, None, None, rules, out);
@@ -246,6 +250,27 @@ impl<S> Connection<S> {
             to: message.to,
             body: message.body,
         })));
+    }
+
+    /// An admitted WILL: kept (by the IO layer, told by `WillSet`), or
+    /// refused when its body could not be relayed.
+    fn will<D>(&self, will: Will, rules: &Rules<D>, out: &mut impl OutputSink) {
+        let Some(session) = self.session() else {
+            return;
+        };
+        let max_body = codec::max_msg_body(rules.config.max_frame_len);
+        if will.body.len() > max_body {
+            let text = format!(
+                "will not set: a body of {} bytes exceeds the maximum of {max_body}",
+                will.body.len()
+            );
+            push_refused(out, ReasonCode::InvalidWill, Some(text));
+            return;
+        }
+        out.push(Output::Event(Event::WillSet {
+            name: session.name.clone(),
+            will,
+        }));
     }
 
     /// A deadline pushed as [`Output::Timeout`] came due at `now`.

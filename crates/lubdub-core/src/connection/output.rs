@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Frame, Message, Reason, ReasonCode, Welcome};
+use crate::protocol::{Frame, Message, Reason, ReasonCode, Welcome, Will};
 
 use super::DropReason;
 
@@ -121,6 +121,13 @@ pub enum Event {
         name: Box<str>,
         /// The status from now on.
         status: String,
+    },
+    /// The session set its last will (an empty body: cleared it); valid.
+    WillSet {
+        /// The session's name.
+        name: Box<str>,
+        /// The will from now on.
+        will: Will,
     },
     /// A frame arrived from a suspect session.
     Recovered {

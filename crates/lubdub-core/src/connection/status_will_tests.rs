@@ -1,11 +1,13 @@
-//! A session's status over the simulated server of `testing.rs`: set at
-//! HELLO and later, refused (the session going on) when too long, holding
-//! a control character or faster than the message rate.
+//! A session's status and last will over the simulated server of
+//! `testing.rs`: a status set at HELLO and later, refused (the session
+//! going on) when too long, holding a control character or faster than
+//! the message rate; a will kept, or refused when it could not be sent,
+//! and which endings send it.
 
 use super::testing::Sim;
 use super::*;
-use crate::protocol::frame::MAX_STATUS_LEN;
-use crate::protocol::{Frame, Hello, ReasonCode};
+use crate::protocol::frame::{MAX_STATUS_LEN, MAX_WILL_BODY, MAX_WILL_DELAY_MS};
+use crate::protocol::{Frame, Hello, ReasonCode, Will};
 
 fn status(text: &str) -> Frame {
     Frame::Status {
@@ -115,4 +117,81 @@ fn status_changes_count_against_the_message_rate() {
         "one NOTICE per run of refusals: {notices:?}"
     );
     assert_eq!(notices[0].0, ReasonCode::RateLimited);
+}
+
+fn will(to: &str, body_len: usize, delay_ms: u32) -> Frame {
+    Frame::Will(Will {
+        delay_ms,
+        to: to.to_owned(),
+        body: vec![b'w'; body_len],
+    })
+}
+
+#[test]
+fn a_valid_will_is_kept_and_an_invalid_one_refused_with_the_session_going_on() {
+    let mut sim = Sim::one_second();
+    let id = sim.join("alice");
+    sim.send_all(
+        id,
+        &[
+            will("bob", 10, 5_000),
+            will("", MAX_WILL_BODY, 0),
+            will("bad name", 10, 0),
+            will("bob", MAX_WILL_BODY + 1, 0),
+            will("bob", 10, MAX_WILL_DELAY_MS + 1),
+            Frame::Ping { seq: 1, rtt_us: 0 },
+        ],
+    );
+    let kept: Vec<(String, usize, u32)> = sim.peers[id]
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            Event::WillSet { will, .. } => Some((will.to.clone(), will.body.len(), will.delay_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("bob".to_owned(), 10, 5_000),
+            (String::new(), MAX_WILL_BODY, 0)
+        ]
+    );
+    let notices = notices(&sim, id);
+    assert_eq!(notices.len(), 3, "{notices:?}");
+    assert!(notices
+        .iter()
+        .all(|(code, _)| *code == ReasonCode::InvalidWill));
+    assert!(notices[0].1.contains("invalid recipient"), "{notices:?}");
+    assert!(notices[1].1.contains("1024 allowed"), "{notices:?}");
+    assert!(notices[2].1.contains("delay"), "{notices:?}");
+    assert_eq!(sim.peers[id].sent.last(), Some(&Frame::Pong { seq: 1 }));
+}
+
+#[test]
+fn only_endings_without_a_bye_whose_name_does_not_live_on_send_the_will() {
+    let sent: Vec<&str> = [
+        DropReason::Timeout,
+        DropReason::Quit,
+        DropReason::ClosedByPeer,
+        DropReason::TakenOver,
+        DropReason::ProtocolError(ReasonCode::MalformedFrame),
+        DropReason::SlowConsumer,
+        DropReason::IoError,
+        DropReason::Shutdown,
+    ]
+    .into_iter()
+    .filter(|reason| reason.sends_will())
+    .map(DropReason::label)
+    .collect();
+    assert_eq!(
+        sent,
+        [
+            "timeout",
+            "closed_by_peer",
+            "malformed_frame",
+            "slow_consumer",
+            "io_error"
+        ]
+    );
 }

@@ -7,7 +7,9 @@
 //! peer is told, via [`DecodeError::reason_code`].
 
 use super::frame::{flags, MAX_CREDENTIAL_LEN, MAX_NAME_LEN};
-use super::frame::{Bye, Frame, FrameKind, Hello, Message, Reason, Welcome, PROTOCOL_VERSION};
+use super::frame::{
+    Bye, Frame, FrameKind, Hello, Message, Reason, Welcome, Will, PROTOCOL_VERSION,
+};
 use super::reason::ReasonCode;
 
 /// Bytes of the length prefix in front of every frame.
@@ -250,6 +252,12 @@ pub fn parse(body: &[u8]) -> Result<Frame, DecodeError> {
         FrameKind::Status => Frame::Status {
             text: reader.str8("status")?,
         },
+        FrameKind::Will => {
+            let delay_ms = reader.u32("delay")?;
+            let to = reader.str8("to")?;
+            let body = std::mem::take(&mut reader.rest).to_vec();
+            Frame::Will(Will { delay_ms, to, body })
+        }
     };
     if !reader.rest.is_empty() {
         return Err(DecodeError::TrailingBytes {
@@ -358,6 +366,11 @@ fn encode_payload(frame: &Frame, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             out.extend_from_slice(&bye.retry_after_ms.to_be_bytes());
         }
         Frame::Status { text } => put_str8(out, "status", text)?,
+        Frame::Will(will) => {
+            out.extend_from_slice(&will.delay_ms.to_be_bytes());
+            put_str8(out, "to", &will.to)?;
+            out.extend_from_slice(&will.body);
+        }
     }
     Ok(())
 }
@@ -526,6 +539,16 @@ mod properties {
             })),
             reason().prop_map(Frame::Notice),
             text(60).prop_map(|text| Frame::Status { text }),
+            (
+                any::<u32>(),
+                text(20),
+                proptest::collection::vec(any::<u8>(), 0..100)
+            )
+                .prop_map(|(delay_ms, to, body)| Frame::Will(Will {
+                    delay_ms,
+                    to,
+                    body
+                })),
         ]
     }
 

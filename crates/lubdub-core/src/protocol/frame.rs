@@ -15,6 +15,13 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Longest credential a HELLO may carry, in bytes.
 pub const MAX_CREDENTIAL_LEN: usize = 4096;
 
+/// Longest delay a last will may ask for, in milliseconds (one hour).
+pub const MAX_WILL_DELAY_MS: u32 = 3_600_000;
+
+/// Largest body of a last will, in bytes: a last word, kept by the server
+/// for every session that sets one (19,000 sessions: at most 19 MB).
+pub const MAX_WILL_BODY: usize = 1024;
+
 /// Longest status a session may carry, in bytes of UTF-8 (the wire field
 /// holds up to 255; the server refuses more than this).
 pub const MAX_STATUS_LEN: usize = 128;
@@ -54,6 +61,9 @@ pub enum FrameKind {
     Notice = 0x08,
     /// Client → server: sets (or, empty, clears) the session's status.
     Status = 0x09,
+    /// Client → server: sets (or, with an empty body, clears) the
+    /// session's last will.
+    Will = 0x0a,
 }
 
 impl FrameKind {
@@ -69,6 +79,7 @@ impl FrameKind {
             0x07 => Self::Bye,
             0x08 => Self::Notice,
             0x09 => Self::Status,
+            0x0a => Self::Will,
             _ => return None,
         })
     }
@@ -188,6 +199,21 @@ pub enum Frame {
         /// The status, e.g. `away` or `in match 42`.
         text: String,
     },
+    /// See [`Will`].
+    Will(Will),
+}
+
+/// WILL: the MSG the server sends for this session if it ends without a
+/// BYE of its own (see `docs/PROTOCOL.md`, *WILL*).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// How long the server waits before sending it; the name back online
+    /// within this wait cancels it. At most [`MAX_WILL_DELAY_MS`].
+    pub delay_ms: u32,
+    /// The recipient's name; empty: every other session.
+    pub to: String,
+    /// The message body; empty clears the will.
+    pub body: Vec<u8>,
 }
 
 impl Frame {
@@ -203,6 +229,7 @@ impl Frame {
             Frame::Bye(_) => FrameKind::Bye,
             Frame::Notice(_) => FrameKind::Notice,
             Frame::Status { .. } => FrameKind::Status,
+            Frame::Will(_) => FrameKind::Will,
         }
     }
 

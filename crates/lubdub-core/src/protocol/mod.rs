@@ -23,7 +23,7 @@ pub use codec::{
     check, decode, encode, encode_to_vec, max_msg_body, DecodeError, EncodeError,
     DEFAULT_MAX_FRAME_LEN,
 };
-pub use frame::{Bye, Frame, FrameKind, Hello, Message, Reason, Welcome, PROTOCOL_VERSION};
+pub use frame::{Bye, Frame, FrameKind, Hello, Message, Reason, Welcome, Will, PROTOCOL_VERSION};
 pub use reason::ReasonCode;
 
 #[cfg(test)]

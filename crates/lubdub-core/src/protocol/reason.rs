@@ -70,6 +70,9 @@ pub enum ReasonCode {
     /// A status (in HELLO or STATUS) that is too long or holds a control
     /// character; the text says which.
     InvalidStatus,
+    /// A WILL whose recipient is not a valid name, whose body is too large
+    /// to relay, or whose delay is too long; the text says which.
+    InvalidWill,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -102,6 +105,7 @@ impl ReasonCode {
             Self::RecipientBusy => 21,
             Self::ConfusableName => 22,
             Self::InvalidStatus => 23,
+            Self::InvalidWill => 24,
             Self::Unknown(code) => code,
         }
     }
@@ -133,6 +137,7 @@ impl ReasonCode {
             21 => Self::RecipientBusy,
             22 => Self::ConfusableName,
             23 => Self::InvalidStatus,
+            24 => Self::InvalidWill,
             other => Self::Unknown(other),
         }
     }
@@ -164,6 +169,7 @@ impl ReasonCode {
             Self::RecipientBusy => "recipient_busy",
             Self::ConfusableName => "confusable_name",
             Self::InvalidStatus => "invalid_status",
+            Self::InvalidWill => "invalid_will",
             Self::Unknown(_) => "unknown",
         }
     }
@@ -184,7 +190,7 @@ mod tests {
 
     #[test]
     fn every_code_round_trips_through_its_number() {
-        for number in 0..=24u16 {
+        for number in 0..=25u16 {
             assert_eq!(ReasonCode::from_u16(number).to_u16(), number);
         }
         assert_eq!(ReasonCode::from_u16(999), ReasonCode::Unknown(999));

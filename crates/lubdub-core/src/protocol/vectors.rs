@@ -79,6 +79,11 @@ fn expected_frame(name: &str) -> Frame {
         "status_clear" => Frame::Status {
             text: String::new(),
         },
+        "will_to_alice" => Frame::Will(super::Will {
+            delay_ms: 5_000,
+            to: "alice".into(),
+            body: b"bob is gone".to_vec(),
+        }),
         "notice_no_such_session" => {
             Frame::Notice(reason(ReasonCode::NoSuchSession, "no session named carol"))
         }

@@ -76,6 +76,10 @@ pub struct ClientConfig {
     /// default. [`Client::set_status`] changes it, and a reconnect starts
     /// with the latest.
     pub status: Option<String>,
+    /// The last will registered after every connect, if any: the MSG the
+    /// server sends for this client if its session ends without a BYE of
+    /// its own (see [`Client::set_will`]). `None` by default.
+    pub will: Option<lubdub_core::protocol::Will>,
 }
 
 impl ClientConfig {
@@ -94,6 +98,7 @@ impl ClientConfig {
             credential: crate::auth::Credential::default(),
             tls: None,
             status: None,
+            will: None,
         }
     }
 }
@@ -157,6 +162,7 @@ pub struct ClientClosed;
 enum Outgoing {
     Message { to: String, body: Vec<u8> },
     Status(String),
+    Will(lubdub_core::protocol::Will),
     Close,
 }
 
@@ -174,6 +180,7 @@ impl std::fmt::Debug for Outgoing {
         match self {
             Outgoing::Message { to, body } => write!(f, "Message(to={to:?}, {} bytes)", body.len()),
             Outgoing::Status(status) => write!(f, "Status({status:?})"),
+            Outgoing::Will(will) => write!(f, "Will(to={:?}, {} bytes)", will.to, will.body.len()),
             Outgoing::Close => f.write_str("Close"),
         }
     }
@@ -266,6 +273,33 @@ impl Client {
     pub async fn set_status(&self, status: impl Into<String>) -> Result<(), ClientClosed> {
         self.outgoing
             .send(Outgoing::Status(status.into()))
+            .await
+            .map_err(|_| ClientClosed)
+    }
+
+    /// Registers the session's last will: if it ends without a BYE of its
+    /// own (silence, a lost connection), the server sends `body` as a MSG
+    /// from this client's name to `to` (empty: every other session), after
+    /// `delay` unless the name is back online by then. Registered again
+    /// after every reconnect; an empty `body` clears it. Not sent after
+    /// [`close`](Self::close), a takeover or a server shutdown. At most
+    /// 1 KiB and a delay of one hour; beyond, a NOTICE event says why.
+    ///
+    /// # Errors
+    /// [`ClientClosed`] once the client has stopped.
+    pub async fn set_will(
+        &self,
+        to: &str,
+        body: impl Into<Vec<u8>>,
+        delay: Duration,
+    ) -> Result<(), ClientClosed> {
+        let will = lubdub_core::protocol::Will {
+            delay_ms: u32::try_from(delay.as_millis()).unwrap_or(u32::MAX),
+            to: to.to_owned(),
+            body: body.into(),
+        };
+        self.outgoing
+            .send(Outgoing::Will(will))
             .await
             .map_err(|_| ClientClosed)
     }

@@ -48,7 +48,7 @@ pub(super) async fn run(
                 let delay = retry_after + config.backoff.delay(attempt, rand::random::<f64>());
                 attempt += 1;
                 emit(Status::Reconnecting { attempt, delay });
-                if wait_or_close(delay, &mut outgoing, &mut config.status).await {
+                if wait_or_close(delay, &mut outgoing, &mut config.status, &mut config.will).await {
                     emit(closed());
                     return;
                 }
@@ -115,12 +115,13 @@ fn closed() -> Status {
     }
 }
 
-/// Waits `delay`, or until the application closes (`true`). A status set
-/// meanwhile is kept in `status`, for the next HELLO.
+/// Waits `delay`, or until the application closes (`true`). A status or
+/// will set meanwhile is kept, for the next session.
 async fn wait_or_close(
     delay: Duration,
     outgoing: &mut mpsc::Receiver<Outgoing>,
     status: &mut Option<String>,
+    will: &mut Option<lubdub_core::protocol::Will>,
 ) -> bool {
     let sleep = tokio::time::sleep(delay);
     tokio::pin!(sleep);
@@ -131,6 +132,7 @@ async fn wait_or_close(
                 // Messages typed while disconnected are dropped, not queued for ever.
                 Some(Outgoing::Message { .. }) => continue,
                 Some(Outgoing::Status(text)) => *status = Some(text).filter(|text| !text.is_empty()),
+                Some(Outgoing::Will(set)) => *will = Some(set).filter(|set| !set.body.is_empty()),
                 Some(Outgoing::Close) | None => return true,
             },
         }
@@ -163,6 +165,16 @@ async fn drive(
         reason,
         retry_after: Duration::ZERO,
     };
+    // The will is the session's: each new session registers it again.
+    if let Some(will) = &config.will {
+        match tokio::time::timeout(write_limit, writer.write_frame(&Frame::Will(will.clone())))
+            .await
+        {
+            Ok(Ok(())) => schedule.on_sent(Instant::now()),
+            Ok(Err(error)) => return lost(format!("write failed: {error}")),
+            Err(_) => return lost("the server stopped reading".into()),
+        }
+    }
     loop {
         let wake = tokio::time::Instant::from_std(schedule.poll_timeout());
         let to_send = tokio::select! {
@@ -206,6 +218,10 @@ async fn drive(
                 Some(Outgoing::Status(text)) => {
                     config.status = Some(text.clone()).filter(|text| !text.is_empty());
                     Some(Frame::Status { text })
+                }
+                Some(Outgoing::Will(will)) => {
+                    config.will = Some(will.clone()).filter(|will| !will.body.is_empty());
+                    Some(Frame::Will(will))
                 }
                 Some(Outgoing::Close) | None => {
                     let _ = writer.write_frame(&Frame::bye(ReasonCode::Normal, "quit")).await;

@@ -89,6 +89,8 @@ mod shutdown;
 mod siblings;
 // The deadline wheel and the paced farewells of verdicts.
 mod timers;
+// Last wills: kept per session, sent (or not) when it ends, delayed.
+mod wills;
 pub use listing::MAX_SESSIONS_PER_PAGE;
 
 pub(crate) const WAKER: Token = Token(1);
@@ -135,6 +137,8 @@ pub(crate) struct LoopPlace {
     /// Bytes every loop holds on the way out, against the process's cap.
     pub(crate) held_everywhere: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) origin: Instant,
+    /// Wills waiting for their delay, for every loop.
+    pub(crate) will_board: Arc<super::wills::WillBoard>,
 }
 
 /// CPU time this process has used, all threads together; the listening
@@ -191,6 +195,11 @@ pub(crate) struct EventLoop<D: Detector> {
     /// kept beside the slots, so that a session without a status costs
     /// nothing for it.
     statuses: hashbrown::HashMap<usize, Box<str>>,
+    /// The last wills of this loop's sessions that set one, by slot index
+    /// (`wills.rs`), and those of ended sessions waiting for their delay.
+    wills: hashbrown::HashMap<usize, lubdub_core::protocol::Will>,
+    will_deadlines: std::collections::BinaryHeap<wills::WillDeadline>,
+    will_board: Arc<super::wills::WillBoard>,
     registry: Arc<dyn Registry>,
     config: ServerConfig,
     commands: mpsc::Receiver<Command>,
@@ -257,6 +266,7 @@ impl<D: Detector> EventLoop<D> {
             admission,
             held_everywhere,
             origin,
+            will_board,
         } = place;
         let outbound_cap = config.outbound_queue_cap();
         let cpu_for_clock = Arc::clone(&cpu);
@@ -275,6 +285,9 @@ impl<D: Detector> EventLoop<D> {
             outputs: Outputs::default(),
             names: names::LocalNames::default(),
             statuses: hashbrown::HashMap::new(),
+            wills: hashbrown::HashMap::new(),
+            will_deadlines: std::collections::BinaryHeap::new(),
+            will_board,
             registry,
             config,
             commands,
@@ -358,6 +371,7 @@ impl<D: Detector> EventLoop<D> {
             // that passed while this batch was handled is judged after the
             // next poll, once the frames that arrived meanwhile are read.
             self.expire_timers(now, backlog);
+            self.send_due_wills(now);
             self.deliver_fanouts(now);
             self.write_farewells(now, timers::FAREWELLS_PER_TURN);
             self.carry_out(now);
@@ -379,7 +393,11 @@ impl<D: Detector> EventLoop<D> {
         {
             Some(Duration::ZERO)
         } else {
-            self.timers.next_expiry().map(|at| {
+            let next = match (self.timers.next_expiry(), self.next_will_due()) {
+                (Some(timer), Some(will)) => Some(timer.min(will)),
+                (timer, will) => timer.or(will),
+            };
+            next.map(|at| {
                 at.saturating_duration_since(self.clock.listening(before))
                     .min(WAIT_CAP)
             })

@@ -64,6 +64,7 @@ impl StateCounts {
 pub struct ServerMetrics {
     registry: Arc<Registry>,
     heartbeats: Counter,
+    wills_sent: Counter,
     drops: Family<ReasonLabel, Counter>,
     detection_delay: Histogram,
     round_trip: Histogram,
@@ -95,6 +96,7 @@ impl ServerMetrics {
     /// Fresh metrics, registered under the `lubdub_` prefix.
     pub fn new() -> Self {
         let heartbeats = Counter::default();
+        let wills_sent = Counter::default();
         let drops = Family::<ReasonLabel, Counter>::default();
         // 0.25 ms to about 8 s: the lateness of a verdict past its deadline.
         let detection_delay = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
@@ -111,6 +113,11 @@ impl ServerMetrics {
         let outbound_queued = Gauge::default();
         let admin_limited = Family::<ReasonLabel, Counter>::default();
         let mut registry = Registry::with_prefix("lubdub");
+        registry.register(
+            "wills_sent",
+            "Last wills sent: sessions that ended without a BYE of their own, their name not back within the will's delay",
+            wills_sent.clone(),
+        );
         registry.register(
             "heartbeats_received",
             "Frames received from established sessions (any frame is a heartbeat)",
@@ -210,6 +217,7 @@ impl ServerMetrics {
             frames_refused,
             admin_limited,
             heartbeats,
+            wills_sent,
             drops,
             detection_delay,
             round_trip,
@@ -227,6 +235,11 @@ impl ServerMetrics {
     /// The credential metrics, for the event loop's auth gate.
     pub(crate) fn auth(&self) -> &AuthMetrics {
         &self.auth
+    }
+
+    /// A last will was sent.
+    pub(crate) fn will_sent(&self) {
+        self.wills_sent.inc();
     }
 
     /// A frame arrived from an established session.

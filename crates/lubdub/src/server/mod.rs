@@ -32,6 +32,7 @@ pub mod reload;
 pub mod snapshot;
 pub mod tls;
 mod tls_session;
+pub mod wills;
 
 use std::io;
 use std::net::SocketAddr;
@@ -193,6 +194,7 @@ pub fn start_with_hub(
     let siblings: Arc<[LoopHandle]> = handles.into();
     let cpu: Arc<[AtomicU64]> = (0..loops).map(|_| AtomicU64::new(0)).collect();
     let held_everywhere = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let will_board = Arc::new(wills::WillBoard::default());
     // One set of verifier threads, one fair queue and one cache for the
     // process; each loop's gate is a handle on them (the first one here
     // only makes the others).
@@ -219,6 +221,7 @@ pub fn start_with_hub(
                 admission: Arc::clone(&admission),
                 held_everywhere: Arc::clone(&held_everywhere),
                 origin,
+                will_board: Arc::clone(&will_board),
             },
             registry: Arc::clone(&registry),
             commands,

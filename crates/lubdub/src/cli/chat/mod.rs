@@ -56,6 +56,19 @@ pub struct ClientArgs {
     /// `/status TEXT` changes it while chatting.
     #[arg(long, value_name = "TEXT")]
     status: Option<String>,
+    /// Last will: if this client's session ends without its `quit` (it
+    /// hangs, its network or host fails), the server sends TEXT as a
+    /// message from it, to --will-to or everyone, after --will-delay
+    /// unless the name is back online by then. At most 1 KiB.
+    #[arg(long, value_name = "TEXT")]
+    will: Option<String>,
+    /// Recipient of the last will (a name); by default every session.
+    #[arg(long, value_name = "NAME", requires = "will")]
+    will_to: Option<String>,
+    /// How long the server waits before sending the last will; the name
+    /// back online meanwhile cancels it (at most 1h).
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration, requires = "will")]
+    will_delay: Duration,
     /// Print names and message bodies exactly as received, for scripts.
     /// By default control, format and invisible characters are shown
     /// escaped (`\e`, `\r`, `\u{202e}`, `\xff` for a byte that is not
@@ -160,6 +173,11 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
     config.interval = args.interval;
     config.one_way = args.one_way;
     config.status = args.status.clone().filter(|status| !status.is_empty());
+    config.will = args.will.as_ref().map(|body| lubdub::core::protocol::Will {
+        delay_ms: u32::try_from(args.will_delay.as_millis()).unwrap_or(u32::MAX),
+        to: args.will_to.clone().unwrap_or_default(),
+        body: body.as_bytes().to_vec(),
+    });
     config.credential = credential(&args)?;
     config.tls = args.tls();
     config.first_connect_patience = args.give_up_after;

@@ -22,7 +22,6 @@ impl<D: Detector> EventLoop<D> {
     pub(super) fn check_fanout(&mut self, now: Now, index: usize) -> Result<(), FanoutRefusal> {
         let now_us = now.real_us;
         let sender_limits = self.config.sender_fanout_limits();
-        let loop_limits = self.config.loop_fanout_limits();
         let Some(session) = self
             .slots
             .get(index)
@@ -33,6 +32,14 @@ impl<D: Detector> EventLoop<D> {
         if let Err(wait) = session.fanout().check(now_us, &sender_limits) {
             return Err(FanoutRefusal::Sender { wait });
         }
+        self.check_loop_fanout(now)
+    }
+
+    /// The loop's part of [`check_fanout`](Self::check_fanout): its own
+    /// budget, the fan-outs waiting and the outbound cap.
+    pub(super) fn check_loop_fanout(&mut self, now: Now) -> Result<(), FanoutRefusal> {
+        let now_us = now.real_us;
+        let loop_limits = self.config.loop_fanout_limits();
         if let Err(wait) = self.loop_fanout.check(now_us, &loop_limits) {
             return Err(FanoutRefusal::Loop { wait });
         }
@@ -125,6 +132,16 @@ pub(super) enum FanoutRefusal {
     Loop { wait: Duration },
     /// The server-wide outbound cap is reached.
     Memory,
+}
+
+impl FanoutRefusal {
+    /// How long until the budget that refused allows again, if known.
+    pub(super) fn wait(&self) -> Option<Duration> {
+        match self {
+            FanoutRefusal::Sender { wait } | FanoutRefusal::Loop { wait } => Some(*wait),
+            FanoutRefusal::Gone | FanoutRefusal::Memory => None,
+        }
+    }
 }
 
 /// A wait rounded up to whole milliseconds, for messages people read.

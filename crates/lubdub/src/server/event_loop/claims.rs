@@ -26,6 +26,10 @@ impl<D: Detector> EventLoop<D> {
         });
         let answer = match claimed {
             Ok(claimed) => {
+                // Back within a will's delay: that will is not sent.
+                if self.will_board.name_back(&name) {
+                    tracing::info!(name = %Escaped(&name), "back online within its last will's delay: the will is not sent");
+                }
                 let replaced = claimed
                     .previous
                     .as_ref()

@@ -121,6 +121,7 @@ impl<D: Detector> EventLoop<D> {
                 let detail = phi.map(|phi| format!("phi={phi:.2}"));
                 self.presence.report(event, detail.as_deref());
             }
+            Event::WillSet { will, .. } => self.will_set(key, will),
             Event::StatusChanged { name, status } => {
                 if status.is_empty() {
                     self.statuses.remove(&key.0);
@@ -146,6 +147,7 @@ impl<D: Detector> EventLoop<D> {
             } => {
                 self.names.remove(&name, key.0);
                 self.statuses.remove(&key.0);
+                self.session_ended(now, key, session, &name, reason);
                 // Dated afresh: with thousands of verdicts in one wake-up,
                 // the reported instant, silence and delay must be those of
                 // this drop, not of the wake-up's start.

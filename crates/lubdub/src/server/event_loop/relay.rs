@@ -191,7 +191,7 @@ impl<D: Detector> EventLoop<D> {
 
     /// The session named `name`: on this loop (its index of names, no
     /// lock), on another loop of this process (the registry), or nowhere.
-    fn find_recipient(&self, name: &str) -> Recipient {
+    pub(super) fn find_recipient(&self, name: &str) -> Recipient {
         if let Some(index) = self.local_session(name) {
             let generation = self.slots.get(index).map_or(0, |slot| slot.generation);
             return Recipient::Here((index, generation));
@@ -403,7 +403,7 @@ impl<D: Detector> EventLoop<D> {
 }
 
 /// Where the recipient of a direct MSG is.
-enum Recipient {
+pub(super) enum Recipient {
     /// A session of this loop.
     Here(ConnKey),
     /// A session of another loop of this process: its loop and session id.
