@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
@@ -147,9 +148,10 @@ pub(super) async fn events(
         hub.last_seq()
     ));
     let first = resync.then(|| resync_event(hub.last_seq(), None));
+    let filter = Arc::new(filter);
     let held = stream::iter(std::iter::once(opened).chain(first).chain(
         backlog.into_iter().filter_map({
-            let filter = filter.clone();
+            let filter = Arc::clone(&filter);
             move |event| render(&event, &filter)
         }),
     ));
@@ -166,9 +168,14 @@ pub(super) async fn events(
 
 /// The live changes after the hub's history, with a `resync` wherever the
 /// stream fell behind the ring.
-fn live(feed: PresenceFeed, filter: Filter, control: ServerControl) -> impl Stream<Item = Event> {
+/// `filter` is shared, not copied per change: it may hold a thousand names.
+fn live(
+    feed: PresenceFeed,
+    filter: Arc<Filter>,
+    control: ServerControl,
+) -> impl Stream<Item = Event> {
     stream::unfold(feed, move |mut feed| {
-        let filter = filter.clone();
+        let filter = Arc::clone(&filter);
         let control = control.clone();
         async move {
             loop {
