@@ -85,7 +85,13 @@ pub fn run(args: ServerArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {admin_address} for the admin API"))?;
         let admin_address = admin_listener.local_addr()?;
-        let handle = server::start(config.clone(), Arc::new(InMemoryRegistry::new()))?;
+        let hub = Arc::new(server::PresenceHub::new(config.event_history));
+        let webhook_feeds = webhooks
+            .as_ref()
+            .map(|webhooks| lubdub::webhook::feeds(webhooks, &hub))
+            .unwrap_or_default();
+        let handle =
+            server::start_with_hub(config.clone(), Arc::new(InMemoryRegistry::new()), hub)?;
         give_back_freed_memory(handle.control().metrics().clone());
         let ceiling = humantime::format_duration(config.interval * config.max_missed);
         match config.detector {
@@ -174,7 +180,7 @@ pub fn run(args: ServerArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
                 );
                 lubdub::webhook::spawn(
                     webhooks,
-                    control.presence(),
+                    webhook_feeds,
                     control.metrics().webhooks().clone(),
                     &webhooks_stopped,
                 )

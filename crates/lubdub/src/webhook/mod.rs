@@ -141,18 +141,26 @@ impl WebhookMetrics {
     }
 }
 
-/// Starts one delivery task per URL on the current tokio runtime; each
-/// ends when `stopped` turns true, after one last attempt at what it holds.
+/// One reader of `hub` per URL of `config`: taken before the server
+/// starts, so that no change is missed by a receiver.
+pub fn feeds(config: &WebhookConfig, hub: &PresenceHub) -> Vec<PresenceFeed> {
+    config.urls.iter().map(|_| hub.subscribe()).collect()
+}
+
+/// Starts one delivery task per URL on the current tokio runtime, each
+/// reading its feed (see [`feeds`]); each ends when `stopped` turns true,
+/// after one last attempt at what it holds.
 pub fn spawn(
     config: &WebhookConfig,
-    hub: &PresenceHub,
+    feeds: Vec<PresenceFeed>,
     metrics: WebhookMetrics,
     stopped: &watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     config
         .urls
         .iter()
-        .map(|url| {
+        .zip(feeds)
+        .map(|(url, feed)| {
             let delivery = Delivery {
                 url: url.clone(),
                 config: config.clone(),
@@ -164,7 +172,7 @@ pub fn spawn(
                     .build()
                     .into(),
             };
-            tokio::spawn(delivery.run(hub.subscribe(), stopped.clone()))
+            tokio::spawn(delivery.run(feed, stopped.clone()))
         })
         .collect()
 }
