@@ -41,6 +41,13 @@ impl WillBoard {
         Ok(())
     }
 
+    /// Whether the will of session `session_id` under `name` still waits.
+    pub fn holds(&self, name: &str, session_id: u64) -> bool {
+        self.waiting()
+            .get(name)
+            .is_some_and(|(owner, _)| *owner == session_id)
+    }
+
     /// `name` is online again: a will waiting under it is not sent.
     /// Returns whether one was waiting.
     pub fn name_back(&self, name: &str) -> bool {
@@ -84,6 +91,7 @@ mod tests {
 
         // A later session's will is not taken by an earlier one's deadline.
         board.wait("bob", 9, will("third")).expect("room");
+        assert!(board.holds("bob", 9) && !board.holds("bob", 8));
         assert_eq!(board.take("bob", 8), None);
         assert_eq!(board.take("bob", 9), Some(will("third")));
     }

@@ -52,14 +52,27 @@ impl<D: Detector> EventLoop<D> {
         }
         let due = now.listening + Duration::from_millis(u64::from(will.delay_ms));
         match self.will_board.wait(name, session_id, will) {
-            Ok(()) => self
-                .will_deadlines
-                .push(Reverse((due, session_id, name.to_owned()))),
+            Ok(()) => self.wait_for_will(due, session_id, name),
             Err(will) => {
                 warn!(name = %Escaped(name), "{MAX_WAITING_WILLS} last wills wait already: this one is sent now, its delay cut short");
                 self.send_will(now, session_id, name, will);
             }
         }
+    }
+
+    /// Remembers when the will of `session_id` under `name` is due. The
+    /// deadlines of wills whose name came back stay until due; when they
+    /// are as many as the wills that may wait, those no longer waiting are
+    /// dropped, so that a client that vanishes and comes back again and
+    /// again under one name cannot grow them for the hour a delay lasts.
+    fn wait_for_will(&mut self, due: Instant, session_id: u64, name: &str) {
+        if self.will_deadlines.len() >= MAX_WAITING_WILLS {
+            let board = &self.will_board;
+            self.will_deadlines
+                .retain(|Reverse((_, owner, name))| board.holds(name, *owner));
+        }
+        self.will_deadlines
+            .push(Reverse((due, session_id, name.to_owned())));
     }
 
     /// When the next will's delay is over, if one waits.
@@ -93,8 +106,7 @@ impl<D: Detector> EventLoop<D> {
         if let Err(refusal) = self.check_loop_fanout(now) {
             let wait = refusal.wait().unwrap_or(Duration::from_millis(100));
             if self.will_board.wait(name, sender, will).is_ok() {
-                self.will_deadlines
-                    .push(Reverse((now.listening + wait, sender, name.to_owned())));
+                self.wait_for_will(now.listening + wait, sender, name);
             } else {
                 warn!(name = %Escaped(name), "last will not sent: the server's relaying budget is spent and {MAX_WAITING_WILLS} wills wait already");
             }
