@@ -202,6 +202,15 @@ async fn stopped(mut stopped: watch::Receiver<bool>) {
 }
 
 fn render(event: &PresenceEvent, filter: &Filter) -> Option<Event> {
+    // The name first: a stream that follows a few names skips the rest
+    // without building their changes.
+    if filter
+        .names
+        .as_ref()
+        .is_some_and(|names| !names.contains(&event.name))
+    {
+        return None;
+    }
     let change = Change::of(event)?;
     if !filter.passes(&change) {
         return None;

@@ -8,6 +8,7 @@
 //! are on different loops, is no change of the name. And a session turns
 //! `suspect` once: the counter's further silent intervals are detail.
 
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -36,8 +37,9 @@ pub struct Change<'a> {
     pub name: &'a str,
     /// The session now (or, for `offline`, last) holding the name.
     pub session: u64,
-    /// Its peer address.
-    pub addr: String,
+    /// Its peer address (a string in JSON). Kept as the address, not its
+    /// text: a stream builds a change for every event it filters.
+    pub addr: SocketAddr,
     /// When the server observed it, ms since the Unix epoch.
     pub at_ms: u64,
     /// `online`, `takeover`: the heartbeat interval granted.
@@ -70,7 +72,7 @@ impl<'a> Change<'a> {
             kind: "",
             name: &event.name,
             session: event.session_id,
-            addr: event.peer.to_string(),
+            addr: event.peer,
             at_ms: millis_since_epoch(event.wall),
             interval_ms: None,
             status: event.status.as_deref(),
