@@ -335,34 +335,30 @@ impl Conduct {
                     }),
                 })
             }
-            Inbound::Message(_) => {
+            // A MSG, and a status change (shown to every watcher) or a will
+            // (a MSG to come): each counts as a MSG against the session's rate.
+            Inbound::Message(_) | Inbound::Status(_) | Inbound::Will(_) => {
                 if self.messages.allow(now_us, limits.messages) {
                     return Ok(inbound);
                 }
                 let rate = limits.messages;
-                self.refuse_message(now_us, limits, ReasonCode::RateLimited, || {
-                    format!(
-                        "message not delivered: at most {} messages a second \
+                let per_second = 1_000_000 / rate.spacing_us.max(1);
+                let what = match inbound {
+                    Inbound::Message(_) => None,
+                    Inbound::Status(_) => Some("status"),
+                    _ => Some("will"),
+                };
+                self.refuse_message(now_us, limits, ReasonCode::RateLimited, || match what {
+                    None => format!(
+                        "message not delivered: at most {per_second} messages a second \
                          (bursts of {}); later ones are dropped until the rate falls",
-                        1_000_000 / rate.spacing_us.max(1),
                         rate.burst
-                    )
-                })
-            }
-            // A status change is shown to every watcher, and a will is a
-            // MSG to come: each counts as a MSG against the session's rate.
-            Inbound::Status(_) | Inbound::Will(_) => {
-                if self.messages.allow(now_us, limits.messages) {
-                    return Ok(inbound);
-                }
-                let rate = limits.messages;
-                self.refuse_message(now_us, limits, ReasonCode::RateLimited, || {
-                    format!(
-                        "not set: at most {} messages, status and will changes a \
-                         second (bursts of {}); send it again later",
-                        1_000_000 / rate.spacing_us.max(1),
+                    ),
+                    Some(what) => format!(
+                        "{what} not set: at most {per_second} messages, status and will \
+                         changes a second (bursts of {}); send it again later",
                         rate.burst
-                    )
+                    ),
                 })
             }
             other => Ok(other),

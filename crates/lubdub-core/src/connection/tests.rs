@@ -1,6 +1,8 @@
 //! The connection machine's rules over explicit time, on the simulated
 //! server of `testing.rs`: phases, frame rules, rates, verdicts and their
 //! texts, takeover and the choice of farewell.
+//!
+//! Size: unit tests only, one per rule of the machine; the status and will rules have their own file (`status_will_tests.rs`).
 
 use std::time::Duration;
 

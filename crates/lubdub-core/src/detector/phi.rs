@@ -23,6 +23,8 @@
 //! So the detector schedules its checks exactly like the counter does and
 //! never evaluates phi on a timer. The counter's deadline stays as a ceiling:
 //! no session outlives `max_missed × interval` of silence, whatever phi says.
+//!
+//! Size: one job (the detector and its state); half of the file is its unit tests over explicit time.
 
 use std::time::{Duration, Instant};
 

@@ -5,6 +5,8 @@
 //! and an over-long length prefix is rejected before anything is allocated);
 //! [`decode`] then parses it. Every [`DecodeError`] maps to the reason code the
 //! peer is told, via [`DecodeError::reason_code`].
+//!
+//! Size: one job (the byte layout of every frame, both ways); a third of the file is its property tests.
 
 use super::frame::{flags, MAX_CREDENTIAL_LEN, MAX_NAME_LEN};
 use super::frame::{

@@ -14,6 +14,8 @@
 //! the first connect to the end of the window, over the sessions held; CPU
 //! per heartbeat is the server's CPU time during the window over the
 //! heartbeats acknowledged in it.
+//!
+//! Size: one job (coordinating a run of workers and measuring the server); a sixth is its tests.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -6,6 +6,8 @@
 //!
 //! plotters is built with its SVG backend only, as for `lubdub simulate`'s
 //! plot: text is written as SVG `<text>` and drawn by the viewer.
+//!
+//! Size: one job (the SVG of hold and pump reports); a third is its tests.
 
 use std::collections::BTreeMap;
 use std::ops::Range;

@@ -1,6 +1,8 @@
 //! From per-session outcomes to what a reader needs: counts that add up,
 //! percentiles of the detection error, a verdict against the requirement,
 //! and two renderings (a text summary and JSON).
+//!
+//! Size: one job (outcomes to a report and its renderings); a quarter is its tests.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -11,6 +11,8 @@
 //! Each session is a tokio task on one current-thread runtime: a
 //! heartbeat is a timer expiry, one write and one read, and the generator's
 //! memory is not what is being measured.
+//!
+//! Size: one job (one load-generator process: its sessions' connect, heartbeat and count loop, which must stay one loop to be cheap); the rest is its tests.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;

@@ -420,7 +420,12 @@ impl<D: Detector> EventLoop<D> {
     /// the next poll came after the first backlog was read as a flood).
     fn now(&mut self) -> Now {
         let real = Instant::now();
-        let wake = self.clock.woke(real, self.cpu_explaining_stalls());
+        // Borrowed, not the `Arc` clone `cpu_explaining_stalls` makes: this
+        // runs for every read.
+        let (cpu, me) = (&self.cpu, self.loop_index);
+        let wake = self
+            .clock
+            .woke(real, || siblings::cpu_explaining_stalls(cpu, me));
         self.stalled(real, wake.stalled);
         Now {
             listening: wake.listening,
