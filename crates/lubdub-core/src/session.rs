@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::protocol::frame::{MAX_WILL_BODY, MAX_WILL_DELAY_MS};
 use crate::protocol::handshake::validate_name;
+use crate::protocol::rooms::{is_room, validate_room, WatchMode};
 use crate::protocol::status::validate_status;
 use crate::protocol::{Bye, Frame, Hello, Message, ReasonCode, Will};
 use crate::rate::{Gcra, Rate};
@@ -50,6 +51,17 @@ pub enum Inbound {
     /// The session's last will from now on (an empty body: none); its
     /// recipient and delay are valid (the machine checks its size).
     Will(Will),
+    /// Join this room (a valid room name).
+    Join(String),
+    /// Leave this room (a valid room name).
+    Leave(String),
+    /// Start or stop watching a valid name or room.
+    Watch {
+        /// What is asked.
+        mode: WatchMode,
+        /// The name or room.
+        target: String,
+    },
     /// A PING, MSG or STATUS beyond its session's rate, or an invalid
     /// STATUS: not acted on (no PONG, not relayed, not set), the session
     /// goes on. `notice`, when present, is the text of
@@ -105,7 +117,14 @@ pub fn admit(phase: Phase, frame: Frame) -> Result<Inbound, Violation> {
         ),
         (Phase::Established, Frame::Ping { seq, rtt_us }) => Ok(Inbound::Ping { seq, rtt_us }),
         (Phase::Established, Frame::Msg(message)) => {
-            if !message.to.is_empty() {
+            if is_room(&message.to) {
+                if let Err(error) = validate_room(&message.to) {
+                    return Ok(Inbound::Refused {
+                        code: ReasonCode::InvalidRoom,
+                        notice: Some(format!("message not delivered: {error}")),
+                    });
+                }
+            } else if !message.to.is_empty() {
                 if let Err(error) = validate_name(&message.to) {
                     return violation(
                         ReasonCode::InvalidName,
@@ -123,7 +142,11 @@ pub fn admit(phase: Phase, frame: Frame) -> Result<Inbound, Violation> {
                     notice: Some(format!("will not set: {text}")),
                 })
             };
-            if !will.to.is_empty() {
+            if is_room(&will.to) {
+                if let Err(error) = validate_room(&will.to) {
+                    return refused(format!("invalid room: {error}"));
+                }
+            } else if !will.to.is_empty() {
                 if let Err(error) = validate_name(&will.to) {
                     return refused(format!("invalid recipient: {error}"));
                 }
@@ -141,6 +164,49 @@ pub fn admit(phase: Phase, frame: Frame) -> Result<Inbound, Violation> {
                 ));
             }
             Ok(Inbound::Will(will))
+        }
+        // A bad room or watch is a request refused, not a broken protocol.
+        (Phase::Established, frame @ (Frame::Join { .. } | Frame::Leave { .. })) => {
+            let (room, joins) = match frame {
+                Frame::Join { room } => (room, true),
+                Frame::Leave { room } => (room, false),
+                _ => unreachable!("matched above"),
+            };
+            match validate_room(&room) {
+                Ok(()) if joins => Ok(Inbound::Join(room)),
+                Ok(()) => Ok(Inbound::Leave(room)),
+                Err(error) => Ok(Inbound::Refused {
+                    code: ReasonCode::InvalidRoom,
+                    notice: Some(format!("{room:?} not joined or left: {error}")),
+                }),
+            }
+        }
+        (Phase::Established, Frame::Watch(watch)) => {
+            let refused = |text: String| {
+                Ok(Inbound::Refused {
+                    code: ReasonCode::InvalidWatch,
+                    notice: Some(format!("watch of {:?} refused: {text}", watch.target)),
+                })
+            };
+            let Some(mode) = WatchMode::from_byte(watch.mode) else {
+                return refused(format!(
+                    "unknown mode {}; modes are 0 (stop), 1 (full), 2 (count) and 3 (once)",
+                    watch.mode
+                ));
+            };
+            if is_room(&watch.target) {
+                if let Err(error) = validate_room(&watch.target) {
+                    return refused(error.to_string());
+                }
+            } else if let Err(error) = validate_name(&watch.target) {
+                return refused(error.to_string());
+            } else if mode == WatchMode::Count {
+                return refused("a count watches a room, not a name".to_owned());
+            }
+            Ok(Inbound::Watch {
+                mode,
+                target: watch.target,
+            })
         }
         // A bad status is a request refused, not a broken protocol.
         (Phase::Established, Frame::Status { text }) => match validate_status(&text) {
@@ -337,7 +403,12 @@ impl Conduct {
             }
             // A MSG, and a status change (shown to every watcher) or a will
             // (a MSG to come): each counts as a MSG against the session's rate.
-            Inbound::Message(_) | Inbound::Status(_) | Inbound::Will(_) => {
+            Inbound::Message(_)
+            | Inbound::Status(_)
+            | Inbound::Will(_)
+            | Inbound::Join(_)
+            | Inbound::Leave(_)
+            | Inbound::Watch { .. } => {
                 if self.messages.allow(now_us, limits.messages) {
                     return Ok(inbound);
                 }
@@ -346,7 +417,10 @@ impl Conduct {
                 let what = match inbound {
                     Inbound::Message(_) => None,
                     Inbound::Status(_) => Some("status"),
-                    _ => Some("will"),
+                    Inbound::Will(_) => Some("will"),
+                    Inbound::Join(_) => Some("join"),
+                    Inbound::Leave(_) => Some("leave"),
+                    _ => Some("watch"),
                 };
                 self.refuse_message(now_us, limits, ReasonCode::RateLimited, || match what {
                     None => format!(
@@ -355,8 +429,9 @@ impl Conduct {
                         rate.burst
                     ),
                     Some(what) => format!(
-                        "{what} not set: at most {per_second} messages, status and will \
-                         changes a second (bursts of {}); send it again later",
+                        "{what} not done: at most {per_second} messages, status, will, \
+                         join, leave and watch requests a second (bursts of {}); send it \
+                         again later",
                         rate.burst
                     ),
                 })

@@ -1,5 +1,5 @@
 //! Embedding the lubdub client in a program: connect, watch status changes,
-//! send and receive messages.
+//! send and receive messages, join a room and watch who is in it.
 //!
 //! Run a server first (`cargo run -- server`), then:
 //! `cargo run --example embed -- 127.0.0.1:7070 thermostat`
@@ -19,6 +19,8 @@ async fn main() -> anyhow::Result<()> {
     let mut client = Client::connect(config).await?;
     println!("connected: {:?}", client.welcome());
 
+    client.join("#thermostats").await?;
+    client.watch("#thermostats").await?;
     client.broadcast("21.5 °C").await?;
     let mut readings = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -34,6 +36,11 @@ async fn main() -> anyhow::Result<()> {
                     return Ok(());
                 }
                 Some(ClientEvent::Status(status)) => println!("status: {status:?}"),
+                Some(ClientEvent::Presence(update)) => {
+                    println!("{}", lubdub::client::presence::describe(&update));
+                }
+                // Kinds of event a later version may add.
+                Some(_) => {}
                 None => return Ok(()),
             },
             _ = tokio::signal::ctrl_c() => {

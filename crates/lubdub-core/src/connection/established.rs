@@ -23,6 +23,8 @@ pub struct Session<S> {
     /// Client-reported round trip in microseconds; 0 until known.
     pub(super) rtt_us: u32,
     pub(super) acks_wanted: bool,
+    /// Rooms and watches the IO layer holds for it.
+    pub(super) held: super::rooms::Holdings,
     pub(super) last_change: StateChange,
     /// Its PING and MSG rates so far.
     pub(super) conduct: Conduct,

@@ -109,6 +109,7 @@ impl<S> Connection<S> {
             interval_ms: texts::millis_u32(interval),
             rtt_us: 0,
             acks_wanted: hello.acks_wanted(),
+            held: super::rooms::Holdings::default(),
             last_change: StateChange::Joined,
             conduct: Conduct::new(),
             fanout: crate::budget::FanoutBudget::new(),

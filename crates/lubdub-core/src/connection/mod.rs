@@ -35,6 +35,7 @@ mod established;
 mod handshake;
 mod inputs;
 mod output;
+mod rooms;
 mod rules;
 pub mod texts;
 
@@ -48,6 +49,7 @@ mod tests;
 pub use established::{Session, StateChange};
 pub use inputs::{Authentication, ClaimAnswer, DropReason, MessageRefusal};
 pub use output::{Close, Event, Output, OutputSink, Outputs, Request, Tagged, Timer, Transmit};
+pub use rooms::Holdings;
 pub use rules::{ConnectionConfig, Now, Rules};
 
 /// How long a closing connection is kept after its farewell (REJECT or
@@ -209,6 +211,18 @@ impl<S> Connection<S> {
             }
             Ok(Inbound::Will(will)) => {
                 self.will(will, rules, out);
+                Next::Continue
+            }
+            Ok(Inbound::Join(room)) => {
+                self.join(room, out);
+                Next::Continue
+            }
+            Ok(Inbound::Leave(room)) => {
+                self.leave(room, out);
+                Next::Continue
+            }
+            Ok(Inbound::Watch { mode, target }) => {
+                self.watch(mode, target, out);
                 Next::Continue
             }
             Ok(Inbound::Bye(bye)) => {

@@ -214,6 +214,33 @@ pub enum Request {
     /// [`message_delivered`](super::Connection::message_delivered) or
     /// [`handle_message_refused`](super::Connection::handle_message_refused).
     Relay(Message),
+    /// Make this session a member of the room; report what the session
+    /// holds with [`set_holdings`](super::Connection::set_holdings), or
+    /// why not with
+    /// [`handle_request_refused`](super::Connection::handle_request_refused).
+    Join {
+        /// The session's name.
+        name: Box<str>,
+        /// The room.
+        room: String,
+    },
+    /// End this session's membership of the room (as for `Join`).
+    Leave {
+        /// The session's name.
+        name: Box<str>,
+        /// The room.
+        room: String,
+    },
+    /// Start (`full`, `count`), answer once (`once`) or stop watching
+    /// the target for this session (as for `Join`).
+    Watch {
+        /// The session's name.
+        name: Box<str>,
+        /// What is asked.
+        mode: crate::protocol::rooms::WatchMode,
+        /// A name or a room.
+        target: String,
+    },
 }
 
 /// Where a machine pushes its outputs: the IO layer's queue (tagged with

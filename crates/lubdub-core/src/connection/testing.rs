@@ -41,6 +41,9 @@ pub(super) struct Peer {
     pub(super) closed: Option<Close>,
     /// MSGs handed to the relay.
     pub(super) relayed: Vec<Message>,
+    /// Rooms it is in and targets it watches, as the IO layer would hold them.
+    pub(super) rooms: Vec<String>,
+    pub(super) watches: Vec<String>,
     /// Whether its socket is gone (closed at once, or after lingering).
     pub(super) removed: bool,
 }
@@ -118,6 +121,8 @@ impl Sim {
             events: Vec::new(),
             closed: None,
             relayed: Vec::new(),
+            rooms: Vec::new(),
+            watches: Vec::new(),
             removed: false,
         });
         let id = self.peers.len() - 1;
@@ -272,6 +277,14 @@ impl Sim {
         }
     }
 
+    fn report_holdings(peer: &mut Peer) {
+        let held = super::Holdings {
+            rooms: u8::try_from(peer.rooms.len()).unwrap_or(u8::MAX),
+            watches: u8::try_from(peer.watches.len()).unwrap_or(u8::MAX),
+        };
+        peer.machine.set_holdings(held);
+    }
+
     fn request(&mut self, id: usize, request: Request) {
         self.requests.push((id, request.clone()));
         let now = self.now();
@@ -336,6 +349,30 @@ impl Sim {
             Request::Relay(message) => {
                 self.peers[id].relayed.push(message);
                 self.peers[id].machine.message_delivered(now.real_us);
+            }
+            Request::Join { room, .. } | Request::Leave { room, .. } => {
+                let joins = matches!(self.requests.last(), Some((_, Request::Join { .. })));
+                let peer = &mut self.peers[id];
+                let held = peer.rooms.contains(&room);
+                if joins && !held {
+                    peer.rooms.push(room);
+                } else if !joins && held {
+                    peer.rooms.retain(|r| *r != room);
+                }
+                Self::report_holdings(peer);
+            }
+            Request::Watch { mode, target, .. } => {
+                let peer = &mut self.peers[id];
+                let held = peer.watches.contains(&target);
+                match mode {
+                    crate::protocol::rooms::WatchMode::Stop => {
+                        peer.watches.retain(|t| *t != target)
+                    }
+                    crate::protocol::rooms::WatchMode::Once => {}
+                    _ if !held => peer.watches.push(target),
+                    _ => {}
+                }
+                Self::report_holdings(peer);
             }
         }
         self.carry_out(id, out);

@@ -13,6 +13,7 @@ use super::frame::{
     Bye, Frame, FrameKind, Hello, Message, Reason, Welcome, Will, PROTOCOL_VERSION,
 };
 use super::reason::ReasonCode;
+use super::rooms::{PresenceUpdate, UpdateKind, Watch};
 
 /// Bytes of the length prefix in front of every frame.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -98,6 +99,12 @@ pub enum DecodeError {
         /// The flags byte received.
         flags: u8,
     },
+    /// PRESENCE sets flag bits this version does not define.
+    #[error("unknown PRESENCE flags 0x{flags:02x}")]
+    UnknownPresenceFlags {
+        /// The flags byte received.
+        flags: u8,
+    },
 }
 
 impl DecodeError {
@@ -112,7 +119,8 @@ impl DecodeError {
             | DecodeError::TrailingBytes { .. }
             | DecodeError::InvalidUtf8 { .. }
             | DecodeError::FieldTooLong { .. }
-            | DecodeError::UnknownFlags { .. } => ReasonCode::MalformedFrame,
+            | DecodeError::UnknownFlags { .. }
+            | DecodeError::UnknownPresenceFlags { .. } => ReasonCode::MalformedFrame,
         }
     }
 }
@@ -260,6 +268,34 @@ pub fn parse(body: &[u8]) -> Result<Frame, DecodeError> {
             let body = std::mem::take(&mut reader.rest).to_vec();
             Frame::Will(Will { delay_ms, to, body })
         }
+        FrameKind::Join => Frame::Join {
+            room: reader.str8("room")?,
+        },
+        FrameKind::Leave => Frame::Leave {
+            room: reader.str8("room")?,
+        },
+        FrameKind::Watch => Frame::Watch(Watch {
+            mode: reader.u8("mode")?,
+            target: reader.str8("target")?,
+        }),
+        FrameKind::Presence => {
+            let seq = reader.u64("sequence")?;
+            let kind = UpdateKind::from_byte(reader.u8("kind")?);
+            let flags = reader.u8("flags")?;
+            if flags & !1 != 0 {
+                return Err(DecodeError::UnknownPresenceFlags { flags });
+            }
+            Frame::Presence(PresenceUpdate {
+                seq,
+                kind,
+                suspect: flags & 1 != 0,
+                count: reader.u32("count")?,
+                session_id: reader.u64("session id")?,
+                target: reader.str8("target")?,
+                name: reader.str8("name")?,
+                text: reader.str8("text")?,
+            })
+        }
     };
     if !reader.rest.is_empty() {
         return Err(DecodeError::TrailingBytes {
@@ -372,6 +408,21 @@ fn encode_payload(frame: &Frame, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             out.extend_from_slice(&will.delay_ms.to_be_bytes());
             put_str8(out, "to", &will.to)?;
             out.extend_from_slice(&will.body);
+        }
+        Frame::Join { room } | Frame::Leave { room } => put_str8(out, "room", room)?,
+        Frame::Watch(watch) => {
+            out.push(watch.mode);
+            put_str8(out, "target", &watch.target)?;
+        }
+        Frame::Presence(update) => {
+            out.extend_from_slice(&update.seq.to_be_bytes());
+            out.push(update.kind.to_byte());
+            out.push(u8::from(update.suspect));
+            out.extend_from_slice(&update.count.to_be_bytes());
+            out.extend_from_slice(&update.session_id.to_be_bytes());
+            put_str8(out, "target", &update.target)?;
+            put_str8(out, "name", &update.name)?;
+            put_str8(out, "text", &update.text)?;
         }
     }
     Ok(())
@@ -551,6 +602,33 @@ mod properties {
                     to,
                     body
                 })),
+            text(40).prop_map(|room| Frame::Join { room }),
+            text(40).prop_map(|room| Frame::Leave { room }),
+            (any::<u8>(), text(40)).prop_map(|(mode, target)| Frame::Watch(Watch { mode, target })),
+            (
+                (
+                    any::<u64>(),
+                    any::<u8>(),
+                    any::<bool>(),
+                    any::<u32>(),
+                    any::<u64>()
+                ),
+                (text(20), text(20), text(40)),
+            )
+                .prop_map(
+                    |((seq, kind, suspect, count, session_id), (target, name, text))| {
+                        Frame::Presence(PresenceUpdate {
+                            seq,
+                            kind: UpdateKind::from_byte(kind),
+                            suspect,
+                            count,
+                            session_id,
+                            target,
+                            name,
+                            text,
+                        })
+                    }
+                ),
         ]
     }
 
@@ -732,6 +810,34 @@ mod properties {
                 retry_after_ms: u32::MAX,
             }),
             Frame::Notice(Reason::new(ReasonCode::TooManyPings, "é".repeat(1000))),
+            Frame::Status {
+                text: "away".into(),
+            },
+            Frame::Will(Will {
+                delay_ms: 5,
+                to: "bob".into(),
+                body: b"gone".to_vec(),
+            }),
+            Frame::Join {
+                room: "#lobby".into(),
+            },
+            Frame::Leave {
+                room: "#r".repeat(127),
+            },
+            Frame::Watch(Watch {
+                mode: 255,
+                target: "bob".into(),
+            }),
+            Frame::Presence(PresenceUpdate {
+                seq: u64::MAX,
+                kind: UpdateKind::Other(200),
+                suspect: true,
+                count: u32::MAX,
+                session_id: 7,
+                target: "#lobby".into(),
+                name: "bob".into(),
+                text: "t".repeat(255),
+            }),
         ];
         for (kind, frame) in (1u8..).zip(frames) {
             assert_eq!(frame.kind() as u8, kind);

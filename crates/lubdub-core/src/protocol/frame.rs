@@ -5,6 +5,7 @@
 //! of every frame is specified in `docs/PROTOCOL.md`.
 
 use super::reason::ReasonCode;
+use super::rooms::{PresenceUpdate, Watch};
 
 /// Protocol version spoken by this crate, carried in HELLO.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -64,6 +65,14 @@ pub enum FrameKind {
     /// Client → server: sets (or, with an empty body, clears) the
     /// session's last will.
     Will = 0x0a,
+    /// Client → server: joins a room.
+    Join = 0x0b,
+    /// Client → server: leaves a room.
+    Leave = 0x0c,
+    /// Client → server: starts or stops watching a name or a room.
+    Watch = 0x0d,
+    /// Server → client: a change of a watched name or room.
+    Presence = 0x0e,
 }
 
 impl FrameKind {
@@ -80,6 +89,10 @@ impl FrameKind {
             0x08 => Self::Notice,
             0x09 => Self::Status,
             0x0a => Self::Will,
+            0x0b => Self::Join,
+            0x0c => Self::Leave,
+            0x0d => Self::Watch,
+            0x0e => Self::Presence,
             _ => return None,
         })
     }
@@ -201,6 +214,20 @@ pub enum Frame {
     },
     /// See [`Will`].
     Will(Will),
+    /// Join this room (`#lobby`).
+    Join {
+        /// The room.
+        room: String,
+    },
+    /// Leave this room.
+    Leave {
+        /// The room.
+        room: String,
+    },
+    /// See [`Watch`].
+    Watch(Watch),
+    /// See [`PresenceUpdate`].
+    Presence(PresenceUpdate),
 }
 
 /// WILL: the MSG the server sends for this session if it ends without a
@@ -230,6 +257,10 @@ impl Frame {
             Frame::Notice(_) => FrameKind::Notice,
             Frame::Status { .. } => FrameKind::Status,
             Frame::Will(_) => FrameKind::Will,
+            Frame::Join { .. } => FrameKind::Join,
+            Frame::Leave { .. } => FrameKind::Leave,
+            Frame::Watch(_) => FrameKind::Watch,
+            Frame::Presence(_) => FrameKind::Presence,
         }
     }
 

@@ -6,7 +6,7 @@
 //! [`reason`] lists every reason code, [`name`] holds the naming
 //! rules and the confusable skeleton, [`handshake`] validates names
 //! and negotiates the heartbeat interval, [`status`] says which statuses
-//! a session may carry, and [`test_vectors`] reads the
+//! a session may carry, [`rooms`] says which rooms and watches, and [`test_vectors`] reads the
 //! vectors of `docs/PROTOCOL.md`. The normative
 //! description, with test vectors, is `docs/PROTOCOL.md`.
 
@@ -16,6 +16,7 @@ pub mod handshake;
 pub mod inbox;
 pub mod name;
 pub mod reason;
+pub mod rooms;
 pub mod status;
 pub mod test_vectors;
 

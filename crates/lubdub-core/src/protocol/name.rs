@@ -53,6 +53,9 @@ pub enum NameError {
         /// The first forbidden character.
         found: char,
     },
+    /// The name starts with `#`, which names a room.
+    #[error("name starts with '#', which names a room; choose a name without it")]
+    RoomPrefix,
     /// The name holds a character that Unicode's identifier profile (UTS
     /// #39 identifier status) restricts: invisible, format, compatibility,
     /// symbol or rarely used characters.
@@ -141,7 +144,8 @@ impl RestrictionKind {
 
 /// Checks that `name` may be claimed by a session, refusing (never
 /// rewriting) a name that breaks a rule:
-/// 1. 1–[`MAX_NAME_LEN`] bytes, no whitespace, control character or `@`;
+/// 1. 1–[`MAX_NAME_LEN`] bytes, no whitespace, control character or `@`,
+///    and not starting with `#` (a room);
 /// 2. printable ASCII, or characters UTS #39 allows in identifiers;
 /// 3. the PRECIS UsernameCasePreserved profile (RFC 8265), already in its
 ///    canonical form (NFC, no full-width letters);
@@ -164,6 +168,9 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
         .find(|c| c.is_whitespace() || c.is_control() || *c == '@')
     {
         return Err(NameError::ForbiddenCharacter { found });
+    }
+    if name.starts_with('#') {
+        return Err(NameError::RoomPrefix);
     }
     // Printable ASCII stays allowed as before (`host/1`, `a+b`), though UTS
     // #39 restricts its punctuation: every ASCII character is visible and

@@ -73,6 +73,20 @@ pub enum ReasonCode {
     /// A WILL whose recipient is not a valid name, whose body is too large
     /// to relay, or whose delay is too long; the text says which.
     InvalidWill,
+    /// A JOIN, LEAVE, MSG or WILL naming a room that is not a valid room
+    /// name (NOTICE only).
+    InvalidRoom,
+    /// A JOIN beyond the rooms one session may be in (NOTICE only).
+    TooManyRooms,
+    /// A WATCH with an unknown mode, an invalid target, or a listing of a
+    /// room too large to list (NOTICE only).
+    InvalidWatch,
+    /// A WATCH beyond the targets one session may watch (NOTICE only).
+    TooManyWatches,
+    /// The session's credential does not allow this JOIN or WATCH (NOTICE only).
+    NotPermitted,
+    /// A MSG to, or a LEAVE of, a room the session is not in (NOTICE only).
+    NotInRoom,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -106,6 +120,12 @@ impl ReasonCode {
             Self::ConfusableName => 22,
             Self::InvalidStatus => 23,
             Self::InvalidWill => 24,
+            Self::InvalidRoom => 25,
+            Self::TooManyRooms => 26,
+            Self::InvalidWatch => 27,
+            Self::TooManyWatches => 28,
+            Self::NotPermitted => 29,
+            Self::NotInRoom => 30,
             Self::Unknown(code) => code,
         }
     }
@@ -138,6 +158,12 @@ impl ReasonCode {
             22 => Self::ConfusableName,
             23 => Self::InvalidStatus,
             24 => Self::InvalidWill,
+            25 => Self::InvalidRoom,
+            26 => Self::TooManyRooms,
+            27 => Self::InvalidWatch,
+            28 => Self::TooManyWatches,
+            29 => Self::NotPermitted,
+            30 => Self::NotInRoom,
             other => Self::Unknown(other),
         }
     }
@@ -170,6 +196,12 @@ impl ReasonCode {
             Self::ConfusableName => "confusable_name",
             Self::InvalidStatus => "invalid_status",
             Self::InvalidWill => "invalid_will",
+            Self::InvalidRoom => "invalid_room",
+            Self::TooManyRooms => "too_many_rooms",
+            Self::InvalidWatch => "invalid_watch",
+            Self::TooManyWatches => "too_many_watches",
+            Self::NotPermitted => "not_permitted",
+            Self::NotInRoom => "not_in_room",
             Self::Unknown(_) => "unknown",
         }
     }
@@ -190,7 +222,7 @@ mod tests {
 
     #[test]
     fn every_code_round_trips_through_its_number() {
-        for number in 0..=25u16 {
+        for number in 0..=31u16 {
             assert_eq!(ReasonCode::from_u16(number).to_u16(), number);
         }
         assert_eq!(ReasonCode::from_u16(999), ReasonCode::Unknown(999));

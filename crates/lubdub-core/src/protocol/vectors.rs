@@ -84,6 +84,43 @@ fn expected_frame(name: &str) -> Frame {
             to: "alice".into(),
             body: b"bob is gone".to_vec(),
         }),
+        "join_lobby" => Frame::Join {
+            room: "#lobby".into(),
+        },
+        "leave_lobby" => Frame::Leave {
+            room: "#lobby".into(),
+        },
+        "watch_bob" => Frame::Watch(super::rooms::Watch {
+            mode: super::rooms::WatchMode::Full as u8,
+            target: "bob".into(),
+        }),
+        "watch_lobby_count" => Frame::Watch(super::rooms::Watch {
+            mode: super::rooms::WatchMode::Count as u8,
+            target: "#lobby".into(),
+        }),
+        "presence_snapshot_lobby" => {
+            let mut update =
+                super::rooms::PresenceUpdate::new(41, super::rooms::UpdateKind::Snapshot, "#lobby");
+            update.count = 1;
+            Frame::Presence(update)
+        }
+        "presence_member_bob_suspect" => {
+            let mut update =
+                super::rooms::PresenceUpdate::new(41, super::rooms::UpdateKind::Member, "#lobby");
+            update.suspect = true;
+            update.session_id = 7;
+            update.name = "bob".into();
+            update.text = "away".into();
+            Frame::Presence(update)
+        }
+        "presence_bob_offline_timeout" => {
+            let mut update =
+                super::rooms::PresenceUpdate::new(42, super::rooms::UpdateKind::Offline, "bob");
+            update.session_id = 7;
+            update.name = "bob".into();
+            update.text = "timeout".into();
+            Frame::Presence(update)
+        }
         "notice_no_such_session" => {
             Frame::Notice(reason(ReasonCode::NoSuchSession, "no session named carol"))
         }
@@ -114,6 +151,11 @@ fn expected_error(name: &str) -> DecodeError {
             extra: 1,
         },
         "err_name_not_utf8" => DecodeError::InvalidUtf8 { field: "name" },
+        "err_presence_unknown_flags" => DecodeError::UnknownPresenceFlags { flags: 0x02 },
+        "err_truncated_watch" => DecodeError::Truncated {
+            kind: FrameKind::Watch,
+            field: "target",
+        },
         other => panic!("PROTOCOL.md has vector {other} that this test does not know"),
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use super::listener::AdminConnection;
 use crate::server::changes::{Change, KINDS};
 use crate::server::{FeedItem, PresenceEvent, PresenceFeed, ServerControl};
+use lubdub_core::protocol::rooms::validate_room;
 
 /// Quiet time after which a comment line is sent, so that proxies and
 /// clients see the stream alive (and a vanished client is noticed).
@@ -36,8 +37,12 @@ pub const MAX_FILTER_NAMES: usize = 1_000;
 /// What a stream passes on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Filter {
-    /// Only these names (`None`: all).
+    /// Only these names (`None`: all, unless `rooms` is set).
     names: Option<HashSet<String>>,
+    /// Only the changes of members of these rooms, and the rooms' joins
+    /// and leaves (`None`: all, unless `names` is set). With `names`
+    /// too, a change passes when it is of either.
+    rooms: Option<HashSet<String>>,
     /// Only these kinds (`None`: all).
     kinds: Option<HashSet<&'static str>>,
     /// Resume after this event number.
@@ -45,24 +50,38 @@ struct Filter {
 }
 
 impl Filter {
-    fn passes(&self, change: &Change<'_>) -> bool {
-        self.names
+    /// Whether the names and rooms asked for take in this event.
+    fn follows(&self, event: &PresenceEvent) -> bool {
+        if self.names.is_none() && self.rooms.is_none() {
+            return true;
+        }
+        let by_name = self
+            .names
             .as_ref()
-            .is_none_or(|names| names.contains(change.name))
-            && self
-                .kinds
+            .is_some_and(|names| names.contains(&event.name));
+        by_name
+            || self
+                .rooms
                 .as_ref()
-                .is_none_or(|kinds| kinds.contains(change.kind))
+                .is_some_and(|rooms| event.rooms.iter().any(|(room, _)| rooms.contains(&**room)))
+    }
+
+    fn passes(&self, change: &Change<'_>) -> bool {
+        self.kinds
+            .as_ref()
+            .is_none_or(|kinds| kinds.contains(change.kind))
     }
 }
 
 /// Why a `/events` query was refused (400, with this text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 enum QueryError {
-    #[error("unknown parameter {0:?} (known: names, kinds, after)")]
+    #[error("unknown parameter {0:?} (known: names, rooms, kinds, after)")]
     Unknown(String),
-    #[error("unknown kind {0:?} (kinds: online, takeover, suspect, recovered, offline)")]
+    #[error("unknown kind {0:?} (kinds: online, takeover, status, suspect, recovered, offline, join, leave)")]
     Kind(String),
+    #[error("invalid room {0:?}: {1}")]
+    Room(String, String),
     #[error("after={0:?} is not a whole number")]
     After(String),
     #[error("Last-Event-ID {0:?} is not a whole number")]
@@ -84,6 +103,23 @@ fn parse(query: Option<&str>, last_event_id: Option<&str>) -> Result<Filter, Que
                         .map(str::to_owned),
                 );
                 if names.len() > MAX_FILTER_NAMES {
+                    return Err(QueryError::TooManyNames);
+                }
+            }
+            "rooms" | "room" => {
+                let rooms = filter.rooms.get_or_insert_with(HashSet::new);
+                for room in value.split(',').filter(|room| !room.is_empty()) {
+                    // `#` starts a URL's fragment: `rooms=lobby` (or `%23lobby`).
+                    let room = if room.starts_with('#') {
+                        room.to_owned()
+                    } else {
+                        format!("#{room}")
+                    };
+                    validate_room(&room)
+                        .map_err(|error| QueryError::Room(room.clone(), error.to_string()))?;
+                    rooms.insert(room);
+                }
+                if rooms.len() > MAX_FILTER_NAMES {
                     return Err(QueryError::TooManyNames);
                 }
             }
@@ -202,13 +238,9 @@ async fn stopped(mut stopped: watch::Receiver<bool>) {
 }
 
 fn render(event: &PresenceEvent, filter: &Filter) -> Option<Event> {
-    // The name first: a stream that follows a few names skips the rest
-    // without building their changes.
-    if filter
-        .names
-        .as_ref()
-        .is_some_and(|names| !names.contains(&event.name))
-    {
+    // The name and rooms first: a stream that follows a few names skips
+    // the rest without building their changes.
+    if !filter.follows(event) {
         return None;
     }
     let change = Change::of(event)?;
@@ -251,9 +283,15 @@ mod tests {
             Err(QueryError::Kind("gone".to_owned()))
         );
         assert_eq!(
-            parse(Some("room=x"), None),
-            Err(QueryError::Unknown("room".to_owned()))
+            parse(Some("place=x"), None),
+            Err(QueryError::Unknown("place".to_owned()))
         );
+        let rooms = parse(Some("rooms=lobby,%23game"), None).expect("parses");
+        assert_eq!(rooms.rooms.expect("rooms").len(), 2);
+        assert!(matches!(
+            parse(Some("rooms=lob%20by"), None),
+            Err(QueryError::Room(..))
+        ));
         assert_eq!(
             parse(None, Some("x")),
             Err(QueryError::LastEventId("x".to_owned()))

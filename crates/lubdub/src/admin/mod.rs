@@ -9,6 +9,7 @@
 mod access;
 mod events;
 mod listener;
+mod rooms;
 mod sessions;
 
 pub use access::{AdminToken, TokenFileError};
@@ -68,6 +69,8 @@ pub fn router(control: ServerControl, token: Option<Arc<AdminToken>>) -> Router 
         .route("/sessions", get(sessions::sessions))
         .route("/metrics", get(metrics))
         .route("/events", get(events::events))
+        .route("/rooms", get(rooms::rooms))
+        .route("/rooms/{room}", get(rooms::room))
         .route_layer(axum::middleware::from_fn_with_state(
             token,
             access::require_token,

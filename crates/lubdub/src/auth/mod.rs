@@ -23,6 +23,7 @@ pub mod certificate;
 pub mod credential;
 pub mod fair_queue;
 pub mod file;
+pub mod grants;
 pub mod password;
 pub mod private_file;
 pub mod suspects;
@@ -229,8 +230,9 @@ impl PasswordCheck {
 /// What [`Authenticator::check`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// The credential grants the name.
-    Granted,
+    /// The credential grants the name, and these rooms and watches (a
+    /// token's; none for an auth-file secret).
+    Granted(grants::Grants),
     /// It does not; the reason is for the client.
     Denied(Denial),
     /// An auth-file secret: run this check (slow) to decide.
@@ -319,7 +321,7 @@ impl Authenticator {
             });
         }
         let as_token = |tokens: &TokenSecret| match tokens.verify(credential, name, now) {
-            Ok(()) => Decision::Granted,
+            Ok(grants) => Decision::Granted(grants),
             Err(error) => Decision::Denied(error.into()),
         };
         match (&self.tokens, &self.passwords) {
@@ -334,7 +336,7 @@ impl Authenticator {
                     known: own.is_some(),
                 })
             }
-            (None, None) => Decision::Granted,
+            (None, None) => Decision::Granted(grants::Grants::default()),
         }
     }
 
@@ -349,7 +351,7 @@ impl Authenticator {
         now: SystemTime,
     ) -> Result<(), Denial> {
         match self.check(name, credential, now) {
-            Decision::Granted => Ok(()),
+            Decision::Granted(_) => Ok(()),
             Decision::Denied(denial) => Err(denial),
             Decision::CheckPassword(check) => check.run(),
         }
@@ -389,7 +391,7 @@ mod tests {
         let token = secret().mint("alice", at(100)).expect("minted");
         assert_eq!(
             auth.check("alice", token.as_bytes(), at(50)),
-            Decision::Granted
+            Decision::Granted(grants::Grants::default())
         );
         assert_eq!(
             auth.check("bob", token.as_bytes(), at(50)),

@@ -16,6 +16,8 @@ use hmac::{Hmac, Mac};
 use lubdub_core::protocol::handshake::{validate_name, NameError};
 use sha2::Sha256;
 
+use super::grants::Grants;
+
 /// Every token starts with this; a later format gets another number, so
 /// that old servers refuse new tokens instead of misreading them.
 pub const TOKEN_PREFIX: &str = "lubdub1.";
@@ -29,6 +31,8 @@ const NEW_SECRET_LEN: usize = 32;
 pub const MAX_TTL: Duration = Duration::from_secs(3650 * 24 * 3600);
 /// Bytes of the expiry at the start of the payload (Unix seconds, big-endian).
 const EXPIRY_LEN: usize = 8;
+/// Between the name and the grants in a token's payload.
+const GRANTS_SEPARATOR: u8 = b'\n';
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -164,6 +168,20 @@ impl TokenSecret {
     /// # Errors
     /// The rule the name breaks.
     pub fn mint(&self, name: &str, expires_at: SystemTime) -> Result<String, NameError> {
+        self.mint_with(name, expires_at, &Grants::default())
+    }
+
+    /// Mints a token for `name` that also grants `grants` (rooms to join,
+    /// names and rooms to watch), kept after the name in the signed payload.
+    ///
+    /// # Errors
+    /// [`NameError`] when `name` is not a valid name.
+    pub fn mint_with(
+        &self,
+        name: &str,
+        expires_at: SystemTime,
+        grants: &Grants,
+    ) -> Result<String, NameError> {
         validate_name(name)?;
         let expiry = expires_at
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -171,6 +189,11 @@ impl TokenSecret {
         let mut payload = Vec::with_capacity(EXPIRY_LEN + name.len());
         payload.extend_from_slice(&expiry.to_be_bytes());
         payload.extend_from_slice(name.as_bytes());
+        // A line break never occurs in a name: what follows it is grants.
+        if !grants.is_empty() {
+            payload.push(GRANTS_SEPARATOR);
+            payload.extend_from_slice(grants.text().as_bytes());
+        }
         let mut token = String::from(TOKEN_PREFIX);
         URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
         let mut mac = self.mac();
@@ -184,12 +207,13 @@ impl TokenSecret {
     }
 
     /// Checks that `token` is genuine, was issued for `name` and has not
-    /// expired at `now`. The MAC is compared in constant time, and checked
-    /// before anything in the payload is believed.
+    /// expired at `now`; returns what else it grants. The MAC is compared
+    /// in constant time, and checked before anything in the payload is
+    /// believed.
     ///
     /// # Errors
     /// The first check that fails, as a [`TokenError`].
-    pub fn verify(&self, token: &[u8], name: &str, now: SystemTime) -> Result<(), TokenError> {
+    pub fn verify(&self, token: &[u8], name: &str, now: SystemTime) -> Result<Grants, TokenError> {
         let token =
             std::str::from_utf8(token).map_err(|_| TokenError::Malformed("not UTF-8 text"))?;
         let signed_part_len = token
@@ -215,16 +239,27 @@ impl TokenSecret {
         if payload.len() <= EXPIRY_LEN {
             return Err(TokenError::Malformed("payload too short"));
         }
-        let (expiry, issued_for) = payload.split_at(EXPIRY_LEN);
+        let (expiry, issued) = payload.split_at(EXPIRY_LEN);
+        let (issued_for, grants) = match issued.iter().position(|&byte| byte == GRANTS_SEPARATOR) {
+            Some(at) => (&issued[..at], Some(&issued[at + 1..])),
+            None => (issued, None),
+        };
         if issued_for != name.as_bytes() {
             return Err(TokenError::OtherName);
         }
+        let grants = match grants {
+            None => Grants::default(),
+            Some(text) => std::str::from_utf8(text)
+                .ok()
+                .and_then(|text| Grants::parse(text).ok())
+                .ok_or(TokenError::Malformed("its grants cannot be read"))?,
+        };
         let expiry = u64::from_be_bytes(expiry.try_into().expect("split at EXPIRY_LEN"));
         let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(expiry);
         if now >= expires_at {
             return Err(TokenError::Expired { at: expires_at });
         }
-        Ok(())
+        Ok(grants)
     }
 }
 
@@ -265,12 +300,35 @@ mod tests {
     }
 
     #[test]
+    fn a_token_carries_its_grants_under_its_signature() {
+        let secret = secret(7);
+        let grants = Grants::new(&["#lobby".into()], &["bob,#lobby".into()]).expect("valid");
+        let token = secret
+            .mint_with("alice", at(1_000), &grants)
+            .expect("minted");
+        assert_eq!(secret.verify(token.as_bytes(), "alice", at(1)), Ok(grants));
+        // The name is still the whole name: grants are no part of it.
+        assert_eq!(
+            secret.verify(token.as_bytes(), "alice\njoin=#lobby", at(1)),
+            Err(TokenError::OtherName)
+        );
+        // Another secret's grants are not believed.
+        assert_eq!(
+            self::secret(8).verify(token.as_bytes(), "alice", at(1)),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
     fn a_minted_token_verifies_for_its_name_until_it_expires() {
         let secret = secret(7);
         let token = secret.mint("alice", at(1_000)).expect("valid name");
         assert!(token.starts_with("lubdub1."));
         assert!(is_token(token.as_bytes()));
-        assert_eq!(secret.verify(token.as_bytes(), "alice", at(999)), Ok(()));
+        assert_eq!(
+            secret.verify(token.as_bytes(), "alice", at(999)),
+            Ok(Grants::default())
+        );
         assert_eq!(
             secret.verify(token.as_bytes(), "alice", at(1_000)),
             Err(TokenError::Expired { at: at(1_000) })

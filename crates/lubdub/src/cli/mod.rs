@@ -60,6 +60,11 @@ enum Command {
     Client(chat::ClientArgs),
     /// List the sessions a server holds, from its admin API.
     Sessions(sessions::SessionsArgs),
+    /// Watch names and rooms live: a snapshot of each, then every change
+    /// (online, suspect, recovered, status, offline with its reason, joins
+    /// and departures), in words or as JSON lines (--json) for scripts.
+    #[command(after_help = chat::STATUSES_HELP)]
+    Watch(chat::watch::WatchArgs),
     /// Load a running server with many sessions and measure it: detection
     /// error (silence), memory and idle CPU (hold), CPU per heartbeat and
     /// round trips (pump), evictions after a stop (stall); lubdub or MQTT.
@@ -102,6 +107,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Config(args) => config::run(args, own("config")?),
         Command::Client(args) => chat::run(args),
         Command::Sessions(args) => sessions::run(args),
+        Command::Watch(args) => chat::watch::run(args),
         #[cfg(feature = "bench")]
         Command::Bench(args) => bench::run(args),
         #[cfg(feature = "simulate")]

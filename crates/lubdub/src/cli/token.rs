@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
+use lubdub::auth::grants::Grants;
 use lubdub::auth::token::{parse_ttl, TokenSecret};
 
 /// Flags of `lubdub token`.
@@ -14,7 +15,8 @@ use lubdub::auth::token::{parse_ttl, TokenSecret};
 #[command(after_help = "Examples:\n  \
     install -d -m 0700 /etc/lubdub\n  \
     lubdub token --new-secret /etc/lubdub/token.secret\n  \
-    (umask 077 && lubdub token --secret-file /etc/lubdub/token.secret --name alice --ttl 30d > alice.token)\n\n\
+    (umask 077 && lubdub token --secret-file /etc/lubdub/token.secret --name alice --ttl 30d > alice.token)\n  \
+    lubdub token --secret-file /etc/lubdub/token.secret --name bob --join '#lobby,#match:*' --watch '#lobby' > bob.token\n\n\
     umask 077 keeps the token file private to you. Give the server the same file with `lubdub server --token-secret FILE`; give the client its \
     token with `lubdub client --credential-file alice.token` (or LUBDUB_CREDENTIAL).")]
 pub struct TokenArgs {
@@ -34,6 +36,16 @@ pub struct TokenArgs {
     /// Tokens cannot be revoked short of changing the secret, so keep it short.
     #[arg(long, default_value = "30d", value_parser = parse_ttl)]
     ttl: Duration,
+    /// Rooms the name may join: `#lobby`, a prefix such as `#match:*`, or
+    /// `*` for any (comma-separated or repeated). Without it the token
+    /// joins no room.
+    #[arg(long, value_name = "ROOMS")]
+    join: Vec<String>,
+    /// Names and rooms the name may watch (`bob`, `#lobby`, `team-*`, `*`;
+    /// comma-separated or repeated). Without it the token watches nothing,
+    /// so that watching cannot be used to find out who exists.
+    #[arg(long, value_name = "TARGETS")]
+    watch: Vec<String>,
 }
 
 pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
@@ -48,14 +60,21 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
     let (Some(secret_file), Some(name)) = (args.secret_file, args.name) else {
         anyhow::bail!("give --secret-file and --name, or --new-secret");
     };
+    let grants = Grants::new(&args.join, &args.watch)
+        .map_err(|error| anyhow::anyhow!("bad --join or --watch: {error}"))?;
     let secret = TokenSecret::load(&secret_file)?;
     let expires_at = SystemTime::now() + args.ttl;
     let token = secret
-        .mint(&name, expires_at)
+        .mint_with(&name, expires_at, &grants)
         .with_context(|| format!("cannot mint a token for {name:?}"))?;
     println!("{token}");
+    let granting = if grants.is_empty() {
+        String::new()
+    } else {
+        format!(", granting {}", grants.text())
+    };
     eprintln!(
-        "token for {name}, valid until {}",
+        "token for {name}, valid until {}{granting}",
         humantime::format_rfc3339_seconds(expires_at)
     );
     Ok(ExitCode::SUCCESS)

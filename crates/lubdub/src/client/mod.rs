@@ -18,6 +18,7 @@
 
 pub mod backoff;
 mod first_connect;
+pub mod presence;
 mod session;
 mod stop;
 pub mod stream;
@@ -31,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use backoff::Backoff;
+pub use lubdub_core::protocol::rooms::{PresenceUpdate, UpdateKind, WatchMode};
 pub use stop::StopCause;
 pub use tls::{ClientTls, TlsConnector};
 pub use transport::ConnectError;
@@ -80,6 +82,13 @@ pub struct ClientConfig {
     /// server sends for this client if its session ends without a BYE of
     /// its own (see [`Client::set_will`]). `None` by default.
     pub will: Option<lubdub_core::protocol::Will>,
+    /// Rooms joined after every connect (`#lobby`); [`Client::join`] and
+    /// [`Client::leave`] keep it current. Empty by default.
+    pub rooms: Vec<String>,
+    /// Names and rooms watched after every connect, each with its mode
+    /// (full or count); [`Client::watch`] and the like keep it current.
+    /// Every connect's watches start with a fresh snapshot.
+    pub watches: Vec<(String, WatchMode)>,
 }
 
 impl ClientConfig {
@@ -99,6 +108,8 @@ impl ClientConfig {
             tls: None,
             status: None,
             will: None,
+            rooms: Vec::new(),
+            watches: Vec::new(),
         }
     }
 }
@@ -143,8 +154,10 @@ pub enum Status {
     },
 }
 
-/// What the client hands to the application.
+/// What the client hands to the application. Later versions may add
+/// kinds of event: a `match` needs an arm for the others.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ClientEvent {
     /// A chat message; `to` is empty for a broadcast.
     Message(Message),
@@ -152,6 +165,8 @@ pub enum ClientEvent {
     Notice(Reason),
     /// The connection changed.
     Status(Status),
+    /// A change of a watched name or room, or a line of its snapshot.
+    Presence(PresenceUpdate),
 }
 
 /// The client was closed; nothing more can be sent.
@@ -163,6 +178,9 @@ enum Outgoing {
     Message { to: String, body: Vec<u8> },
     Status(String),
     Will(lubdub_core::protocol::Will),
+    Join(String),
+    Leave(String),
+    Watch(String, WatchMode),
     Close,
 }
 
@@ -181,6 +199,9 @@ impl std::fmt::Debug for Outgoing {
             Outgoing::Message { to, body } => write!(f, "Message(to={to:?}, {} bytes)", body.len()),
             Outgoing::Status(status) => write!(f, "Status({status:?})"),
             Outgoing::Will(will) => write!(f, "Will(to={:?}, {} bytes)", will.to, will.body.len()),
+            Outgoing::Join(room) => write!(f, "Join({room:?})"),
+            Outgoing::Leave(room) => write!(f, "Leave({room:?})"),
+            Outgoing::Watch(target, mode) => write!(f, "Watch({target:?}, {})", mode.label()),
             Outgoing::Close => f.write_str("Close"),
         }
     }

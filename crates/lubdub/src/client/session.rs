@@ -5,9 +5,11 @@
 use std::time::{Duration, Instant};
 
 use lubdub_core::client::{ClientAction, ClientSchedule};
+use lubdub_core::protocol::rooms::Watch;
 use lubdub_core::protocol::{Bye, Frame, Message, ReasonCode};
 use tokio::sync::mpsc;
 
+use super::presence::remember;
 use super::transport::Established;
 use super::{dial, ClientConfig, ClientEvent, Outgoing, Status, StopCause, TlsConnector};
 
@@ -48,7 +50,7 @@ pub(super) async fn run(
                 let delay = retry_after + config.backoff.delay(attempt, rand::random::<f64>());
                 attempt += 1;
                 emit(Status::Reconnecting { attempt, delay });
-                if wait_or_close(delay, &mut outgoing, &mut config.status, &mut config.will).await {
+                if wait_or_close(delay, &mut outgoing, &mut config).await {
                     emit(closed());
                     return;
                 }
@@ -115,13 +117,12 @@ fn closed() -> Status {
     }
 }
 
-/// Waits `delay`, or until the application closes (`true`). A status or
-/// will set meanwhile is kept, for the next session.
+/// Waits `delay`, or until the application closes (`true`). A status,
+/// will, room or watch set meanwhile is kept, for the next session.
 async fn wait_or_close(
     delay: Duration,
     outgoing: &mut mpsc::Receiver<Outgoing>,
-    status: &mut Option<String>,
-    will: &mut Option<lubdub_core::protocol::Will>,
+    config: &mut ClientConfig,
 ) -> bool {
     let sleep = tokio::time::sleep(delay);
     tokio::pin!(sleep);
@@ -131,9 +132,8 @@ async fn wait_or_close(
             command = outgoing.recv() => match command {
                 // Messages typed while disconnected are dropped, not queued for ever.
                 Some(Outgoing::Message { .. }) => continue,
-                Some(Outgoing::Status(text)) => *status = Some(text).filter(|text| !text.is_empty()),
-                Some(Outgoing::Will(set)) => *will = Some(set).filter(|set| !set.body.is_empty()),
                 Some(Outgoing::Close) | None => return true,
+                Some(request) => remember(config, &request),
             },
         }
     }
@@ -165,11 +165,22 @@ async fn drive(
         reason,
         retry_after: Duration::ZERO,
     };
-    // The will is the session's: each new session registers it again.
-    if let Some(will) = &config.will {
-        match tokio::time::timeout(write_limit, writer.write_frame(&Frame::Will(will.clone())))
-            .await
-        {
+    // Rooms, the will and watches are the session's: each new session
+    // registers them again (the will after the rooms it may be sent to).
+    let rooms = config
+        .rooms
+        .iter()
+        .map(|room| Frame::Join { room: room.clone() });
+    let will = config.will.iter().map(|will| Frame::Will(will.clone()));
+    let watches = config.watches.iter().map(|(target, mode)| {
+        Frame::Watch(Watch {
+            mode: *mode as u8,
+            target: target.clone(),
+        })
+    });
+    let again: Vec<Frame> = rooms.chain(will).chain(watches).collect();
+    for frame in again {
+        match tokio::time::timeout(write_limit, writer.write_frame(&frame)).await {
             Ok(Ok(())) => schedule.on_sent(Instant::now()),
             Ok(Err(error)) => return lost(format!("write failed: {error}")),
             Err(_) => return lost("the server stopped reading".into()),
@@ -200,6 +211,9 @@ async fn drive(
                     Frame::Notice(reason) => {
                         let _ = events.send(ClientEvent::Notice(reason));
                     }
+                    Frame::Presence(update) => {
+                        let _ = events.send(ClientEvent::Presence(update));
+                    }
                     Frame::Pong { .. } => {}
                     Frame::Bye(bye) => return end_for_bye(bye),
                     other => {
@@ -214,18 +228,21 @@ async fn drive(
             }
             command = outgoing.recv() => match command {
                 Some(Outgoing::Message { to, body }) => Some(Frame::Msg(Message { from: String::new(), to, body })),
-                // Kept for the next reconnect's HELLO too.
-                Some(Outgoing::Status(text)) => {
-                    config.status = Some(text.clone()).filter(|text| !text.is_empty());
-                    Some(Frame::Status { text })
-                }
-                Some(Outgoing::Will(will)) => {
-                    config.will = Some(will.clone()).filter(|will| !will.body.is_empty());
-                    Some(Frame::Will(will))
-                }
                 Some(Outgoing::Close) | None => {
                     let _ = writer.write_frame(&Frame::bye(ReasonCode::Normal, "quit")).await;
                     return SessionEnd::Closed;
+                }
+                // Kept for the next reconnect too.
+                Some(request) => {
+                    remember(config, &request);
+                    Some(match request {
+                        Outgoing::Status(text) => Frame::Status { text },
+                        Outgoing::Will(will) => Frame::Will(will),
+                        Outgoing::Join(room) => Frame::Join { room },
+                        Outgoing::Leave(room) => Frame::Leave { room },
+                        Outgoing::Watch(target, mode) => Frame::Watch(Watch { mode: mode as u8, target }),
+                        Outgoing::Message { .. } | Outgoing::Close => unreachable!("matched above"),
+                    })
                 }
             },
             () = tokio::time::sleep_until(wake) => match schedule.handle_timeout(Instant::now()) {

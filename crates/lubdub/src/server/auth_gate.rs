@@ -153,8 +153,9 @@ impl From<Full> for Busy {
 /// What became of a HELLO's credential when it arrived.
 #[derive(Debug)]
 pub(crate) enum Admission {
-    /// Granted now (a token, or a secret verified before).
-    Granted,
+    /// Granted now (a token, with what it grants; or a secret verified
+    /// before, which grants no rooms or watches).
+    Granted(crate::auth::grants::Grants),
     /// Refused now.
     Denied(Denial),
     /// Queued for a verifier thread: a [`Verdict`] follows, unless the
@@ -293,7 +294,7 @@ impl AuthGate {
         now: SystemTime,
     ) -> Admission {
         let check = match self.authenticator.check(name, credential, now) {
-            Decision::Granted => return Admission::Granted,
+            Decision::Granted(grants) => return Admission::Granted(grants),
             Decision::Denied(denial) => {
                 self.metrics.failed(&denial);
                 return Admission::Denied(denial);
@@ -303,7 +304,7 @@ impl AuthGate {
         let fingerprint = check.fingerprint(&self.cache());
         if check.is_known() && self.cache().contains(&fingerprint) {
             self.metrics.cache_hits.inc();
-            return Admission::Granted;
+            return Admission::Granted(crate::auth::grants::Grants::default());
         }
         let source = Source::of(peer);
         let waiting = Waiting {

@@ -7,6 +7,9 @@
 //! `taken_over`), which may come before or after it when the two sessions
 //! are on different loops, is no change of the name. And a session turns
 //! `suspect` once: the counter's further silent intervals are detail.
+//! Room memberships are changes too: `join` and `leave` (a LEAVE, or a
+//! takeover, which ends the old session's memberships); an `offline`
+//! change lists the rooms the name was in, which it left.
 
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,14 +19,39 @@ use serde::Serialize;
 use super::presence::{DropReason, PresenceEvent, PresenceKind};
 
 /// The kinds of change, as named in JSON and in `?kinds=` filters.
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 8] = [
     "online",
     "takeover",
     "status",
     "suspect",
     "recovered",
     "offline",
+    "join",
+    "leave",
 ];
+
+/// The rooms of a change, serialized as a list of their names (borrowed
+/// from the event: a stream builds a change for every event it filters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomNames<'a>(pub &'a [(Box<str>, u32)]);
+
+impl RoomNames<'_> {
+    /// No rooms (then the field is left out).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `room` is among them.
+    pub fn contains(&self, room: &str) -> bool {
+        self.0.iter().any(|(name, _)| &**name == room)
+    }
+}
+
+impl Serialize for RoomNames<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|(room, _)| &**room))
+    }
+}
 
 /// One change of a name's presence, as applications see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -62,6 +90,13 @@ pub struct Change<'a> {
     /// `offline`: how long the session had been silent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub silent_ms: Option<u64>,
+    /// The rooms the name is in (`offline`, `leave`: was in and left;
+    /// `join`: the room joined). Left out when none.
+    #[serde(skip_serializing_if = "RoomNames::is_empty")]
+    pub rooms: RoomNames<'a>,
+    /// `join`, and `leave` by a LEAVE: the room's member count after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
 }
 
 impl<'a> Change<'a> {
@@ -80,6 +115,8 @@ impl<'a> Change<'a> {
             missed: None,
             reason: None,
             silent_ms: None,
+            rooms: RoomNames(&event.rooms),
+            count: None,
         };
         match event.kind {
             PresenceKind::Joined {
@@ -103,7 +140,23 @@ impl<'a> Change<'a> {
             PresenceKind::Dropped {
                 reason: DropReason::TakenOver,
                 ..
-            } => return None,
+            } if event.rooms.is_empty() => return None,
+            PresenceKind::Dropped {
+                reason: DropReason::TakenOver,
+                ..
+            } => {
+                // The name stays online; the old session's rooms are left.
+                change.kind = "leave";
+                change.reason = Some(DropReason::TakenOver.label());
+            }
+            PresenceKind::RoomJoined | PresenceKind::RoomLeft => {
+                change.kind = if matches!(event.kind, PresenceKind::RoomJoined) {
+                    "join"
+                } else {
+                    "leave"
+                };
+                change.count = event.rooms.first().map(|(_, count)| *count);
+            }
             PresenceKind::Dropped { reason, silent_for } => {
                 change.kind = "offline";
                 change.reason = Some(reason.label());

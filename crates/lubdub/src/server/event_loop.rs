@@ -81,6 +81,10 @@ mod reading;
 mod relay;
 // A new configuration's live settings, between two turns.
 mod reload;
+// Rooms: JOIN, LEAVE, memberships ending with sessions, room MSGs.
+mod rooms;
+// Watches: snapshots, then the hub's events passed on as PRESENCE.
+mod watches;
 // This loop's sessions by name (direct messages without a lock).
 mod names;
 // Graceful shutdown: farewells with reconnect hints, then stop.
@@ -200,6 +204,14 @@ pub(crate) struct EventLoop<D: Detector> {
     wills: hashbrown::HashMap<usize, lubdub_core::protocol::Will>,
     will_deadlines: std::collections::BinaryHeap<wills::WillDeadline>,
     will_board: Arc<super::wills::WillBoard>,
+    /// What the tokens of this loop's sessions grant beyond their names
+    /// (rooms to join, targets to watch), by slot index with the
+    /// connection's generation; only for tokens that grant something.
+    grants: hashbrown::HashMap<usize, (u32, Arc<crate::auth::grants::Grants>)>,
+    /// This loop's sessions' rooms (`rooms.rs`).
+    rooms: rooms::LocalRooms,
+    /// This loop's sessions' watches (`watches.rs`).
+    watches: watches::LocalWatches,
     registry: Arc<dyn Registry>,
     config: ServerConfig,
     commands: mpsc::Receiver<Command>,
@@ -288,6 +300,9 @@ impl<D: Detector> EventLoop<D> {
             wills: hashbrown::HashMap::new(),
             will_deadlines: std::collections::BinaryHeap::new(),
             will_board,
+            grants: hashbrown::HashMap::new(),
+            rooms: rooms::LocalRooms::default(),
+            watches: watches::LocalWatches::default(),
             registry,
             config,
             commands,
@@ -373,6 +388,7 @@ impl<D: Detector> EventLoop<D> {
             self.expire_timers(now, backlog);
             self.send_due_wills(now);
             self.deliver_fanouts(now);
+            self.pass_on_presence(now);
             self.write_farewells(now, timers::FAREWELLS_PER_TURN);
             self.carry_out(now);
             debug_assert!(self.outputs.is_empty(), "outputs left after the turn");
@@ -389,6 +405,7 @@ impl<D: Detector> EventLoop<D> {
         let timeout = if self.timers.has_farewells()
             || self.reads.has_backlog()
             || !self.fanouts.is_empty()
+            || self.watches.behind
             || self.commands_waiting
         {
             Some(Duration::ZERO)

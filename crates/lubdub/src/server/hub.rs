@@ -17,13 +17,15 @@
 //! after the last one it saw, or learns that they are gone
 //! ([`Resumed::resync`]) and must rebuild its state from a listing.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use tokio::sync::broadcast;
 
-use super::presence::PresenceEvent;
+use super::presence::{PresenceEvent, PresenceKind};
+use super::rooms::RoomDirectory;
 
 /// Events a hub keeps for readers that fall behind, by default: with the
 /// name and peer of each, about 2 MB when full.
@@ -38,6 +40,46 @@ pub struct PresenceHub {
     state: Mutex<Numbered>,
     ring: broadcast::Sender<PresenceEvent>,
     capacity: usize,
+    /// Which sessions are in which rooms (kept here, beside the events
+    /// their joins and leaves publish, for loops and the admin API alike).
+    rooms: RoomDirectory,
+    /// One per event loop, once they exist: a loop with watchers is woken
+    /// when an event is published, to pass it on (`event_loop/watches.rs`).
+    loops: OnceLock<Box<[LoopWake]>>,
+}
+
+/// How the hub wakes an event loop that has watchers.
+#[derive(Debug)]
+pub(crate) struct LoopWake {
+    waker: Arc<mio::Waker>,
+    /// The loop has at least one watcher: it wants to hear of events.
+    pub(crate) watching: AtomicBool,
+    /// Woken and not yet read: one wake-up is enough for any number of
+    /// events published meanwhile.
+    pub(crate) pending: AtomicBool,
+}
+
+impl LoopWake {
+    pub(crate) fn new(waker: Arc<mio::Waker>) -> Self {
+        Self {
+            waker,
+            watching: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
+        }
+    }
+}
+
+/// What the hub remembers of a name between its events, for the
+/// snapshots of watches: kept only while the name has a status or is
+/// suspect, so a session with neither costs nothing here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// The session it is about.
+    pub session_id: u64,
+    /// Its status, if it set one.
+    pub status: Option<Box<str>>,
+    /// Whether it is suspect.
+    pub suspect: bool,
 }
 
 /// The hub's numbering and the events kept for readers that resume.
@@ -45,6 +87,66 @@ pub struct PresenceHub {
 struct Numbered {
     next_seq: u64,
     history: VecDeque<PresenceEvent>,
+    marks: HashMap<Box<str>, Mark>,
+}
+
+impl Numbered {
+    /// Keeps `marks` true to the events published so far.
+    fn mark(&mut self, event: &PresenceEvent) {
+        let name = event.name.as_str();
+        let ours = |mark: &Mark| mark.session_id == event.session_id;
+        match event.kind {
+            PresenceKind::Joined { .. } => match event.status.as_deref() {
+                Some(status) => {
+                    let mark = Mark {
+                        session_id: event.session_id,
+                        status: Some(status.into()),
+                        suspect: false,
+                    };
+                    self.marks.insert(name.into(), mark);
+                }
+                None => {
+                    self.marks.remove(name);
+                }
+            },
+            PresenceKind::StatusChanged
+            | PresenceKind::Suspected { .. }
+            | PresenceKind::Recovered => {
+                let mark = self.marks.entry(name.into()).or_insert(Mark {
+                    session_id: event.session_id,
+                    status: None,
+                    suspect: false,
+                });
+                if !ours(mark) {
+                    *mark = Mark {
+                        session_id: event.session_id,
+                        status: None,
+                        suspect: false,
+                    };
+                }
+                match event.kind {
+                    PresenceKind::StatusChanged => {
+                        mark.status = event
+                            .status
+                            .as_deref()
+                            .filter(|status| !status.is_empty())
+                            .map(Into::into);
+                    }
+                    PresenceKind::Suspected { .. } => mark.suspect = true,
+                    _ => mark.suspect = false,
+                }
+                if mark.status.is_none() && !mark.suspect {
+                    self.marks.remove(name);
+                }
+            }
+            PresenceKind::Dropped { .. } => {
+                if self.marks.get(name).is_some_and(ours) {
+                    self.marks.remove(name);
+                }
+            }
+            PresenceKind::RoomJoined | PresenceKind::RoomLeft => {}
+        }
+    }
 }
 
 /// A reader joining the sequence after a given event (see
@@ -70,9 +172,12 @@ impl PresenceHub {
             state: Mutex::new(Numbered {
                 next_seq: 1,
                 history: VecDeque::new(),
+                marks: HashMap::new(),
             }),
             ring,
             capacity,
+            rooms: RoomDirectory::default(),
+            loops: OnceLock::new(),
         }
     }
 
@@ -93,9 +198,42 @@ impl PresenceHub {
         if state.history.len() == self.capacity {
             state.history.pop_front();
         }
+        state.mark(&event);
         state.history.push_back(event.clone());
         // No reader is no error: the event is counted and gone.
         let _ = self.ring.send(event);
+        drop(state);
+        for wake in self.loops.get().into_iter().flatten() {
+            if wake.watching.load(Ordering::Relaxed) && !wake.pending.swap(true, Ordering::AcqRel) {
+                // A loop whose poll is gone has stopped anyway.
+                let _ = wake.waker.wake();
+            }
+        }
+    }
+
+    /// The room directory.
+    pub fn rooms(&self) -> &RoomDirectory {
+        &self.rooms
+    }
+
+    /// What the hub remembers of each of `names` (see [`Mark`]), as of
+    /// the latest event published.
+    pub fn marks<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<Option<Mark>> {
+        let state = self.state();
+        names
+            .into_iter()
+            .map(|name| state.marks.get(name).cloned())
+            .collect()
+    }
+
+    /// Gives the hub the event loops' wake-ups (once, at start).
+    pub(crate) fn set_loops(&self, loops: Box<[LoopWake]>) {
+        let _ = self.loops.set(loops);
+    }
+
+    /// Loop `index`'s wake-up, once set.
+    pub(crate) fn loop_wake(&self, index: usize) -> Option<&LoopWake> {
+        self.loops.get().and_then(|loops| loops.get(index))
     }
 
     /// The number of the latest event published (0: none yet). A listing

@@ -65,6 +65,10 @@ pub struct ServerMetrics {
     registry: Arc<Registry>,
     heartbeats: Counter,
     wills_sent: Counter,
+    room_memberships: Gauge,
+    watches: Gauge,
+    presence_updates: Counter,
+    watch_resyncs: Counter,
     drops: Family<ReasonLabel, Counter>,
     detection_delay: Histogram,
     round_trip: Histogram,
@@ -97,6 +101,10 @@ impl ServerMetrics {
     pub fn new() -> Self {
         let heartbeats = Counter::default();
         let wills_sent = Counter::default();
+        let room_memberships = Gauge::default();
+        let watches = Gauge::default();
+        let presence_updates = Counter::default();
+        let watch_resyncs = Counter::default();
         let drops = Family::<ReasonLabel, Counter>::default();
         // 0.25 ms to about 8 s: the lateness of a verdict past its deadline.
         let detection_delay = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
@@ -117,6 +125,26 @@ impl ServerMetrics {
             "wills_sent",
             "Last wills sent: sessions that ended without a BYE of their own, their name not back within the will's delay",
             wills_sent.clone(),
+        );
+        registry.register(
+            "room_memberships",
+            "Room memberships held by this server's sessions (a session in three rooms counts three)",
+            room_memberships.clone(),
+        );
+        registry.register(
+            "watches",
+            "Names and rooms watched by this server's sessions (full and count-only watches)",
+            watches.clone(),
+        );
+        registry.register(
+            "presence_updates_sent",
+            "PRESENCE frames queued to watching sessions (snapshots, their members, changes)",
+            presence_updates.clone(),
+        );
+        registry.register(
+            "watch_resyncs",
+            "Times a loop fell behind the presence events and sent its watchers fresh snapshots",
+            watch_resyncs.clone(),
         );
         registry.register(
             "heartbeats_received",
@@ -218,6 +246,10 @@ impl ServerMetrics {
             admin_limited,
             heartbeats,
             wills_sent,
+            room_memberships,
+            watches,
+            presence_updates,
+            watch_resyncs,
             drops,
             detection_delay,
             round_trip,
@@ -240,6 +272,31 @@ impl ServerMetrics {
     /// A last will was sent.
     pub(crate) fn will_sent(&self) {
         self.wills_sent.inc();
+    }
+
+    /// A session joined a room.
+    pub(crate) fn room_joined(&self) {
+        self.room_memberships.inc();
+    }
+
+    /// Sessions left `count` rooms (by LEAVE, or by ending).
+    pub(crate) fn room_left(&self, count: usize) {
+        self.room_memberships.dec_by(count as i64);
+    }
+
+    /// Watches held changed by `delta`.
+    pub(crate) fn watches_changed(&self, delta: i64) {
+        self.watches.inc_by(delta);
+    }
+
+    /// `count` PRESENCE frames were queued to watchers.
+    pub(crate) fn presence_updates(&self, count: u64) {
+        self.presence_updates.inc_by(count);
+    }
+
+    /// A loop fell behind the hub and re-sent its watchers' snapshots.
+    pub(crate) fn watch_resync(&self) {
+        self.watch_resyncs.inc();
     }
 
     /// A frame arrived from an established session.

@@ -29,9 +29,11 @@ mod outbox;
 pub mod presence;
 pub mod registry;
 pub mod reload;
+pub mod rooms;
 pub mod snapshot;
 pub mod tls;
 mod tls_session;
+pub mod updates;
 pub mod wills;
 
 use std::io;
@@ -192,6 +194,12 @@ pub fn start_with_hub(
         polls.push((poll, waker, receiver));
     }
     let siblings: Arc<[LoopHandle]> = handles.into();
+    hub.set_loops(
+        polls
+            .iter()
+            .map(|(_, waker, _)| hub::LoopWake::new(Arc::clone(waker)))
+            .collect(),
+    );
     let cpu: Arc<[AtomicU64]> = (0..loops).map(|_| AtomicU64::new(0)).collect();
     let held_everywhere = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let will_board = Arc::new(wills::WillBoard::default());

@@ -42,6 +42,13 @@ pub enum PresenceKind {
     Recovered,
     /// The session set its status (the event's `status`; empty: cleared).
     StatusChanged,
+    /// The session joined the room in the event's `rooms` (its one entry,
+    /// with the room's member count after).
+    RoomJoined,
+    /// The session left the room in the event's `rooms` (as for
+    /// `RoomJoined`) by a LEAVE; a session that ends leaves its rooms in
+    /// its `Dropped` event instead.
+    RoomLeft,
     /// The session ended.
     Dropped {
         /// Why.
@@ -73,6 +80,11 @@ pub struct PresenceEvent {
     /// The session's status: for `Joined`, the one it starts with; for
     /// `StatusChanged`, the new one. `None` otherwise.
     pub status: Option<String>,
+    /// The rooms the session is in when the event happens, each with its
+    /// member count after the event; for `Dropped`, those it was in (the
+    /// counts without it); for `RoomJoined` and `RoomLeft`, that room
+    /// only. Empty for a session in no room (no allocation).
+    pub rooms: Vec<(Box<str>, u32)>,
 }
 
 impl PresenceEvent {
@@ -94,7 +106,14 @@ impl PresenceEvent {
             peer,
             kind,
             status: None,
+            rooms: Vec::new(),
         }
+    }
+
+    /// This event with `rooms` (see [`PresenceEvent::rooms`]).
+    pub fn with_rooms(mut self, rooms: Vec<(Box<str>, u32)>) -> Self {
+        self.rooms = rooms;
+        self
     }
 
     /// This event with `status` (see [`PresenceEvent::status`]).
@@ -113,6 +132,11 @@ pub(crate) struct Presence {
 impl Presence {
     pub(crate) fn new(hub: Arc<PresenceHub>) -> Self {
         Self { hub }
+    }
+
+    /// The hub it publishes to.
+    pub(crate) fn hub(&self) -> &Arc<PresenceHub> {
+        &self.hub
     }
 
     /// Logs and forwards one event. `detail` adds context to the log line
@@ -151,6 +175,18 @@ impl Presence {
             PresenceKind::StatusChanged => {
                 let status = event.status.as_deref().map(Escaped);
                 debug!(%name, %peer, session = session_id, status = status.map(tracing::field::display), "status")
+            }
+            PresenceKind::RoomJoined | PresenceKind::RoomLeft => {
+                let (room, members) = event
+                    .rooms
+                    .first()
+                    .map_or(("", 0), |(room, count)| (&**room, *count));
+                let what = if matches!(kind, PresenceKind::RoomJoined) {
+                    "joined room"
+                } else {
+                    "left room"
+                };
+                debug!(%name, %peer, session = session_id, room, members, "{what}")
             }
             PresenceKind::Dropped { reason, silent_for } => {
                 let silent_ms = silent_for.as_millis() as u64;

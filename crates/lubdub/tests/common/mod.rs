@@ -235,6 +235,8 @@ pub fn kind_label(kind: &PresenceKind) -> &'static str {
         PresenceKind::StatusChanged => "status",
         PresenceKind::Recovered => "recovered",
         PresenceKind::Dropped { .. } => "dropped",
+        PresenceKind::RoomJoined => "room_joined",
+        PresenceKind::RoomLeft => "room_left",
     }
 }
 

@@ -63,13 +63,27 @@ pub enum Line<'a> {
     Broadcast(&'a str),
     /// `/status TEXT` (empty clears it).
     Status(&'a str),
+    /// `/join #room`: join it and watch who comes and goes.
+    Join(&'a str),
+    /// `/leave #room`.
+    Leave(&'a str),
+    /// `/watch NAME|#room`: print its changes.
+    Watch(&'a str),
+    /// `/unwatch NAME|#room`.
+    Unwatch(&'a str),
+    /// `/who NAME|#room`: who is there now (empty: the usage is shown).
+    Who(&'a str),
+    /// A command without the argument it needs.
+    Usage(&'static str),
     /// A `/word` that is no command: not sent, the user is told.
     UnknownCommand(&'a str),
     Nothing,
 }
 
 /// The commands, as `/help` and an unknown command list them.
-pub const COMMANDS: &str = "/status TEXT (empty: clear it); `//text` sends a line starting with /";
+pub const COMMANDS: &str = "/join #ROOM, /leave #ROOM, /watch NAME|#ROOM, /unwatch NAME|#ROOM, \
+/who [NAME|#ROOM], /status TEXT (empty: clear it); `#room text` sends to a room, `@name text` to one \
+person, `//text` sends a line starting with /";
 
 pub fn parse_line(line: &str) -> Line<'_> {
     let trimmed = line.trim_end_matches(['\r', '\n']);
@@ -87,8 +101,26 @@ pub fn parse_line(line: &str) -> Line<'_> {
         let (command, argument) = rest.split_once(' ').unwrap_or((rest, ""));
         return match command {
             "status" => Line::Status(argument.trim()),
+            "who" => Line::Who(argument.trim()),
+            "join" | "leave" | "watch" | "unwatch" if argument.trim().is_empty() => {
+                Line::Usage(match command {
+                    "join" => "/join #ROOM",
+                    "leave" => "/leave #ROOM",
+                    "watch" => "/watch NAME or /watch #ROOM",
+                    _ => "/unwatch NAME or /unwatch #ROOM",
+                })
+            }
+            "join" => Line::Join(argument.trim()),
+            "leave" => Line::Leave(argument.trim()),
+            "watch" => Line::Watch(argument.trim()),
+            "unwatch" => Line::Unwatch(argument.trim()),
             other => Line::UnknownCommand(other),
         };
+    }
+    // A name never starts with `#`: `#lobby hi` is for the room.
+    if trimmed.starts_with('#') {
+        let (to, body) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
+        return Line::Direct { to, body };
     }
     if let Some(rest) = trimmed.strip_prefix('@') {
         let (to, body) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -121,6 +153,17 @@ mod tests {
         assert_eq!(parse_line("/status"), Line::Status(""));
         assert_eq!(parse_line("/shrug"), Line::UnknownCommand("shrug"));
         assert_eq!(parse_line("//shrug"), Line::Broadcast("/shrug"));
+        assert_eq!(parse_line("/join #lobby"), Line::Join("#lobby"));
+        assert_eq!(parse_line("/join"), Line::Usage("/join #ROOM"));
+        assert_eq!(parse_line("/who"), Line::Who(""));
+        assert_eq!(parse_line("/watch bob"), Line::Watch("bob"));
+        assert_eq!(
+            parse_line("#lobby hi all"),
+            Line::Direct {
+                to: "#lobby",
+                body: "hi all"
+            }
+        );
         assert_eq!(
             parse_line("quitting time"),
             Line::Broadcast("quitting time")

@@ -6,6 +6,7 @@
 mod exit;
 mod input;
 mod output;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -121,11 +122,11 @@ const CREDENTIAL_VARIABLE: &str = "LUBDUB_CREDENTIAL";
 
 /// The credential from --credential-file or LUBDUB_CREDENTIAL (an empty
 /// variable counts as unset); none when neither is given.
-fn credential(args: &ClientArgs) -> anyhow::Result<Credential> {
+fn credential(file: Option<&PathBuf>) -> anyhow::Result<Credential> {
     let from_environment = std::env::var(CREDENTIAL_VARIABLE)
         .ok()
         .filter(|value| !value.is_empty());
-    match (&args.credential_file, from_environment) {
+    match (file, from_environment) {
         (Some(_), Some(_)) => anyhow::bail!(
             "both --credential-file and {CREDENTIAL_VARIABLE} are set; give the credential once"
         ),
@@ -178,7 +179,7 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
         to: args.will_to.clone().unwrap_or_default(),
         body: body.as_bytes().to_vec(),
     });
-    config.credential = credential(&args)?;
+    config.credential = credential(args.credential_file.as_ref())?;
     config.tls = args.tls();
     config.first_connect_patience = args.give_up_after;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -212,7 +213,7 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
     };
     match mode {
         Mode::Chat => printer.say(format_args!(
-            "ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `/status TEXT` to set your status, `quit` to leave",
+            "ready to chat as {}: type a line to send it to everyone, `@name text` for one person, `/join #room` then `#room text` for a room, `/watch NAME`, `/who #room`, `/status TEXT`, `quit` to leave",
             args.name
         )),
         Mode::Unattended => printer.say(format_args!(
@@ -245,6 +246,26 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
                     Line::Status(status) => {
                         if client.set_status(status).await.is_err() { reading = false; }
                     }
+                    Line::Usage(usage) => printer.say(format_args!("usage: {usage}")),
+                    Line::Join(room) => {
+                        // Joined rooms are watched: their comings and goings print.
+                        let done = client.join(room).await.and(client.watch(room).await);
+                        if done.is_err() { reading = false; }
+                    }
+                    Line::Leave(room) => {
+                        let done = client.unwatch(room).await.and(client.leave(room).await);
+                        if done.is_err() { reading = false; }
+                    }
+                    Line::Watch(target) => {
+                        if client.watch(target).await.is_err() { reading = false; }
+                    }
+                    Line::Unwatch(target) => {
+                        if client.unwatch(target).await.is_err() { reading = false; }
+                    }
+                    Line::Who("") => printer.say("usage: /who #ROOM or /who NAME"),
+                    Line::Who(target) => {
+                        if client.who(target).await.is_err() { reading = false; }
+                    }
                     Line::Direct { .. } | Line::Broadcast(_) if !connected => {
                         printer.say("not sent: not connected to the server (reconnecting); type it again once connected");
                     }
@@ -269,6 +290,7 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
             }
             event = client.next_event() => match event {
                 Some(ClientEvent::Message(message)) => printer.message(&message)?,
+                Some(ClientEvent::Presence(update)) => printer.presence(&update)?,
                 Some(ClientEvent::Notice(reason)) => {
                     printer.say(format_args!("server: {}", Escaped(&reason.text)));
                 }
@@ -279,6 +301,7 @@ async fn chat(args: ClientArgs) -> anyhow::Result<ExitCode> {
                         return Ok(exit::status(cause));
                     }
                 }
+                Some(_) => {}
                 // The task ended without saying why: it cannot, but an
                 // ending without a status is no success.
                 None => return Ok(ExitCode::FAILURE),

@@ -53,6 +53,13 @@ impl Printer {
         writeln!(stdout)
     }
 
+    /// Prints a presence update (a watched name or room), on stdout.
+    pub fn presence(&self, update: &lubdub::client::PresenceUpdate) -> std::io::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        let line = lubdub::client::presence::describe(update);
+        writeln!(stdout, "{}* {line}", self.stamp())
+    }
+
     /// Prints a line about the client itself, on stderr.
     pub fn say(&self, line: impl std::fmt::Display) {
         eprintln!("{}{line}", self.stamp());

@@ -47,7 +47,13 @@ impl<D: Detector> EventLoop<D> {
         };
         let admission = gate.admit(key.0, key.1, peer.ip(), name, credential, SystemTime::now());
         let answer = match admission {
-            Admission::Granted => Authentication::Granted,
+            Admission::Granted(grants) => {
+                if !grants.is_empty() {
+                    self.grants
+                        .insert(key.0, (key.1, std::sync::Arc::new(grants)));
+                }
+                Authentication::Granted
+            }
             Admission::Verifying => {
                 // The handshake timeout bounded the wait for the HELLO; the
                 // queue's own wait bounds the wait for a verifier thread.

@@ -68,6 +68,9 @@ pub(crate) enum Command {
     /// An encoded MSG for every established session of this loop (a
     /// broadcast from another loop's session).
     Broadcast { encoded: Arc<[u8]> },
+    /// An encoded MSG for this loop's members of `room` (from another
+    /// loop's member, or a will).
+    RoomBroadcast { room: Arc<str>, encoded: Arc<[u8]> },
     /// Test hook: the loop does nothing for this long, as if stalled, so
     /// that tests can show a stalled loop convicts no healthy session.
     #[doc(hidden)]
@@ -146,6 +149,9 @@ impl<D: Detector> EventLoop<D> {
                     encoded,
                 } => self.deliver_from_elsewhere(now, Some((session_id, from, to)), &encoded),
                 Command::Broadcast { encoded } => self.deliver_from_elsewhere(now, None, &encoded),
+                Command::RoomBroadcast { room, encoded } => {
+                    self.room_from_elsewhere(now, &room, &encoded);
+                }
                 Command::NotDelivered { session_id, to } => {
                     self.not_delivered_elsewhere(now, session_id, &to);
                 }

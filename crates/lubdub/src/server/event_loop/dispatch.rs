@@ -117,7 +117,8 @@ impl<D: Detector> EventLoop<D> {
                 first,
             } => {
                 let kind = PresenceKind::Suspected { missed, first };
-                let event = PresenceEvent::new(at, name.into(), session, peer, kind);
+                let event = PresenceEvent::new(at, name.into(), session, peer, kind)
+                    .with_rooms(self.rooms.rooms_of(key.0));
                 let detail = phi.map(|phi| format!("phi={phi:.2}"));
                 self.presence.report(event, detail.as_deref());
             }
@@ -130,12 +131,14 @@ impl<D: Detector> EventLoop<D> {
                 }
                 let kind = PresenceKind::StatusChanged;
                 let event = PresenceEvent::new(at, name.into(), session, peer, kind)
-                    .with_status(Some(status));
+                    .with_status(Some(status))
+                    .with_rooms(self.rooms.rooms_of(key.0));
                 self.presence.report(event, None);
             }
             Event::Recovered { name } => {
                 let event =
-                    PresenceEvent::new(at, name.into(), session, peer, PresenceKind::Recovered);
+                    PresenceEvent::new(at, name.into(), session, peer, PresenceKind::Recovered)
+                        .with_rooms(self.rooms.rooms_of(key.0));
                 self.presence.report(event, None);
             }
             Event::Dropped {
@@ -147,7 +150,9 @@ impl<D: Detector> EventLoop<D> {
             } => {
                 self.names.remove(&name, key.0);
                 self.statuses.remove(&key.0);
-                self.session_ended(now, key, session, &name, reason);
+                let rooms = self.rooms_ended(key, &name);
+                self.session_ended(now, key, session, &name, reason, &rooms);
+                self.watches_ended(key);
                 // Dated afresh: with thousands of verdicts in one wake-up,
                 // the reported instant, silence and delay must be those of
                 // this drop, not of the wake-up's start.
@@ -164,7 +169,8 @@ impl<D: Detector> EventLoop<D> {
                     reason,
                     silent_for: silent_for + since,
                 };
-                let event = PresenceEvent::new(real, name.into(), session, peer, kind);
+                let event =
+                    PresenceEvent::new(real, name.into(), session, peer, kind).with_rooms(rooms);
                 self.presence.report(event, detail.as_deref());
             }
             Event::HandshakeFailed { reason, detail } => {
@@ -208,6 +214,9 @@ impl<D: Detector> EventLoop<D> {
             Request::Claim { name } => self.claim(now, key, name),
             Request::Release { name, epoch } => self.release(&name, epoch),
             Request::Relay(message) => self.relay(now, key, message),
+            Request::Join { name, room } => self.join_room(now, key, &name, room),
+            Request::Leave { name, room } => self.leave_room(now, key, &name, room),
+            Request::Watch { name, mode, target } => self.watch(now, key, &name, mode, target),
         }
     }
 
@@ -309,6 +318,7 @@ impl<D: Detector> EventLoop<D> {
 
     /// Deregisters and drops the socket.
     pub(super) fn remove(&mut self, index: usize) {
+        self.grants.remove(&index);
         if let Some(mut slot) = self.slots.try_remove(index) {
             self.account(slot.conn.held_bytes(), 0);
             slot.conn.release(&mut self.chunks);

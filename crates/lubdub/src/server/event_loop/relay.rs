@@ -18,6 +18,7 @@
 use lubdub_core::connection::Now;
 use lubdub_core::detector::Detector;
 use lubdub_core::protocol::codec;
+use lubdub_core::protocol::rooms::is_room;
 use lubdub_core::protocol::{Frame, Message, ReasonCode};
 
 use std::sync::Arc;
@@ -121,7 +122,13 @@ impl<D: Detector> EventLoop<D> {
         if let Err(refusal) = self.check_fanout(now, index) {
             return self.refuse_fanout(now, key, refusal);
         }
-        let (recipients, elsewhere) = if broadcast {
+        let (recipients, elsewhere) = if is_room(&outbound.to) {
+            match self.room_recipients(key, &outbound.to) {
+                Ok((here, 0)) => (here, None),
+                Ok((here, elsewhere)) => (here, Some(Elsewhere::Room(elsewhere))),
+                Err(reason) => return self.notify(now, key, reason.code, reason.text),
+            }
+        } else if broadcast {
             let here: Vec<ConnKey> = self
                 .slots
                 .iter()
@@ -146,6 +153,7 @@ impl<D: Detector> EventLoop<D> {
             None => 0,
             Some(Elsewhere::Session(..)) => 1,
             Some(Elsewhere::EveryOtherLoop) => self.sessions_elsewhere(recipients.len() + 1),
+            Some(Elsewhere::Room(members)) => members,
         };
         if recipients.is_empty() && remote == 0 {
             return;
@@ -176,6 +184,7 @@ impl<D: Detector> EventLoop<D> {
                     }
                 }
             }
+            Some(Elsewhere::Room(_)) => self.room_to_other_loops(&outbound.to, &encoded),
         }
         if recipients.is_empty() {
             // Handed to another loop, which tells nothing back: as far as
@@ -185,7 +194,7 @@ impl<D: Detector> EventLoop<D> {
             }
             return;
         }
-        let direct_to = (!broadcast).then_some(outbound.to);
+        let direct_to = (!broadcast && !is_room(&outbound.to)).then_some(outbound.to);
         self.queue_fanout(now, Some(key), &encoded, recipients, direct_to, None);
     }
 
@@ -418,6 +427,8 @@ enum Elsewhere {
     Session(usize, u64),
     /// Every session of every other loop (a broadcast).
     EveryOtherLoop,
+    /// The members of a room on other loops: this many.
+    Room(usize),
 }
 
 /// NOTICE `recipient_busy` for a direct MSG that was not delivered.

@@ -70,7 +70,9 @@ impl<D: Detector> EventLoop<D> {
     /// takes them into a fan-out of its own.
     pub(super) fn hand_over(&self, loop_index: usize, command: Command) {
         let len = match &command {
-            Command::Deliver { encoded, .. } | Command::Broadcast { encoded } => encoded.len(),
+            Command::Deliver { encoded, .. }
+            | Command::Broadcast { encoded }
+            | Command::RoomBroadcast { encoded, .. } => encoded.len(),
             _ => 0,
         };
         self.held_changed(0, len);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use lubdub_core::connection::{DropReason, Now};
 use lubdub_core::detector::Detector;
+use lubdub_core::protocol::rooms::is_room;
 use lubdub_core::protocol::{codec, Frame, Message, Will};
 use tracing::{info, warn};
 
@@ -33,6 +34,9 @@ impl<D: Detector> EventLoop<D> {
 
     /// Session `key`, `name`, ended for `reason`: its will, if it had one
     /// and `reason` sends it, goes out now or waits for its delay.
+    ///
+    /// A will to a room goes out only if the session was in that room
+    /// when it ended (`rooms`): a will is no way into a room.
     pub(super) fn session_ended(
         &mut self,
         now: Now,
@@ -40,11 +44,16 @@ impl<D: Detector> EventLoop<D> {
         session_id: u64,
         name: &str,
         reason: DropReason,
+        rooms: &[(Box<str>, u32)],
     ) {
         let Some(will) = self.wills.remove(&key.0) else {
             return;
         };
         if !reason.sends_will() {
+            return;
+        }
+        if is_room(&will.to) && !rooms.iter().any(|(room, _)| **room == *will.to) {
+            info!(name = %Escaped(name), to = %Escaped(&will.to), "last will not sent: the session was not in that room");
             return;
         }
         if will.delay_ms == 0 {
@@ -112,7 +121,9 @@ impl<D: Detector> EventLoop<D> {
             }
             return;
         }
-        let deliveries = if will.to.is_empty() {
+        let deliveries = if is_room(&will.to) {
+            self.presence.hub().rooms().count(&will.to).max(1)
+        } else if will.to.is_empty() {
             u32::try_from(self.registry.count().unwrap_or(1)).unwrap_or(u32::MAX)
         } else {
             1
@@ -135,6 +146,9 @@ impl<D: Detector> EventLoop<D> {
         };
         info!(name = %Escaped(name), to = %Escaped(&to), bytes = message.body.len(), "last will sent");
         self.metrics.will_sent();
+        if is_room(&message.to) {
+            return self.will_to_room(now, &message.to, &encoded);
+        }
         if message.to.is_empty() {
             let recipients: Vec<ConnKey> = self
                 .slots

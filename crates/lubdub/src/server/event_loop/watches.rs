@@ -1,0 +1,369 @@
+//! Watches on one loop: a WATCH is answered with a snapshot (its sequence
+//! number first, then the members), and from then on every presence
+//! event the hub publishes after that number is passed on, in order, as
+//! PRESENCE frames to this loop's watchers of its name or rooms.
+//!
+//! A loop reads the hub's ring only while it has watchers (the hub wakes
+//! it when an event is published), a bounded number of frames per turn,
+//! after its verdicts: watching never delays a verdict. A watcher that
+//! does not read fills its queue and is ended as a slow consumer, like
+//! any peer that does not read; no one else waits for it. A loop that
+//! falls further behind than the hub's ring sends each of its watchers
+//! `resync` and a fresh snapshot.
+
+use std::sync::atomic::Ordering;
+
+use hashbrown::HashMap;
+use lubdub_core::connection::Now;
+use lubdub_core::detector::Detector;
+use lubdub_core::protocol::codec;
+use lubdub_core::protocol::rooms::{
+    is_room, PresenceUpdate, UpdateKind, WatchMode, MAX_LISTED_MEMBERS,
+};
+use lubdub_core::protocol::{Frame, Reason, ReasonCode};
+
+use super::super::hub::{FeedItem, PresenceFeed};
+use super::super::presence::PresenceEvent;
+use super::super::updates::{self, Watching};
+use super::{ConnKey, EventLoop};
+
+/// PRESENCE frames a loop queues per turn, at most (an event's frames to
+/// all its watchers are queued together, so a turn may pass this by one
+/// event's worth): a mass outage's events reach watchers a slice per
+/// turn, between which the loop reads and judges.
+const UPDATES_PER_TURN: usize = 4096;
+
+#[derive(Debug, Clone, Copy)]
+struct Watcher {
+    key: ConnKey,
+    watching: Watching,
+    /// The snapshot's sequence number: events up to it are in it.
+    since: u64,
+}
+
+/// This loop's watches; see the module documentation.
+#[derive(Debug, Default)]
+pub(super) struct LocalWatches {
+    by_target: HashMap<Box<str>, Vec<Watcher>>,
+    /// The targets each watching session watches, by slot index.
+    of: HashMap<usize, Vec<Box<str>>>,
+    /// The loop's reader of the hub, while it has watchers.
+    feed: Option<PresenceFeed>,
+    /// Events were left unread last turn (the turn's budget was spent).
+    pub(super) behind: bool,
+}
+
+impl LocalWatches {
+    /// Targets the session in slot `index` watches.
+    pub(super) fn count_of(&self, index: usize) -> usize {
+        self.of.get(&index).map_or(0, Vec::len)
+    }
+
+    fn add(&mut self, target: &str, watcher: Watcher) -> bool {
+        let watchers = self.by_target.entry(target.into()).or_default();
+        if let Some(held) = watchers.iter_mut().find(|held| held.key == watcher.key) {
+            *held = watcher;
+            return false;
+        }
+        watchers.push(watcher);
+        self.of
+            .entry(watcher.key.0)
+            .or_default()
+            .push(target.into());
+        true
+    }
+
+    fn remove(&mut self, key: ConnKey, target: &str) -> bool {
+        let Some(targets) = self.of.get_mut(&key.0) else {
+            return false;
+        };
+        let before = targets.len();
+        targets.retain(|held| &**held != target);
+        let removed = targets.len() < before;
+        if targets.is_empty() {
+            self.of.remove(&key.0);
+        }
+        if let Some(watchers) = self.by_target.get_mut(target) {
+            watchers.retain(|watcher| watcher.key.0 != key.0);
+            if watchers.is_empty() {
+                self.by_target.remove(target);
+            }
+        }
+        removed
+    }
+}
+
+impl<D: Detector> EventLoop<D> {
+    /// Carries out a WATCH of session `key`.
+    pub(super) fn watch(
+        &mut self,
+        now: Now,
+        key: ConnKey,
+        name: &str,
+        mode: WatchMode,
+        target: String,
+    ) {
+        if mode == WatchMode::Stop {
+            if self.watches.remove(key, &target) {
+                self.metrics.watches_changed(-1);
+            }
+            self.stop_reading_hub_if_idle();
+            return self.report_holdings(key);
+        }
+        let watching = match mode {
+            WatchMode::Count if !is_room(&target) => {
+                let text = format!("watch of {target} refused: a count watches a room");
+                self.refuse_request(now, key, Reason::new(ReasonCode::InvalidWatch, text));
+                return self.report_holdings(key);
+            }
+            WatchMode::Count => Watching::Count,
+            _ => Watching::Full,
+        };
+        if let Err(reason) = self.permits(key, name, false, &target) {
+            self.refuse_request(now, key, reason);
+            return self.report_holdings(key);
+        }
+        // Reading from before the snapshot's number, so that no event
+        // after it can be missed.
+        if mode != WatchMode::Once {
+            self.start_reading_hub();
+        }
+        let Some(since) = self.send_snapshot(now, key, &target, watching) else {
+            self.stop_reading_hub_if_idle();
+            return self.report_holdings(key);
+        };
+        if mode != WatchMode::Once {
+            let watcher = Watcher {
+                key,
+                watching,
+                since,
+            };
+            if self.watches.add(&target, watcher) {
+                self.metrics.watches_changed(1);
+            }
+        }
+        self.report_holdings(key);
+    }
+
+    /// Session `key` ended: its watches end with it.
+    pub(super) fn watches_ended(&mut self, key: ConnKey) {
+        let targets = self.watches.of.get(&key.0).cloned().unwrap_or_default();
+        for target in &targets {
+            self.watches.remove(key, target);
+        }
+        if !targets.is_empty() {
+            self.metrics.watches_changed(-(targets.len() as i64));
+            self.stop_reading_hub_if_idle();
+        }
+    }
+
+    /// Sends session `key` a snapshot of `target`: its sequence number
+    /// (returned), then, unless counting, its members. `None` when it was
+    /// refused or could not be queued.
+    fn send_snapshot(
+        &mut self,
+        now: Now,
+        key: ConnKey,
+        target: &str,
+        watching: Watching,
+    ) -> Option<u64> {
+        let hub = std::sync::Arc::clone(self.presence.hub());
+        // Read before the state it numbers: what the snapshot shows is
+        // at least as new as `seq`, and every later event follows it
+        // (applied by session id, a change already shown changes nothing).
+        let seq = hub.last_seq();
+        let members: Vec<(Box<str>, u64)>;
+        let count;
+        if is_room(target) {
+            let limit = if watching == Watching::Count {
+                0
+            } else {
+                MAX_LISTED_MEMBERS + 1
+            };
+            let listed = hub.rooms().members(target, limit);
+            if listed.listed.len() > MAX_LISTED_MEMBERS {
+                let text = format!(
+                    "watch of {target} refused: it has {} members, more than the \
+                     {MAX_LISTED_MEMBERS} a snapshot lists; watch its count instead",
+                    listed.count
+                );
+                self.refuse_request(now, key, Reason::new(ReasonCode::InvalidWatch, text));
+                return None;
+            }
+            count = listed.count;
+            members = listed.listed;
+        } else {
+            members = match self.registry.lookup(target) {
+                Ok(Some(record)) => vec![(target.into(), record.session_id)],
+                _ => Vec::new(),
+            };
+            count = members.len() as u32;
+        }
+        let marks = hub.marks(members.iter().map(|(name, _)| &**name));
+        let mut snapshot = PresenceUpdate::new(seq, UpdateKind::Snapshot, target);
+        snapshot.count = count;
+        let mut encoded = Vec::new();
+        let mut frames = 1u64;
+        push_update(&mut encoded, snapshot);
+        for ((name, session_id), mark) in members.into_iter().zip(marks) {
+            let mut member = PresenceUpdate::new(seq, UpdateKind::Member, target);
+            member.name = name.into();
+            member.session_id = session_id;
+            if let Some(mark) = mark.filter(|mark| mark.session_id == session_id) {
+                member.suspect = mark.suspect;
+                member.text = mark.status.map(String::from).unwrap_or_default();
+            }
+            push_update(&mut encoded, member);
+            frames += 1;
+        }
+        self.metrics.presence_updates(frames);
+        self.send(now, key, &encoded).then_some(seq)
+    }
+
+    fn start_reading_hub(&mut self) {
+        if self.watches.feed.is_some() {
+            return;
+        }
+        let hub = self.presence.hub();
+        self.watches.feed = Some(hub.subscribe());
+        if let Some(wake) = hub.loop_wake(self.loop_index) {
+            wake.watching.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn stop_reading_hub_if_idle(&mut self) {
+        if !self.watches.by_target.is_empty() || self.watches.feed.is_none() {
+            return;
+        }
+        self.watches.feed = None;
+        self.watches.behind = false;
+        if let Some(wake) = self.presence.hub().loop_wake(self.loop_index) {
+            wake.watching.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Passes the events published since the last turn on to this loop's
+    /// watchers, up to [`UPDATES_PER_TURN`] frames.
+    pub(super) fn pass_on_presence(&mut self, now: Now) {
+        let Some(mut feed) = self.watches.feed.take() else {
+            return;
+        };
+        if let Some(wake) = self.presence.hub().loop_wake(self.loop_index) {
+            wake.pending.store(false, Ordering::Release);
+        }
+        let mut sent = 0;
+        self.watches.behind = false;
+        while sent < UPDATES_PER_TURN {
+            match feed.try_recv() {
+                None => break,
+                Some(FeedItem::Event(event)) => sent += self.pass_on(now, &event),
+                Some(FeedItem::Gap { .. }) => sent += self.resync_watchers(now),
+            }
+            if sent >= UPDATES_PER_TURN {
+                self.watches.behind = true;
+            }
+        }
+        self.metrics.presence_updates(sent as u64);
+        // Put back unless the last watcher went meanwhile.
+        if !self.watches.by_target.is_empty() {
+            self.watches.feed = Some(feed);
+        }
+        self.carry_out(now);
+    }
+
+    /// Sends `event` to every watcher of its name and rooms; the frames sent.
+    fn pass_on(&mut self, now: Now, event: &PresenceEvent) -> usize {
+        let mut sent = 0;
+        if self.watches.by_target.contains_key(event.name.as_str()) {
+            if let Some(update) = updates::for_name(event) {
+                sent += self.send_to_watchers(now, &event.name, event.seq, None, update);
+            }
+        }
+        for (room, count) in &event.rooms {
+            if !self.watches.by_target.contains_key(&**room) {
+                continue;
+            }
+            let full = updates::for_room(event, room, *count, Watching::Full);
+            let counted = updates::for_room(event, room, *count, Watching::Count);
+            if let Some(update) = full {
+                sent += self.send_to_watchers(now, room, event.seq, Some(Watching::Full), update);
+            }
+            if let Some(update) = counted {
+                sent += self.send_to_watchers(now, room, event.seq, Some(Watching::Count), update);
+            }
+        }
+        sent
+    }
+
+    fn send_to_watchers(
+        &mut self,
+        now: Now,
+        target: &str,
+        seq: u64,
+        only: Option<Watching>,
+        update: PresenceUpdate,
+    ) -> usize {
+        let watchers: Vec<ConnKey> = self
+            .watches
+            .by_target
+            .get(target)
+            .into_iter()
+            .flatten()
+            .filter(|watcher| {
+                watcher.since < seq && only.is_none_or(|only| only == watcher.watching)
+            })
+            .map(|watcher| watcher.key)
+            .collect();
+        if watchers.is_empty() {
+            return 0;
+        }
+        let mut encoded = Vec::new();
+        push_update(&mut encoded, update);
+        let mut sent = 0;
+        for key in watchers {
+            let established = self
+                .slots
+                .get(key.0)
+                .is_some_and(|slot| slot.generation == key.1 && slot.machine.session().is_some());
+            if established && self.send(now, key, &encoded) {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    /// The loop fell behind the hub's ring: every watcher is told
+    /// `resync` and sent a fresh snapshot.
+    fn resync_watchers(&mut self, now: Now) -> usize {
+        self.metrics.watch_resync();
+        let watches: Vec<(Box<str>, Watcher)> = self
+            .watches
+            .by_target
+            .iter()
+            .flat_map(|(target, watchers)| watchers.iter().map(|w| (target.clone(), *w)))
+            .collect();
+        let mut sent = 0;
+        for (target, watcher) in watches {
+            let mut resync = Vec::new();
+            push_update(
+                &mut resync,
+                PresenceUpdate::new(0, UpdateKind::Resync, &*target),
+            );
+            if !self.send(now, watcher.key, &resync) {
+                continue;
+            }
+            if let Some(since) = self.send_snapshot(now, watcher.key, &target, watcher.watching) {
+                let fresh = Watcher { since, ..watcher };
+                self.watches.add(&target, fresh);
+            }
+            sent += 2;
+        }
+        sent
+    }
+}
+
+fn push_update(encoded: &mut Vec<u8>, update: PresenceUpdate) {
+    // Every field is bounded by the rules (names, rooms, statuses, reason
+    // labels all fit a str8), so encoding cannot fail.
+    let _ = codec::encode(&Frame::Presence(update), encoded);
+}
