@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use arbitrary::{Arbitrary, Unstructured};
 use lubdub_core::protocol::codec::{encode_to_vec, ping_bytes};
 use lubdub_core::protocol::frame::flags;
-use lubdub_core::protocol::{Bye, Frame, Hello, Message, Reason, ReasonCode, PROTOCOL_VERSION};
+use lubdub_core::protocol::rooms::Watch;
+use lubdub_core::protocol::{
+    Bye, Frame, Hello, Message, Reason, ReasonCode, Will, PROTOCOL_VERSION,
+};
 use lubdub_fuzz::inputs::{
     DecoderInput, SessionConfig, SessionInput, Step, DEFAULT_MAX_FRAME_EXTRA,
 };
@@ -230,6 +233,38 @@ fn session_seeds(vectors: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
         .concat(),
     )];
     seeds.push(("hello_bye_then_ping".into(), session_seed(defaults, &reads)));
+
+    // Rooms and watches: one room too many, a leave, a room MSG, a will to
+    // the room, watches of every mode, a status, then a bad room.
+    let mut rooms = hello(3_000);
+    for index in 0..33 {
+        rooms.extend(encoded(&Frame::Join {
+            room: format!("#r{index}"),
+        }));
+    }
+    rooms.extend(encoded(&Frame::Leave { room: "#r0".into() }));
+    rooms.extend(msg("#r1", b"hi room"));
+    rooms.extend(encoded(&Frame::Will(Will {
+        delay_ms: 1_000,
+        to: "#r1".into(),
+        body: b"gone".to_vec(),
+    })));
+    for (mode, target) in [(1, "bob"), (2, "#r1"), (3, "#r2"), (0, "bob"), (2, "bob"), (9, "#r1")] {
+        rooms.extend(encoded(&Frame::Watch(Watch {
+            mode,
+            target: target.into(),
+        })));
+    }
+    rooms.extend(encoded(&Frame::Status { text: "away".into() }));
+    rooms.extend(encoded(&Frame::Join { room: "#bad room".into() }));
+    let unlimited = SessionConfig {
+        messages_per_second: 0,
+        ..defaults
+    };
+    seeds.push((
+        "hello_rooms_and_watches".into(),
+        session_seed(unlimited, &[(second, rooms)]),
+    ));
     seeds
 }
 

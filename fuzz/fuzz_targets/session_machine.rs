@@ -24,6 +24,7 @@ use libfuzzer_sys::fuzz_target;
 use lubdub_core::protocol::frame::{MAX_WILL_BODY, MAX_WILL_DELAY_MS};
 use lubdub_core::protocol::handshake::validate_name;
 use lubdub_core::protocol::status::validate_status;
+use lubdub_core::protocol::rooms::{is_room, validate_room, WatchMode};
 use lubdub_core::protocol::{Frame, ReasonCode};
 use lubdub_core::rate::Gcra;
 use lubdub_core::session::{Inbound, Phase};
@@ -155,9 +156,14 @@ fn check_handshake(outcomes: &[Outcome]) {
                     code: ReasonCode::RateLimited,
                     ..
                 }) => {}
+                Ok(Inbound::Refused {
+                    code: ReasonCode::InvalidRoom,
+                    ..
+                }) => assert!(is_room(&message.to) && validate_room(&message.to).is_err()),
                 Err(violation) => {
                     assert_eq!(violation.code, ReasonCode::InvalidName);
                     assert!(validate_name(&message.to).is_err() && !message.to.is_empty());
+                    assert!(!is_room(&message.to));
                 }
                 other => panic!("MSG judged {other:?}"),
             },
@@ -181,7 +187,11 @@ fn check_handshake(outcomes: &[Outcome]) {
             (Frame::Will(will), verdict) => match verdict {
                 Ok(Inbound::Will(admitted)) => {
                     assert_eq!(will, admitted);
-                    assert!(will.to.is_empty() || validate_name(&will.to).is_ok());
+                    assert!(
+                        will.to.is_empty()
+                            || validate_name(&will.to).is_ok()
+                            || validate_room(&will.to).is_ok()
+                    );
                     assert!(will.body.len() <= MAX_WILL_BODY && will.delay_ms <= MAX_WILL_DELAY_MS);
                 }
                 Ok(Inbound::Refused {
@@ -190,6 +200,39 @@ fn check_handshake(outcomes: &[Outcome]) {
                 }) => {}
                 Err(violation) => assert_eq!(violation.code, ReasonCode::RateLimited),
                 other => panic!("WILL judged {other:?}"),
+            },
+            (Frame::Join { room } | Frame::Leave { room }, verdict) => match verdict {
+                Ok(Inbound::Join(admitted) | Inbound::Leave(admitted)) => {
+                    assert_eq!(room, admitted);
+                    assert!(validate_room(room).is_ok());
+                }
+                Ok(Inbound::Refused {
+                    code: ReasonCode::InvalidRoom,
+                    ..
+                }) => assert!(validate_room(room).is_err()),
+                Ok(Inbound::Refused {
+                    code: ReasonCode::RateLimited | ReasonCode::TooManyRooms,
+                    ..
+                }) => assert!(validate_room(room).is_ok()),
+                Err(violation) => assert_eq!(violation.code, ReasonCode::RateLimited),
+                other => panic!("JOIN or LEAVE judged {other:?}"),
+            },
+            (Frame::Watch(watch), verdict) => match verdict {
+                Ok(Inbound::Watch { mode, target }) => {
+                    assert_eq!((*mode as u8, target), (watch.mode, &watch.target));
+                    let valid = if is_room(target) {
+                        validate_room(target).is_ok()
+                    } else {
+                        validate_name(target).is_ok() && *mode != WatchMode::Count
+                    };
+                    assert!(valid, "WATCH of an invalid target admitted");
+                }
+                Ok(Inbound::Refused {
+                    code: ReasonCode::InvalidWatch | ReasonCode::RateLimited | ReasonCode::TooManyWatches,
+                    ..
+                }) => {}
+                Err(violation) => assert_eq!(violation.code, ReasonCode::RateLimited),
+                other => panic!("WATCH judged {other:?}"),
             },
             (_, _) => assert_eq!(code, Some(ReasonCode::UnexpectedFrame)),
         }

@@ -8,9 +8,10 @@
 use std::time::{Duration, Instant};
 
 use lubdub_core::connection::{
-    ClaimAnswer, Close, Connection as Machine, ConnectionConfig, Event, Now, Output, Request,
-    Rules, Transmit,
+    ClaimAnswer, Close, Connection as Machine, ConnectionConfig, Event, Holdings, Now, Output,
+    Request, Rules, Transmit,
 };
+use lubdub_core::protocol::rooms::WatchMode;
 use lubdub_core::detector::{CounterConfig, CounterDetector, CounterState};
 use lubdub_core::protocol::handshake::IntervalPolicy;
 use lubdub_core::protocol::inbox;
@@ -113,6 +114,10 @@ pub struct Connection {
     ending: Option<Ending>,
     /// Reads received so far.
     reads: usize,
+    /// Rooms joined and targets watched, as the server would hold them
+    /// (reported to the machine after each request, as the server does).
+    rooms: Vec<String>,
+    watches: Vec<String>,
 }
 
 impl Connection {
@@ -147,6 +152,8 @@ impl Connection {
             session: None,
             ending: None,
             reads: 0,
+            rooms: Vec::new(),
+            watches: Vec::new(),
         }
     }
 
@@ -302,10 +309,40 @@ impl Connection {
                 // The server tells the sender's `Conduct` when a MSG was
                 // delivered; here every relayed MSG is.
                 Output::Request(Request::Relay(_)) => self.machine.message_delivered(now.real_us),
+                // Carried out as the server does: a room or watch held
+                // once, the holdings reported back.
+                Output::Request(Request::Join { room, .. }) => {
+                    if !self.rooms.contains(room) {
+                        self.rooms.push(room.clone());
+                    }
+                    self.report_holdings();
+                }
+                Output::Request(Request::Leave { room, .. }) => {
+                    self.rooms.retain(|held| held != room);
+                    self.report_holdings();
+                }
+                Output::Request(Request::Watch { mode, target, .. }) => {
+                    match mode {
+                        WatchMode::Stop => self.watches.retain(|held| held != target),
+                        WatchMode::Full | WatchMode::Count if !self.watches.contains(target) => {
+                            self.watches.push(target.clone());
+                        }
+                        _ => {}
+                    }
+                    self.report_holdings();
+                }
                 _ => {}
             }
             all.push(output);
         }
+    }
+
+    fn report_holdings(&mut self) {
+        let held = Holdings {
+            rooms: u8::try_from(self.rooms.len()).unwrap_or(u8::MAX),
+            watches: u8::try_from(self.watches.len()).unwrap_or(u8::MAX),
+        };
+        self.machine.set_holdings(held);
     }
 
     /// What the machine's outputs for `frame` say its verdict was.
@@ -408,6 +445,36 @@ impl Connection {
                     "WILL neither kept nor refused: {segment:?}"
                 );
                 (Ok(Inbound::Will(will.clone())), false)
+            }
+            Frame::Join { room } | Frame::Leave { room } => {
+                let joins = matches!(frame, Frame::Join { .. });
+                let asked = segment.iter().any(|output| match output {
+                    Output::Request(Request::Join { room: asked, .. }) if joins => asked == room,
+                    Output::Request(Request::Leave { room: asked, .. }) if !joins => asked == room,
+                    _ => false,
+                });
+                assert!(asked, "{:?} neither asked for nor refused: {segment:?}", frame.kind());
+                let inbound = if joins {
+                    Inbound::Join(room.clone())
+                } else {
+                    Inbound::Leave(room.clone())
+                };
+                (Ok(inbound), false)
+            }
+            Frame::Watch(watch) => {
+                let asked = segment.iter().find_map(|output| match output {
+                    Output::Request(Request::Watch { mode, target, .. }) => Some((*mode, target)),
+                    _ => None,
+                });
+                let Some((mode, target)) = asked else {
+                    panic!("WATCH neither asked for nor refused: {segment:?}");
+                };
+                assert_eq!((mode as u8, target), (watch.mode, &watch.target));
+                let inbound = Inbound::Watch {
+                    mode,
+                    target: target.clone(),
+                };
+                (Ok(inbound), false)
             }
             other => panic!("{:?} admitted: {segment:?}", other.kind()),
         }

@@ -291,3 +291,96 @@ fn a_status_travels_with_the_join_its_changes_and_the_listing() {
     let (_, change) = stream.expect("status", "alice");
     assert_eq!(change["status"].as_str(), Some(""), "cleared: {change}");
 }
+
+fn get_json(admin: &str, path: &str) -> Value {
+    let output = Command::new("curl")
+        .args(["-sS", "-f", "-H", &format!("Authorization: Bearer {TOKEN}")])
+        .arg(format!("http://{admin}{path}"))
+        .output()
+        .expect("curl runs");
+    assert!(output.status.success(), "GET {path}: {output:?}");
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+/// Fails on the code before rooms: `?rooms=` was an unknown parameter
+/// (400), and there were no `join`/`leave` changes or `/rooms` routes.
+#[test]
+fn a_room_stream_and_listing_rebuild_the_room_exactly() {
+    let (_server, addr, admin, _scratch) = server(&[]);
+    let runtime = runtime();
+    runtime.block_on(async {
+        let (mut alice, _, _) = RawConn::join(addr, "alice", CALM, true).await;
+        alice
+            .send(&Frame::Join {
+                room: "#lobby".into(),
+            })
+            .await;
+        alice.send(&Frame::Ping { seq: 1, rtt_us: 0 }).await;
+        assert_eq!(alice.next_frame().await, Some(Frame::Pong { seq: 1 }));
+
+        // The listing, then the changes after its seq.
+        let listing = get_json(&admin, "/rooms/lobby");
+        assert_eq!(listing["count"], 1, "{listing}");
+        assert_eq!(listing["members"][0]["name"], "alice", "{listing}");
+        let seq = listing["seq"].as_u64().expect("a seq");
+        let rooms = get_json(&admin, "/rooms");
+        assert_eq!(
+            rooms["rooms"],
+            serde_json::json!([{"room": "#lobby", "members": 1}])
+        );
+        let mut stream = Stream::open(&admin, &format!("?rooms=lobby&after={seq}"), &[]);
+
+        // Not in the room: none of carol's changes pass.
+        let (mut carol, _, _) = RawConn::join(addr, "carol", CALM, true).await;
+        carol
+            .send(&Frame::Status {
+                text: "elsewhere".into(),
+            })
+            .await;
+        let (mut bob, _, _) = RawConn::join(addr, "bob", CALM, true).await;
+        bob.send(&Frame::Join {
+            room: "#lobby".into(),
+        })
+        .await;
+        bob.send(&Frame::Status {
+            text: "away".into(),
+        })
+        .await;
+        bob.send(&Frame::Leave {
+            room: "#lobby".into(),
+        })
+        .await;
+        bob.send(&Frame::Join {
+            room: "#lobby".into(),
+        })
+        .await;
+        drop(bob);
+        alice.send(&bye()).await;
+
+        let (_, change) = stream.expect("join", "bob");
+        assert_eq!(
+            (change["count"].as_u64(), &change["rooms"]),
+            (Some(2), &serde_json::json!(["#lobby"]))
+        );
+        let (_, change) = stream.expect("status", "bob");
+        assert_eq!(change["rooms"], serde_json::json!(["#lobby"]), "{change}");
+        let (_, change) = stream.expect("leave", "bob");
+        assert_eq!(change["count"].as_u64(), Some(1), "{change}");
+        stream.expect("join", "bob");
+        let (_, change) = stream.expect("offline", "bob");
+        assert_eq!(
+            (change["reason"].as_str(), &change["rooms"]),
+            (Some("closed_by_peer"), &serde_json::json!(["#lobby"])),
+            "{change}"
+        );
+        let (last, change) = stream.expect("offline", "alice");
+        assert_eq!(change["reason"].as_str(), Some("quit"), "{change}");
+        drop(carol);
+
+        // Applied to the listing, the changes leave the room empty: as
+        // the server says.
+        let now = get_json(&admin, "/rooms/lobby");
+        assert_eq!(now["count"], 0, "{now}");
+        assert!(now["seq"].as_u64().expect("a seq") >= last, "{now}");
+    });
+}
