@@ -287,3 +287,49 @@ async fn next_pong(conn: &mut RawConn) -> u32 {
         }
     }
 }
+
+/// Fails without the size check: the snapshot was queued whole and the
+/// watcher, its queue full at once, was ended as a slow consumer.
+#[tokio::test]
+async fn a_room_too_large_for_the_watchers_queue_is_refused_and_watched_by_count() {
+    let mut config = fast_config();
+    config.max_frame_len = 4096;
+    config.max_outbound_bytes = 8192;
+    let mut server = TestServer::start(config).await;
+    let mut members = Vec::new();
+    for index in 0..150 {
+        let (mut member, _, _) =
+            RawConn::join(server.addr, &format!("member-{index:03}"), CALM, true).await;
+        member
+            .send(&Frame::Join {
+                room: "#big".into(),
+            })
+            .await;
+        members.push(member);
+    }
+    for _ in 0..150 {
+        server
+            .expect_event("a join", |event| {
+                matches!(event.kind, PresenceKind::RoomJoined)
+            })
+            .await;
+    }
+    let (mut watcher, _, _) = RawConn::join(server.addr, "watcher", CALM, true).await;
+    watcher.send(&watch("#big", WatchMode::Full)).await;
+    watcher.send(&watch("#big", WatchMode::Count)).await;
+    match watcher.next_frame().await {
+        Some(Frame::Notice(reason)) => {
+            assert_eq!(reason.code, ReasonCode::InvalidWatch);
+            assert!(
+                reason.text.contains("watch its count instead"),
+                "{}",
+                reason.text
+            );
+        }
+        other => panic!("expected an invalid_watch NOTICE, got {other:?}"),
+    }
+    let counted = next_update(&mut watcher).await;
+    assert_eq!((counted.kind, counted.count), (UpdateKind::Snapshot, 150));
+    watcher.send(&Frame::Ping { seq: 1, rtt_us: 0 }).await;
+    assert_eq!(next_pong(&mut watcher).await, 1);
+}

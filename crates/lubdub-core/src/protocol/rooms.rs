@@ -15,10 +15,12 @@ pub const MAX_ROOMS_PER_SESSION: usize = 32;
 pub const MAX_WATCHES_PER_SESSION: usize = 64;
 
 /// Largest room a full (listing) watch or a `once` watch snapshots; a
-/// larger room can be watched by count. 1,000 members of up to 64-byte
-/// names and 128-byte statuses keep a snapshot well inside the smallest
-/// outbound queue a session is given.
-pub const MAX_LISTED_MEMBERS: usize = 1000;
+/// larger room can be watched by count. A server also refuses a listing
+/// whose bytes would not fit half of the watcher's outbound queue (10,000
+/// members of 20-byte names without statuses take about 560 KB; the
+/// default queue is 1 MiB), and charges it to the watcher's fan-out
+/// budget as one delivery per member.
+pub const MAX_LISTED_MEMBERS: usize = 10_000;
 
 /// Why a room name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -29,7 +29,8 @@ impl Client {
     /// Watches a name or a room: a snapshot (a `snapshot` update, then one
     /// `member` update per member), then every change after it, as
     /// [`ClientEvent::Presence`](super::ClientEvent::Presence) events. At
-    /// most 64 watches; rooms of more than 1,000 members are watched by
+    /// most 64 watches; rooms of more than 10,000 members (or too large for half this
+    /// session's queue on the server) are watched by
     /// count ([`watch_count`](Self::watch_count)).
     ///
     /// # Errors

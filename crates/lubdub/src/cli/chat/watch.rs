@@ -24,7 +24,7 @@ pub struct WatchArgs {
     #[arg(required = true, value_name = "NAME|#ROOM")]
     targets: Vec<String>,
     /// Watch rooms by their member count only (for rooms of more than
-    /// 1,000 members, which are not listed).
+    /// 10,000 members, which are not listed).
     #[arg(long)]
     count: bool,
     /// Print one JSON object per line (seq, kind, target, name, session,

@@ -25,6 +25,7 @@ use lubdub_core::protocol::{Frame, Reason, ReasonCode};
 use super::super::hub::{FeedItem, PresenceFeed};
 use super::super::presence::PresenceEvent;
 use super::super::updates::{self, Watching};
+use super::budgets::FanoutRefusal;
 use super::{ConnKey, EventLoop};
 
 /// PRESENCE frames a loop queues per turn, at most (an event's frames to
@@ -167,6 +168,28 @@ impl<D: Detector> EventLoop<D> {
         target: &str,
         watching: Watching,
     ) -> Option<u64> {
+        // A snapshot is a fan-out to one: charged to the watcher's budget
+        // (and the loop's), so that WATCHes of large rooms cannot make the
+        // loop list them at the message rate.
+        if let Err(refusal) = self.check_fanout(now, key.0) {
+            let (code, whose) = match refusal {
+                FanoutRefusal::Gone => return None,
+                FanoutRefusal::Sender { .. } => (ReasonCode::RateLimited, "this session's"),
+                FanoutRefusal::Loop { .. } | FanoutRefusal::Memory => {
+                    (ReasonCode::ServerBusy, "the server's")
+                }
+            };
+            let again = refusal.wait().map_or_else(
+                || "later".to_owned(),
+                |wait| format!("in {} ms", wait.as_millis() + 1),
+            );
+            let text = format!(
+                "watch of {target} not answered: a snapshot counts as one delivery per \
+                 member against {whose} fan-out budget, which is spent; watch again {again}"
+            );
+            self.refuse_request(now, key, Reason::new(code, text));
+            return None;
+        }
         let hub = std::sync::Arc::clone(self.presence.hub());
         // Read before the state it numbers: what the snapshot shows is
         // at least as new as `seq`, and every later event follows it
@@ -216,6 +239,18 @@ impl<D: Detector> EventLoop<D> {
             push_update(&mut encoded, member);
             frames += 1;
         }
+        if encoded.len() > self.message_share() {
+            let text = format!(
+                "watch of {target} refused: its snapshot of {count} members takes {} bytes, \
+                 more than the {} this session's queue holds for it; watch its count instead",
+                encoded.len(),
+                self.message_share()
+            );
+            self.refuse_request(now, key, Reason::new(ReasonCode::InvalidWatch, text));
+            return None;
+        }
+        let deliveries = u32::try_from(frames).unwrap_or(u32::MAX);
+        self.charge_fanout(now, key.0, deliveries, encoded.len());
         self.metrics.presence_updates(frames);
         self.send(now, key, &encoded).then_some(seq)
     }
