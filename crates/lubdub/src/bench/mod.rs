@@ -23,6 +23,7 @@ pub mod load_report;
 pub mod outcome;
 #[cfg(feature = "plot")]
 pub mod plot;
+pub mod presence;
 pub mod process_stats;
 pub mod report;
 pub mod session;

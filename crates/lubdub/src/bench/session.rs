@@ -138,6 +138,16 @@ impl RawSession {
         self.granted_interval() * u32::from(self.welcome.max_missed)
     }
 
+    /// Writes one frame (a JOIN, a WATCH).
+    ///
+    /// # Errors
+    /// The socket error, or a frame that cannot be encoded.
+    pub async fn send(&mut self, frame: &Frame) -> io::Result<()> {
+        let bytes = codec::encode_to_vec(frame)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        self.wire.stream.write_all(&bytes).await
+    }
+
     /// Writes one PING and returns the instant taken just before the write.
     ///
     /// Before, not after: the server cannot have seen the PING earlier than

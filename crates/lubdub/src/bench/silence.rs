@@ -64,6 +64,9 @@ pub struct SilenceConfig {
     pub connect_attempts: u32,
     /// Ask for a PONG to every PING, as the interactive client does.
     pub acks_wanted: bool,
+    /// When not 0, session `i` joins room `#fleet-{i % rooms}` after its
+    /// WELCOME (for watchers of those rooms, `lubdub bench presence`).
+    pub rooms: usize,
 }
 
 impl Default for SilenceConfig {
@@ -79,6 +82,7 @@ impl Default for SilenceConfig {
             handshake_timeout: Duration::from_secs(5),
             connect_attempts: 3,
             acks_wanted: false,
+            rooms: 0,
         }
     }
 }
@@ -266,7 +270,7 @@ fn interval_of(welcome: &Welcome) -> Duration {
 
 /// Refuses a run this process cannot hold: better one clear message up
 /// front than thousands of "too many open files" half-way through.
-fn check_open_files(sessions: usize) -> Result<(), BenchError> {
+pub(super) fn check_open_files(sessions: usize) -> Result<(), BenchError> {
     match OpenFiles::of_this_process() {
         Ok(files) if files.session_capacity() < sessions as u64 => {
             Err(BenchError::TooManySessions {
@@ -331,6 +335,17 @@ async fn drive(
             return (SessionOutcome::HandshakeFailed { error }, None);
         }
     };
+    if plan.config.rooms > 0 {
+        let room = format!("#fleet-{}", index % plan.config.rooms);
+        if let Err(error) = session
+            .send(&lubdub_core::protocol::Frame::Join { room })
+            .await
+        {
+            let _ = handshakes.send(None);
+            let error = error.to_string();
+            return (SessionOutcome::HandshakeFailed { error }, None);
+        }
+    }
     // The coordinator may have stopped listening; the session goes on regardless.
     let _ = handshakes.send(Some(session.welcome()));
     drop(handshakes);

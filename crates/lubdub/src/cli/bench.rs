@@ -53,6 +53,17 @@ enum Scenario {
     /// the client's own delay in noticing a drop is included: the figures are
     /// upper bounds of the server's.
     Silence(SilenceArgs),
+    /// Rooms and watches: what they cost the server and what watchers get.
+    ///
+    /// Members join one room and heartbeat (leaving and joining again at
+    /// --churn a second in all); full watchers watch --watch targets (by
+    /// default the room), count watchers the room's count. Reports, as
+    /// JSON, the server's memory per membership and per watch (with
+    /// --server-pid), its CPU in the measured window, and what each kind
+    /// of watcher received a second. With --expect-leaves the window ends
+    /// once every full watcher has seen that many departures (made by
+    /// `lubdub bench silence --rooms N` meanwhile).
+    Presence(PresenceArgs),
     /// Memory and idle CPU: N sessions heartbeat at a slow period (default
     /// 2.4 s: lubdub's client at the default 3 s interval).
     ///
@@ -299,6 +310,49 @@ struct SilenceArgs {
     /// load during the warm-up; no difference once silent).
     #[arg(long)]
     acks: bool,
+    /// Session i joins room `#fleet-{i mod N}` after its WELCOME, so that
+    /// `lubdub bench presence` can watch the rooms fall silent (0: none).
+    #[arg(long, default_value_t = 0)]
+    rooms: usize,
+}
+
+/// Flags of `lubdub bench presence`.
+#[derive(Debug, Args)]
+struct PresenceArgs {
+    /// Address of the lubdub server under test.
+    #[arg(long, default_value = super::DEFAULT_LISTEN, value_parser = parse_addr)]
+    server: SocketAddr,
+    /// Interval every HELLO asks for.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Sessions that join --room and heartbeat.
+    #[arg(long, default_value_t = 0)]
+    members: usize,
+    /// The members' room.
+    #[arg(long, default_value = "#bench")]
+    room: String,
+    /// Members leaving and joining again, a second, in all.
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// Sessions watching every --watch target in full.
+    #[arg(long, default_value_t = 0)]
+    watchers: usize,
+    /// Targets of the full watchers (comma-separated names or rooms); by
+    /// default --room.
+    #[arg(long, value_delimiter = ',')]
+    watch: Vec<String>,
+    /// Sessions watching --room by count.
+    #[arg(long, default_value_t = 0)]
+    count_watchers: usize,
+    /// The measured window (or its longest, with --expect-leaves).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// End the window once every full watcher has seen this many departures.
+    #[arg(long)]
+    expect_leaves: Option<u64>,
+    /// The server's process id, for its memory and CPU.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 impl SilenceArgs {
@@ -314,6 +368,7 @@ impl SilenceArgs {
             handshake_timeout: self.target.handshake_timeout,
             connect_attempts: self.target.connect_attempts,
             acks_wanted: self.acks,
+            rooms: self.rooms,
         }
     }
 }
@@ -322,6 +377,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let _log_writer = super::init_logging("warn", super::LogFormat::Text);
     match args.scenario {
         Scenario::Silence(args) => run_silence(&args),
+        Scenario::Presence(args) => run_presence(args),
         Scenario::Hold(args) => run_load(&args, LoadScenario::Hold, None),
         Scenario::Pump(args) => run_load(&args, LoadScenario::Pump, None),
         Scenario::Stall(args) => {
@@ -451,6 +507,32 @@ fn run_silence(args: &SilenceArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_MISSED)
     })
+}
+
+fn run_presence(args: PresenceArgs) -> anyhow::Result<ExitCode> {
+    let config = lubdub::bench::presence::PresenceConfig {
+        server: args.server,
+        interval: args.interval,
+        members: args.members,
+        room: args.room,
+        churn_per_sec: args.churn,
+        watchers: args.watchers,
+        targets: args.watch,
+        count_watchers: args.count_watchers,
+        duration: args.duration,
+        expect_leaves: args.expect_leaves,
+        server_pid: args.server_pid,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("lubdub-bench")
+        .build()
+        .context("cannot start the benchmark runtime")?;
+    let report = runtime.block_on(lubdub::bench::presence::run(&config, |line| {
+        eprintln!("{line}")
+    }))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_stage(stage: Stage) {

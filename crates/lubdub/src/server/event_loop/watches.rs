@@ -52,6 +52,10 @@ pub(super) struct LocalWatches {
     feed: Option<PresenceFeed>,
     /// Events were left unread last turn (the turn's budget was spent).
     pub(super) behind: bool,
+    /// The PRESENCE frames of this turn, per watcher, written once at the
+    /// end of the turn: one write per watcher a turn, not one per change
+    /// (a mass outage is thousands of changes to each watcher).
+    batch: HashMap<ConnKey, Vec<u8>>,
 }
 
 impl LocalWatches {
@@ -129,7 +133,7 @@ impl<D: Detector> EventLoop<D> {
         if mode != WatchMode::Once {
             self.start_reading_hub();
         }
-        let Some(since) = self.send_snapshot(now, key, &target, watching) else {
+        let Some(since) = self.send_snapshot(now, key, &target, watching, true) else {
             self.stop_reading_hub_if_idle();
             return self.report_holdings(key);
         };
@@ -160,18 +164,26 @@ impl<D: Detector> EventLoop<D> {
 
     /// Sends session `key` a snapshot of `target`: its sequence number
     /// (returned), then, unless counting, its members. `None` when it was
-    /// refused or could not be queued.
+    /// refused or could not be queued. A snapshot the session asked for is
+    /// `charged` to its fan-out budget; one the loop owes it after falling
+    /// behind is not.
     fn send_snapshot(
         &mut self,
         now: Now,
         key: ConnKey,
         target: &str,
         watching: Watching,
+        charged: bool,
     ) -> Option<u64> {
         // A snapshot is a fan-out to one: charged to the watcher's budget
         // (and the loop's), so that WATCHes of large rooms cannot make the
         // loop list them at the message rate.
-        if let Err(refusal) = self.check_fanout(now, key.0) {
+        let checked = if charged {
+            self.check_fanout(now, key.0)
+        } else {
+            Ok(())
+        };
+        if let Err(refusal) = checked {
             let (code, whose) = match refusal {
                 FanoutRefusal::Gone => return None,
                 FanoutRefusal::Sender { .. } => (ReasonCode::RateLimited, "this session's"),
@@ -249,8 +261,10 @@ impl<D: Detector> EventLoop<D> {
             self.refuse_request(now, key, Reason::new(ReasonCode::InvalidWatch, text));
             return None;
         }
-        let deliveries = u32::try_from(frames).unwrap_or(u32::MAX);
-        self.charge_fanout(now, key.0, deliveries, encoded.len());
+        if charged {
+            let deliveries = u32::try_from(frames).unwrap_or(u32::MAX);
+            self.charge_fanout(now, key.0, deliveries, encoded.len());
+        }
         self.metrics.presence_updates(frames);
         self.send(now, key, &encoded).then_some(seq)
     }
@@ -291,13 +305,14 @@ impl<D: Detector> EventLoop<D> {
         while sent < UPDATES_PER_TURN {
             match feed.try_recv() {
                 None => break,
-                Some(FeedItem::Event(event)) => sent += self.pass_on(now, &event),
+                Some(FeedItem::Event(event)) => sent += self.pass_on(&event),
                 Some(FeedItem::Gap { .. }) => sent += self.resync_watchers(now),
             }
             if sent >= UPDATES_PER_TURN {
                 self.watches.behind = true;
             }
         }
+        self.flush_batches(now);
         self.metrics.presence_updates(sent as u64);
         // Put back unless the last watcher went meanwhile.
         if !self.watches.by_target.is_empty() {
@@ -307,11 +322,11 @@ impl<D: Detector> EventLoop<D> {
     }
 
     /// Sends `event` to every watcher of its name and rooms; the frames sent.
-    fn pass_on(&mut self, now: Now, event: &PresenceEvent) -> usize {
+    fn pass_on(&mut self, event: &PresenceEvent) -> usize {
         let mut sent = 0;
         if self.watches.by_target.contains_key(event.name.as_str()) {
             if let Some(update) = updates::for_name(event) {
-                sent += self.send_to_watchers(now, &event.name, event.seq, None, update);
+                sent += self.send_to_watchers(&event.name, event.seq, None, update);
             }
         }
         for (room, count) in &event.rooms {
@@ -321,18 +336,19 @@ impl<D: Detector> EventLoop<D> {
             let full = updates::for_room(event, room, *count, Watching::Full);
             let counted = updates::for_room(event, room, *count, Watching::Count);
             if let Some(update) = full {
-                sent += self.send_to_watchers(now, room, event.seq, Some(Watching::Full), update);
+                sent += self.send_to_watchers(room, event.seq, Some(Watching::Full), update);
             }
             if let Some(update) = counted {
-                sent += self.send_to_watchers(now, room, event.seq, Some(Watching::Count), update);
+                sent += self.send_to_watchers(room, event.seq, Some(Watching::Count), update);
             }
         }
         sent
     }
 
+    /// Adds `update` to this turn's batch of every watcher of `target`
+    /// (of the kind `only`, if given) that has not seen it; how many.
     fn send_to_watchers(
         &mut self,
-        now: Now,
         target: &str,
         seq: u64,
         only: Option<Watching>,
@@ -354,23 +370,37 @@ impl<D: Detector> EventLoop<D> {
         }
         let mut encoded = Vec::new();
         push_update(&mut encoded, update);
-        let mut sent = 0;
-        for key in watchers {
+        for key in &watchers {
+            self.watches
+                .batch
+                .entry(*key)
+                .or_default()
+                .extend_from_slice(&encoded);
+        }
+        watchers.len()
+    }
+
+    /// Writes each watcher's frames of this turn, in one send each.
+    fn flush_batches(&mut self, now: Now) {
+        let mut batch = std::mem::take(&mut self.watches.batch);
+        for (key, bytes) in batch.drain() {
             let established = self
                 .slots
                 .get(key.0)
                 .is_some_and(|slot| slot.generation == key.1 && slot.machine.session().is_some());
-            if established && self.send(now, key, &encoded) {
-                sent += 1;
+            if established {
+                self.send(now, key, &bytes);
             }
         }
-        sent
+        self.watches.batch = batch;
     }
 
     /// The loop fell behind the hub's ring: every watcher is told
     /// `resync` and sent a fresh snapshot.
     fn resync_watchers(&mut self, now: Now) -> usize {
         self.metrics.watch_resync();
+        // The changes before the gap go first.
+        self.flush_batches(now);
         let watches: Vec<(Box<str>, Watcher)> = self
             .watches
             .by_target
@@ -387,9 +417,19 @@ impl<D: Detector> EventLoop<D> {
             if !self.send(now, watcher.key, &resync) {
                 continue;
             }
-            if let Some(since) = self.send_snapshot(now, watcher.key, &target, watcher.watching) {
-                let fresh = Watcher { since, ..watcher };
-                self.watches.add(&target, fresh);
+            match self.send_snapshot(now, watcher.key, &target, watcher.watching, false) {
+                Some(since) => {
+                    let fresh = Watcher { since, ..watcher };
+                    self.watches.add(&target, fresh);
+                }
+                // Not snapshotted (told why): no longer watched, rather
+                // than watched with a hole in its changes.
+                None => {
+                    if self.watches.remove(watcher.key, &target) {
+                        self.metrics.watches_changed(-1);
+                    }
+                    self.report_holdings(watcher.key);
+                }
             }
             sent += 2;
         }
