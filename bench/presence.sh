@@ -4,7 +4,9 @@
 #
 #   outage:  SESSIONS sessions in ROOMS rooms fall silent at once while
 #            READERS curl -N readers hold GET /events?kinds=offline and
-#            WATCHERS sessions watch all the rooms. Rows: nobody watching;
+#            WATCHERS sessions watch the rooms (each one room, WATCHERS /
+#            ROOMS to a room; EVERY_ROOM=1: each every room, which is
+#            SESSIONS × WATCHERS frames per burst). Rows: nobody watching;
 #            the watchers only; readers and watchers. Reports the verdicts'
 #            error (the server's log), the departures every watcher and
 #            reader received, the server's CPU seconds for the outage, and
@@ -32,7 +34,7 @@ CHURN=${CHURN:-100}
 WATCH_SESSIONS=${WATCH_SESSIONS:-2000}
 RUNS=${RUNS:-3}
 INTERVAL=${INTERVAL:-100ms}
-export RUST_LOG=${RUST_LOG:-info}
+export RUST_LOG=${RUST_LOG:-info} ROOMS
 OUT=target/bench
 BIN=target/release/lubdub
 SERVER_BIN=$BIN
@@ -68,8 +70,11 @@ wait_for_text() { # file, text, seconds
 outage_once() {
     local name=$1 readers=$2 watchers=$3
     wait_for_quiet
+    # Watchers of an outage read a burst of millions of frames: their
+    # queues may hold 8 MiB for up to a minute (--max-outbound,
+    # --slow-consumer-timeout), which an operator of such watchers sets.
     start_server "$OUT/$name.server.log" --interval "$INTERVAL" \
-        --admin-max-connections $((readers + 16))
+        --admin-max-connections $((readers + 16)) --max-outbound 8388608 --slow-consumer-timeout 60s
     local admin
     admin=$(sed -n 's/.*lubdub server ready.* admin=\([0-9.:]*\).*/\1/p' "$OUT/$name.server.log" | head -1)
     rm -f "$OUT/$name".reader-* "$OUT/$name.watchers.json" "$OUT/$name.watchers.err"
@@ -79,9 +84,14 @@ outage_once() {
     done
     local rooms
     rooms=$(seq -s, -f '#fleet-%g' 0 $((ROOMS - 1)))
+    local spread=(--spread) expected=$((SESSIONS / ROOMS))
+    if [[ ${EVERY_ROOM:-0} == 1 ]]; then
+        spread=()
+        expected=$SESSIONS
+    fi
     if [[ $watchers -gt 0 ]]; then
         "$BIN" bench presence --server "$server_addr" --interval 1s --watchers "$watchers" \
-            --watch "$rooms" --expect-leaves "$SESSIONS" --duration 180s --server-pid "$server_pid" \
+            "${spread[@]}" --watch "$rooms" --expect-leaves "$expected" --duration 180s --server-pid "$server_pid" \
             >"$OUT/$name.watchers.json" 2>"$OUT/$name.watchers.err" &
         helpers+=($!)
         wait_for_text "$OUT/$name.watchers.err" measuring 60
@@ -155,10 +165,13 @@ for readers, watchers in ((0, 0), (0, watchers_n), (readers_n, watchers_n)):
           f"| {min(got) if got else '-'} | {(str(min(wmin)) + ' / ' + str(statistics.median(wmed))) if wmin else '-'} "
           f"| {statistics.median(last) if last else '-'} | {statistics.median(cpus):.2f} |")
 extra = cpu[(0, watchers_n)] - cpu[(0, 0)]
-print(f"\nmedians of {runs} runs per row; {sessions} sessions in rooms #fleet-0..; each watcher watches every room "
+import os
+rooms = int(os.environ.get("ROOMS", "10"))
+per = watchers_n if os.environ.get("EVERY_ROOM") == "1" else watchers_n // rooms
+print(f"\nmedians of {runs} runs per row; {sessions} sessions in {rooms} rooms #fleet-0..; {per} watchers per room "
       f"(the joins' changes reach them in the 20 s warm-up, inside the CPU figure). Cost per change per watcher, "
-      f"joins and departures: {extra:.2f} s / ({2 * sessions} changes × {watchers_n} watchers) = "
-      f"{extra / (2 * sessions * watchers_n) * 1e6:.3f} µs")
+      f"joins and departures: {extra:.2f} s / ({2 * sessions} changes × {per} watchers) = "
+      f"{extra / (2 * sessions * per) * 1e6:.3f} µs")
 PY
 }
 

@@ -45,6 +45,8 @@ pub struct PresenceConfig {
     pub watchers: usize,
     /// What the full watchers watch (names or rooms); by default `room`.
     pub targets: Vec<String>,
+    /// Full watcher `i` watches only `targets[i % targets.len()]`, not all.
+    pub spread: bool,
     /// Sessions watching `room` by count.
     pub count_watchers: usize,
     /// The measured window, unless `expect_leaves` ends it.
@@ -174,6 +176,8 @@ pub async fn run(
             name: format!("{prefix}-w{index}"),
             targets: if by_count {
                 vec![(config.room.clone(), WatchMode::Count)]
+            } else if config.spread {
+                vec![(targets[index % targets.len()].clone(), WatchMode::Full)]
             } else {
                 targets
                     .iter()
@@ -249,7 +253,12 @@ pub async fn run(
         bytes_per_watch: per(
             &watching,
             &watchers_connected,
-            watchers_opened.saturating_sub(config.count_watchers) * config.targets.len().max(1)
+            watchers_opened.saturating_sub(config.count_watchers)
+                * if config.spread {
+                    1
+                } else {
+                    config.targets.len().max(1)
+                }
                 + config.count_watchers.min(watchers_opened),
         ),
         server_cpu_cores: match (cpu_start, cpu_end) {

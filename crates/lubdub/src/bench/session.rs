@@ -18,8 +18,9 @@ use tokio::net::TcpStream;
 /// Largest frame accepted from the server; BYE and PONG are tiny, and a
 /// bigger prefix means the benchmark talks to something that is not lubdub.
 const MAX_FRAME_LEN: usize = codec::DEFAULT_MAX_FRAME_LEN;
-/// Bytes asked for per read: a few frames at most ever arrive at once.
-const READ_CHUNK: usize = 256;
+/// Bytes asked for per read: a heartbeating session gets a few frames at
+/// a time, a watcher thousands in a burst.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Why a session could not be opened or went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,7 @@ impl RawSession {
             let mut wire = Wire {
                 stream,
                 inbox: Vec::new(),
+                start: 0,
                 inbox_read_at: Instant::now(),
             };
             let hello_sent = Instant::now();
@@ -178,8 +180,9 @@ impl RawSession {
 #[derive(Debug)]
 struct Wire {
     stream: TcpStream,
-    /// Bytes read but not yet decoded into a frame.
+    /// Bytes read; those from `start` on are not yet decoded into a frame.
     inbox: Vec<u8>,
+    start: usize,
     /// Instant of the read that delivered the last bytes in `inbox`.
     inbox_read_at: Instant,
 }
@@ -187,10 +190,18 @@ struct Wire {
 impl Wire {
     async fn next(&mut self) -> Result<(Received, Instant), SessionError> {
         loop {
-            if let Some((frame, used)) = codec::decode(&self.inbox, MAX_FRAME_LEN)? {
-                self.inbox.drain(..used);
+            // Decoded from an offset, not drained frame by frame: a burst
+            // of thousands of frames in one read would be moved as often.
+            if let Some((frame, used)) = codec::decode(&self.inbox[self.start..], MAX_FRAME_LEN)? {
+                self.start += used;
+                if self.start == self.inbox.len() {
+                    self.inbox.clear();
+                    self.start = 0;
+                }
                 return Ok((Received::Frame(frame), self.inbox_read_at));
             }
+            self.inbox.drain(..self.start);
+            self.start = 0;
             let mut chunk = [0u8; READ_CHUNK];
             let read = self.stream.read(&mut chunk).await;
             // Stamp first: this instant is what the measurement is about.

@@ -341,6 +341,9 @@ struct PresenceArgs {
     /// default --room.
     #[arg(long, value_delimiter = ',')]
     watch: Vec<String>,
+    /// Full watcher i watches only the (i mod n)-th --watch target.
+    #[arg(long)]
+    spread: bool,
     /// Sessions watching --room by count.
     #[arg(long, default_value_t = 0)]
     count_watchers: usize,
@@ -518,6 +521,7 @@ fn run_presence(args: PresenceArgs) -> anyhow::Result<ExitCode> {
         churn_per_sec: args.churn,
         watchers: args.watchers,
         targets: args.watch,
+        spread: args.spread,
         count_watchers: args.count_watchers,
         duration: args.duration,
         expect_leaves: args.expect_leaves,
