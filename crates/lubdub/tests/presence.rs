@@ -87,17 +87,16 @@ async fn a_silent_session_is_suspect_after_one_interval_and_dropped_at_the_deadl
     assert_eq!(listed[0].state, SessionState::Suspect);
     assert!(listed[0].missed >= 1);
 
-    for missed in 2..=4 {
-        let event = server.expect("quiet", "suspect").await;
-        assert_eq!(
-            event.kind,
-            PresenceKind::Suspected {
-                missed,
-                first: false
-            }
-        );
-    }
+    // The later silent intervals are logged, not published: the next
+    // event of the name is its drop.
     let dropped = server.expect("quiet", "dropped").await;
+    let between: Vec<_> = server
+        .seen()
+        .iter()
+        .filter(|event| event.name == "quiet")
+        .map(|event| event.kind)
+        .collect();
+    assert_eq!(between.len(), 3, "joined, suspect, dropped: {between:?}");
     let after = dropped.at - hello_sent;
     assert!(
         after >= deadline && after <= deadline + TOLERANCE,
@@ -449,7 +448,7 @@ async fn a_reader_that_falls_behind_loses_the_oldest_events_and_is_told_how_many
     let events: Vec<_> = items[1..]
         .iter()
         .map(|item| match item {
-            FeedItem::Event(event) => event.clone(),
+            FeedItem::Event(event) => (**event).clone(),
             FeedItem::Gap { .. } => panic!("a second gap: {items:#?}"),
         })
         .collect();

@@ -247,7 +247,7 @@ fn render(event: &PresenceEvent, filter: &Filter) -> Option<Event> {
     if !filter.passes(&change) {
         return None;
     }
-    let data = serde_json::to_string(&change).ok()?;
+    let data = event.change_json()?;
     Some(Event::default().id(change.seq.to_string()).data(data))
 }
 

@@ -167,6 +167,20 @@ impl<'a> Change<'a> {
     }
 }
 
+impl PresenceEvent {
+    /// The change this event makes, as JSON ([`Change`]); `None` when it
+    /// makes none. Rendered once, by whichever reader asks first.
+    pub fn change_json(&self) -> Option<&str> {
+        self.rendered
+            .0
+            .get_or_init(|| {
+                let change = Change::of(self)?;
+                serde_json::to_string(&change).ok().map(Into::into)
+            })
+            .as_deref()
+    }
+}
+
 fn millis_since_epoch(wall: SystemTime) -> u64 {
     wall.duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64)
@@ -193,7 +207,14 @@ mod tests {
 
     fn json(kind: PresenceKind) -> Option<String> {
         let event = event(kind);
-        Change::of(&event).map(|change| serde_json::to_string(&change).expect("serializes"))
+        let json =
+            Change::of(&event).map(|change| serde_json::to_string(&change).expect("serializes"));
+        assert_eq!(
+            event.change_json(),
+            json.as_deref(),
+            "rendered once, the same"
+        );
+        json
     }
 
     #[test]

@@ -38,7 +38,10 @@ pub struct PresenceHub {
     /// and the numbers agree whichever loop publishes, and so that a
     /// reader joins at one exact point of the sequence.
     state: Mutex<Numbered>,
-    ring: broadcast::Sender<PresenceEvent>,
+    /// Events are shared, not copied, by the history, the ring and every
+    /// reader: a burst of changes to a hundred readers is one allocation
+    /// per change.
+    ring: broadcast::Sender<Arc<PresenceEvent>>,
     capacity: usize,
     /// Which sessions are in which rooms (kept here, beside the events
     /// their joins and leaves publish, for loops and the admin API alike).
@@ -86,7 +89,7 @@ pub struct Mark {
 #[derive(Debug)]
 struct Numbered {
     next_seq: u64,
-    history: VecDeque<PresenceEvent>,
+    history: VecDeque<Arc<PresenceEvent>>,
     marks: HashMap<Box<str>, Mark>,
 }
 
@@ -154,7 +157,7 @@ impl Numbered {
 #[derive(Debug)]
 pub struct Resumed {
     /// The events after the one asked for that the hub still held, in order.
-    pub backlog: Vec<PresenceEvent>,
+    pub backlog: Vec<Arc<PresenceEvent>>,
     /// Some events after the one asked for are no longer held (or the
     /// number was never given, by this run of the server): the reader must
     /// rebuild its state from a listing before it applies `backlog`.
@@ -199,7 +202,8 @@ impl PresenceHub {
             state.history.pop_front();
         }
         state.mark(&event);
-        state.history.push_back(event.clone());
+        let event = Arc::new(event);
+        state.history.push_back(Arc::clone(&event));
         // No reader is no error: the event is counted and gone.
         let _ = self.ring.send(event);
         drop(state);
@@ -285,7 +289,7 @@ impl Default for PresenceHub {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedItem {
     /// The next event.
-    Event(PresenceEvent),
+    Event(Arc<PresenceEvent>),
     /// The reader fell behind the ring and lost this many events (the
     /// oldest it had not read); the events after them follow.
     Gap {
@@ -297,7 +301,7 @@ pub enum FeedItem {
 /// One reader of a [`PresenceHub`].
 #[derive(Debug)]
 pub struct PresenceFeed {
-    ring: broadcast::Receiver<PresenceEvent>,
+    ring: broadcast::Receiver<Arc<PresenceEvent>>,
     missed: u64,
 }
 

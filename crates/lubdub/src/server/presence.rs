@@ -6,7 +6,7 @@
 //! joins, silences and closes, never per heartbeat.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info};
@@ -85,7 +85,26 @@ pub struct PresenceEvent {
     /// counts without it); for `RoomJoined` and `RoomLeft`, that room
     /// only. Empty for a session in no room (no allocation).
     pub rooms: Vec<(Box<str>, u32)>,
+    /// Its change as JSON, once a reader asked for it
+    /// ([`PresenceEvent::change_json`]).
+    pub(crate) rendered: Rendered,
 }
+
+/// An event's change as JSON, rendered by the first reader that asks and
+/// shared by the rest: a hundred event streams encode a change once, not a
+/// hundred times, on the admin thread that competes with the loops for
+/// the CPU. No part of the event's identity: events compare equal whether
+/// rendered or not.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Rendered(pub(crate) OnceLock<Option<Box<str>>>);
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendered {}
 
 impl PresenceEvent {
     /// An event observed at `at`, not yet published: the hub numbers it
@@ -107,6 +126,7 @@ impl PresenceEvent {
             kind,
             status: None,
             rooms: Vec::new(),
+            rendered: Rendered::default(),
         }
     }
 
@@ -196,6 +216,13 @@ impl Presence {
                 };
                 info!(%name, %peer, session = session_id, reason = %reason.label(), code, silent_ms, detail, "dropped");
             }
+        }
+        // Only the first suspicion is published: the later ones change
+        // nobody's presence, and a mass silence would otherwise put five
+        // events a session into the hub's ring instead of two, pushing the
+        // offline changes out of it before slow readers reach them.
+        if matches!(event.kind, PresenceKind::Suspected { first: false, .. }) {
+            return;
         }
         self.hub.publish(event, SystemTime::now());
     }

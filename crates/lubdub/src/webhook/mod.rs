@@ -28,7 +28,6 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::client::backoff::Backoff;
-use crate::server::changes::Change;
 use crate::server::{FeedItem, PresenceFeed, PresenceHub};
 
 /// Most changes in one POST, by default.
@@ -228,10 +227,8 @@ impl Delivery {
     fn add(&self, batch: &mut Vec<String>, item: FeedItem) {
         match item {
             FeedItem::Event(event) => {
-                if let Some(change) = Change::of(&event) {
-                    if let Ok(json) = serde_json::to_string(&change) {
-                        batch.push(json);
-                    }
+                if let Some(json) = event.change_json() {
+                    batch.push(json.to_owned());
                 }
             }
             FeedItem::Gap { missed } => {

@@ -146,9 +146,9 @@ impl TestServer {
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(FeedItem::Event(event))) => {
-                    self.seen.push(event.clone());
+                    self.seen.push((*event).clone());
                     if predicate(&event) {
-                        return event;
+                        return (*event).clone();
                     }
                 }
                 Ok(Some(FeedItem::Gap { missed })) => {
@@ -179,7 +179,7 @@ impl TestServer {
     pub fn seen(&mut self) -> &[PresenceEvent] {
         while let Some(item) = self.events.try_recv() {
             match item {
-                FeedItem::Event(event) => self.seen.push(event),
+                FeedItem::Event(event) => self.seen.push((*event).clone()),
                 FeedItem::Gap { missed } => panic!("{missed} events lost"),
             }
         }

@@ -117,8 +117,11 @@ impl<D: Detector> EventLoop<D> {
                 first,
             } => {
                 let kind = PresenceKind::Suspected { missed, first };
-                let event = PresenceEvent::new(at, name.into(), session, peer, kind)
-                    .with_rooms(self.rooms.rooms_of(key.0));
+                let mut event = PresenceEvent::new(at, name.into(), session, peer, kind);
+                if first {
+                    // Later suspicions are only logged (`Presence::report`).
+                    event = event.with_rooms(self.rooms.rooms_of(key.0));
+                }
                 let detail = phi.map(|phi| format!("phi={phi:.2}"));
                 self.presence.report(event, detail.as_deref());
             }
