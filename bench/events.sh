@@ -8,6 +8,8 @@
 # Usage: bench/events.sh
 # Environment (defaults in brackets):
 #   SESSIONS [10000]  CONSUMERS [100]  RUNS [3]  INTERVAL [100ms]  MAX_MISSED [5]
+#   READER_NICE [0]: the readers' nice value; 19 stands in for readers on
+#   other machines (they take only the CPU the server leaves spare)
 #   RUST_LOG [info]; QUIET_BUSY, QUIET_WAIT: see bench/lib.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,7 @@ CONSUMERS=${CONSUMERS:-100}
 RUNS=${RUNS:-3}
 INTERVAL=${INTERVAL:-100ms}
 MAX_MISSED=${MAX_MISSED:-5}
+READER_NICE=${READER_NICE:-0}
 export RUST_LOG=${RUST_LOG:-info}
 OUT=target/bench
 BIN=target/release/lubdub
@@ -46,7 +49,7 @@ run_once() {
     admin=$(sed -n 's/.*lubdub server ready.* admin=\([0-9.:]*\).*/\1/p' "$OUT/$name.server.log" | head -1)
     rm -f "$OUT/$name".reader-*
     for index in $(seq "$readers"); do
-        curl -sN "http://$admin/events?kinds=offline" >"$OUT/$name.reader-$index" &
+        nice -n "$READER_NICE" curl -sN "http://$admin/events?kinds=offline" >"$OUT/$name.reader-$index" &
         consumers+=($!)
     done
     # Every reader's stream is open (its first comment line) before the load.
@@ -87,9 +90,10 @@ for run in $(seq "$RUNS"); do
     done
 done
 
-python3 - "$OUT" "$RUNS" "$SESSIONS" "$CONSUMERS" <<'PY'
+python3 - "$OUT" "$RUNS" "$SESSIONS" "$CONSUMERS" "$READER_NICE" <<'PY'
 import glob, json, re, statistics, sys
 out, runs, sessions, consumers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+nice = sys.argv[5]
 def p99(values):
     values = sorted(values)
     return values[max(0, -(-99 * len(values) // 100) - 1)] if values else float("nan")
@@ -122,5 +126,5 @@ for readers in (0, consumers):
           f"| {total('never_dropped')} | {readers_col} | {short} "
           f"| {statistics.median(resyncs) if resyncs else '-'} | {'/'.join(others)} |")
 print(f"\nmedians of {runs} runs per row; {sessions} sessions fall silent at once; readers hold "
-      "GET /events?kinds=offline with curl -N")
+      f"GET /events?kinds=offline with curl -N (nice {nice})")
 PY

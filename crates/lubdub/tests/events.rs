@@ -384,3 +384,46 @@ fn a_room_stream_and_listing_rebuild_the_room_exactly() {
         assert!(now["seq"].as_u64().expect("a seq") >= last, "{now}");
     });
 }
+
+/// The nice value of each of `pid`'s threads named `prefix…`.
+fn nice_of_threads(pid: u32, prefix: &str) -> Vec<i64> {
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc") {
+        let task = task.expect("a task").path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.join("stat")).expect("stat");
+        // After "(comm) ": state is field 3 of proc(5); nice is field 19.
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .expect("a comm")
+            .1
+            .split(' ')
+            .collect();
+        nices.push(fields[16].parse().expect("a nice value"));
+    }
+    nices
+}
+
+/// The event streams and webhooks run on the admin threads; in a mass
+/// verdict read by many streams, the loops must come first. Fails on the
+/// code before this change, whose admin threads had the loops' priority.
+#[test]
+fn the_admin_threads_stand_back_from_the_event_loops() {
+    let (server, _, _admin, _scratch) = server(&[]);
+    let pid = server.child.id();
+    let loops = nice_of_threads(pid, "lubdub-loop");
+    let admin = nice_of_threads(pid, "lubdub-admin");
+    assert!(
+        !loops.is_empty() && !admin.is_empty(),
+        "{loops:?} {admin:?}"
+    );
+    let base = loops[0];
+    assert!(loops.iter().all(|nice| *nice == base), "{loops:?}");
+    assert!(
+        admin.iter().all(|nice| *nice == (base + 10).min(19)),
+        "admin threads {admin:?}, loops {loops:?}"
+    );
+}
