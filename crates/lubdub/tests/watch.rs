@@ -333,3 +333,64 @@ async fn a_room_too_large_for_the_watchers_queue_is_refused_and_watched_by_count
     watcher.send(&Frame::Ping { seq: 1, rtt_us: 0 }).await;
     assert_eq!(next_pong(&mut watcher).await, 1);
 }
+
+/// A loop that falls behind the hub's ring sends each watcher `resync` and
+/// a fresh snapshot, shared by the watchers of the target. With a ring of
+/// one event, three STATUS frames read together publish three events in
+/// one turn: the loop, reading after its turn, has lost two. Fails if the
+/// loop's gap handling sends nothing.
+#[tokio::test]
+async fn a_loop_that_falls_behind_the_ring_resyncs_its_watchers() {
+    let config = lubdub::server::ServerConfig {
+        threads: Some(1),
+        ..fast_config()
+    };
+    let ring_of_one = std::sync::Arc::new(lubdub::server::PresenceHub::new(1));
+    let registry = std::sync::Arc::new(lubdub::server::InMemoryRegistry::new());
+    let handle =
+        lubdub::server::start_with_hub(config, registry, ring_of_one).expect("server starts");
+    let addr = handle.local_addr();
+    let (mut alice, _, _) = RawConn::join(addr, "alice", CALM, true).await;
+    alice
+        .send(&Frame::Join {
+            room: "#lobby".to_owned(),
+        })
+        .await;
+    let mut watchers = Vec::new();
+    for name in ["w1", "w2"] {
+        let (mut watcher, _, _) = RawConn::join(addr, name, CALM, true).await;
+        watcher.send(&watch("#lobby", WatchMode::Full)).await;
+        let snapshot = next_update(&mut watcher).await;
+        assert_eq!((snapshot.kind, snapshot.count), (UpdateKind::Snapshot, 1));
+        assert_eq!(next_update(&mut watcher).await.name, "alice");
+        watchers.push(watcher);
+    }
+
+    let mut statuses = Vec::new();
+    for text in ["one", "two", "three"] {
+        let status = Frame::Status { text: text.into() };
+        statuses.extend(lubdub::core::protocol::codec::encode_to_vec(&status).expect("encodes"));
+    }
+    alice.send_bytes(&statuses).await;
+
+    for watcher in &mut watchers {
+        let resync = next_update(watcher).await;
+        assert_eq!(
+            (resync.kind, resync.target.as_str()),
+            (UpdateKind::Resync, "#lobby"),
+            "{resync:?}"
+        );
+        let snapshot = next_update(watcher).await;
+        assert_eq!((snapshot.kind, snapshot.count), (UpdateKind::Snapshot, 1));
+        let member = next_update(watcher).await;
+        assert_eq!(
+            (member.kind, member.name.as_str(), member.text.as_str()),
+            (UpdateKind::Member, "alice", "three")
+        );
+    }
+    drop((alice, watchers));
+    tokio::task::spawn_blocking(move || handle.stop())
+        .await
+        .expect("join")
+        .expect("loop ends cleanly");
+}

@@ -98,9 +98,17 @@ impl RoomDirectory {
                 listed: Vec::new(),
             };
         };
+        let count = count(members);
+        if limit == 0 {
+            // A count: no listing to sort.
+            return Members {
+                count,
+                listed: Vec::new(),
+            };
+        }
         let sorted: BTreeMap<&Box<str>, &u64> = members.iter().collect();
         Members {
-            count: count(members),
+            count,
             listed: sorted
                 .into_iter()
                 .take(limit)

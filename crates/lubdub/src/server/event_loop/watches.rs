@@ -34,6 +34,14 @@ use super::{ConnKey, EventLoop};
 /// turn, between which the loop reads and judges.
 const UPDATES_PER_TURN: usize = 4096;
 
+/// A target's state as a watcher sees it, encoded as PRESENCE frames.
+struct Snapshot {
+    /// The hub's number it reflects: later events follow it.
+    seq: u64,
+    encoded: Vec<u8>,
+    frames: u64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Watcher {
     key: ConnKey,
@@ -202,6 +210,25 @@ impl<D: Detector> EventLoop<D> {
             self.refuse_request(now, key, Reason::new(code, text));
             return None;
         }
+        let snapshot = match self.snapshot(target, watching) {
+            Ok(snapshot) => snapshot,
+            Err(reason) => {
+                self.refuse_request(now, key, reason);
+                return None;
+            }
+        };
+        if charged {
+            let deliveries = u32::try_from(snapshot.frames).unwrap_or(u32::MAX);
+            self.charge_fanout(now, key.0, deliveries, snapshot.encoded.len());
+        }
+        self.metrics.presence_updates(snapshot.frames);
+        self.send(now, key, &snapshot.encoded)
+            .then_some(snapshot.seq)
+    }
+
+    /// `target` as a watcher of `watching` sees it now, encoded: or why it
+    /// cannot be listed (a room too large for a snapshot or for a queue).
+    fn snapshot(&self, target: &str, watching: Watching) -> Result<Snapshot, Reason> {
         let hub = std::sync::Arc::clone(self.presence.hub());
         // Read before the state it numbers: what the snapshot shows is
         // at least as new as `seq`, and every later event follows it
@@ -222,8 +249,7 @@ impl<D: Detector> EventLoop<D> {
                      {MAX_LISTED_MEMBERS} a snapshot lists; watch its count instead",
                     listed.count
                 );
-                self.refuse_request(now, key, Reason::new(ReasonCode::InvalidWatch, text));
-                return None;
+                return Err(Reason::new(ReasonCode::InvalidWatch, text));
             }
             count = listed.count;
             members = listed.listed;
@@ -258,15 +284,13 @@ impl<D: Detector> EventLoop<D> {
                 encoded.len(),
                 self.message_share()
             );
-            self.refuse_request(now, key, Reason::new(ReasonCode::InvalidWatch, text));
-            return None;
+            return Err(Reason::new(ReasonCode::InvalidWatch, text));
         }
-        if charged {
-            let deliveries = u32::try_from(frames).unwrap_or(u32::MAX);
-            self.charge_fanout(now, key.0, deliveries, encoded.len());
-        }
-        self.metrics.presence_updates(frames);
-        self.send(now, key, &encoded).then_some(seq)
+        Ok(Snapshot {
+            seq,
+            encoded,
+            frames,
+        })
     }
 
     fn start_reading_hub(&mut self) {
@@ -306,7 +330,19 @@ impl<D: Detector> EventLoop<D> {
             match feed.try_recv() {
                 None => break,
                 Some(FeedItem::Event(event)) => sent += self.pass_on(&event),
-                Some(FeedItem::Gap { .. }) => sent += self.resync_watchers(now),
+                Some(FeedItem::Gap { missed }) => {
+                    tracing::info!(
+                        loop_index = self.loop_index,
+                        missed,
+                        "this loop fell behind the presence ring: its watchers are sent resync and fresh snapshots"
+                    );
+                    // Read on from now, not through the backlog: what was
+                    // lost and what followed it up to the fresh snapshots
+                    // is in them (subscribed before they are taken, so
+                    // nothing after them is missed).
+                    feed = self.presence.hub().subscribe();
+                    sent += self.resync_watchers(now);
+                }
             }
             if sent >= UPDATES_PER_TURN {
                 self.watches.behind = true;
@@ -396,42 +432,65 @@ impl<D: Detector> EventLoop<D> {
     }
 
     /// The loop fell behind the hub's ring: every watcher is told
-    /// `resync` and sent a fresh snapshot.
+    /// `resync` and sent a fresh snapshot, one built per target and kind
+    /// of watch and shared by its watchers (a loop that fell behind is
+    /// busy: a thousand watchers of a room cost one listing, not a
+    /// thousand). The frames sent.
     fn resync_watchers(&mut self, now: Now) -> usize {
         self.metrics.watch_resync();
         // The changes before the gap go first.
         self.flush_batches(now);
-        let watches: Vec<(Box<str>, Watcher)> = self
+        let targets: Vec<(Box<str>, Vec<Watcher>)> = self
             .watches
             .by_target
             .iter()
-            .flat_map(|(target, watchers)| watchers.iter().map(|w| (target.clone(), *w)))
+            .map(|(target, watchers)| (target.clone(), watchers.clone()))
             .collect();
         let mut sent = 0;
-        for (target, watcher) in watches {
-            let mut resync = Vec::new();
-            push_update(
-                &mut resync,
-                PresenceUpdate::new(0, UpdateKind::Resync, &*target),
-            );
-            if !self.send(now, watcher.key, &resync) {
-                continue;
-            }
-            match self.send_snapshot(now, watcher.key, &target, watcher.watching, false) {
-                Some(since) => {
-                    let fresh = Watcher { since, ..watcher };
-                    self.watches.add(&target, fresh);
+        for (target, watchers) in targets {
+            for watching in [Watching::Full, Watching::Count] {
+                let mut of_kind = watchers
+                    .iter()
+                    .filter(|w| w.watching == watching)
+                    .peekable();
+                if of_kind.peek().is_none() {
+                    continue;
                 }
-                // Not snapshotted (told why): no longer watched, rather
-                // than watched with a hole in its changes.
-                None => {
-                    if self.watches.remove(watcher.key, &target) {
-                        self.metrics.watches_changed(-1);
+                let snapshot = self.snapshot(&target, watching);
+                let mut framed = Vec::new();
+                push_update(
+                    &mut framed,
+                    PresenceUpdate::new(0, UpdateKind::Resync, &*target),
+                );
+                if let Ok(snapshot) = &snapshot {
+                    framed.extend_from_slice(&snapshot.encoded);
+                }
+                for watcher in of_kind {
+                    if !self.send(now, watcher.key, &framed) {
+                        continue;
                     }
-                    self.report_holdings(watcher.key);
+                    match &snapshot {
+                        Ok(snapshot) => {
+                            let fresh = Watcher {
+                                since: snapshot.seq,
+                                ..*watcher
+                            };
+                            self.watches.add(&target, fresh);
+                            sent += 1 + snapshot.frames as usize;
+                        }
+                        // Not snapshotted (told why): no longer watched,
+                        // rather than watched with a hole in its changes.
+                        Err(reason) => {
+                            self.refuse_request(now, watcher.key, reason.clone());
+                            if self.watches.remove(watcher.key, &target) {
+                                self.metrics.watches_changed(-1);
+                            }
+                            self.report_holdings(watcher.key);
+                            sent += 1;
+                        }
+                    }
                 }
             }
-            sent += 2;
         }
         sent
     }
