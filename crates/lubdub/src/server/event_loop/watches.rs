@@ -12,6 +12,7 @@
 //! `resync` and a fresh snapshot.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use hashbrown::HashMap;
 use lubdub_core::connection::Now;
@@ -33,6 +34,9 @@ use super::{ConnKey, EventLoop};
 /// event's worth): a mass outage's events reach watchers a slice per
 /// turn, between which the loop reads and judges.
 const UPDATES_PER_TURN: usize = 4096;
+
+/// Events passed on between two looks at the clock for a deadline due.
+const CLOCK_EVERY_EVENTS: u32 = 16;
 
 /// A target's state as a watcher sees it, encoded as PRESENCE frames.
 struct Snapshot {
@@ -316,7 +320,9 @@ impl<D: Detector> EventLoop<D> {
     }
 
     /// Passes the events published since the last turn on to this loop's
-    /// watchers, up to [`UPDATES_PER_TURN`] frames.
+    /// watchers, up to [`UPDATES_PER_TURN`] frames, and never past the
+    /// moment a deadline falls due: a verdict goes first, the rest of the
+    /// events next turn.
     pub(super) fn pass_on_presence(&mut self, now: Now) {
         let Some(mut feed) = self.watches.feed.take() else {
             return;
@@ -326,7 +332,18 @@ impl<D: Detector> EventLoop<D> {
         }
         let mut sent = 0;
         self.watches.behind = false;
+        let due = self.timers.next_expiry();
+        let mut events = 0u32;
         while sent < UPDATES_PER_TURN {
+            events += 1;
+            // The clock is read every few events, not every one: an
+            // event's frames take a microsecond or so a watcher.
+            if events % CLOCK_EVERY_EVENTS == 0
+                && due.is_some_and(|due| self.clock.listening(Instant::now()) >= due)
+            {
+                self.watches.behind = true;
+                break;
+            }
             match feed.try_recv() {
                 None => break,
                 Some(FeedItem::Event(event)) => sent += self.pass_on(&event),
