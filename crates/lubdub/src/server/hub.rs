@@ -27,8 +27,10 @@ use tokio::sync::broadcast;
 use super::presence::{PresenceEvent, PresenceKind};
 use super::rooms::RoomDirectory;
 
-/// Events a hub keeps for readers that fall behind, by default: with the
-/// name and peer of each, about 2 MB when full.
+/// Events a hub keeps for readers that fall behind, by default: about
+/// 300 bytes each with its name and rooms (tests/faults.rs saw 2.2 MB for
+/// some 7,500 events), so about 5 MB when full, more once event streams
+/// have rendered their JSON.
 pub const DEFAULT_CAPACITY: usize = 16_384;
 
 /// Where every loop publishes its presence events; see the module documentation.
