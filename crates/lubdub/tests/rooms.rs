@@ -99,7 +99,9 @@ async fn a_room_message_reaches_its_members_only_and_membership_ends_with_the_se
 }
 
 /// Fails without the checks: a bad room was taken (or closed the session),
-/// and a 33rd room was joined.
+/// and a 33rd room was joined; and on the code before the machine counted
+/// LEAVEs out, which refused a JOIN read together with the LEAVE that made
+/// room for it.
 #[tokio::test]
 async fn bad_room_requests_get_their_notice_and_the_session_goes_on() {
     let mut config = fast_config();
@@ -131,6 +133,24 @@ async fn bad_room_requests_get_their_notice_and_the_session_goes_on() {
     match settle(&mut alice, 11).await.as_slice() {
         [Frame::Notice(reason)] => assert_eq!(reason.code, ReasonCode::NotInRoom),
         other => panic!("expected one not_in_room NOTICE, got {other:?}"),
+    }
+    // A LEAVE read together with the JOIN it makes room for: both taken.
+    alice.send(&Frame::Leave { room: "#r0".into() }).await;
+    alice.send(&join("#fresh")).await;
+    assert_eq!(settle(&mut alice, 12).await, vec![]);
+    // A LEAVE of a room it is not in frees nothing.
+    alice
+        .send(&Frame::Leave {
+            room: "#nowhere".into(),
+        })
+        .await;
+    alice.send(&join("#still-too-many")).await;
+    match settle(&mut alice, 13).await.as_slice() {
+        [Frame::Notice(left), Frame::Notice(joined)] => assert_eq!(
+            (left.code, joined.code),
+            (ReasonCode::NotInRoom, ReasonCode::TooManyRooms)
+        ),
+        other => panic!("expected not_in_room and too_many_rooms, got {other:?}"),
     }
     let (_, listing) = server.get("/rooms").await;
     let listing: serde_json::Value = serde_json::from_str(&listing).expect("JSON");

@@ -49,7 +49,7 @@ mod tests;
 pub use established::{Session, StateChange};
 pub use inputs::{Authentication, ClaimAnswer, DropReason, MessageRefusal};
 pub use output::{Close, Event, Output, OutputSink, Outputs, Request, Tagged, Timer, Transmit};
-pub use rooms::Holdings;
+pub use rooms::{too_many_rooms, too_many_watches, Holdings};
 pub use rules::{ConnectionConfig, Now, Rules};
 
 /// How long a closing connection is kept after its farewell (REJECT or

@@ -28,11 +28,8 @@ impl<S> Connection<S> {
             return;
         };
         if usize::from(session.held.rooms) >= MAX_ROOMS_PER_SESSION {
-            let text = format!(
-                "{room} not joined: a session may be in at most {MAX_ROOMS_PER_SESSION} \
-                 rooms; leave one first"
-            );
-            push_notice(out, ReasonCode::TooManyRooms, text);
+            let reason = too_many_rooms(&room);
+            push_notice(out, reason.code, reason.text);
             return;
         }
         // Counted now, corrected by `set_holdings` once carried out: the
@@ -45,8 +42,13 @@ impl<S> Connection<S> {
     }
 
     /// An admitted LEAVE.
-    pub(super) fn leave(&self, room: String, out: &mut impl OutputSink) {
-        if let Some(session) = self.session() {
+    pub(super) fn leave(&mut self, room: String, out: &mut impl OutputSink) {
+        if let Some(session) = self.session_mut() {
+            // Counted out now, so that a LEAVE and a JOIN read together
+            // are judged as sent; a LEAVE of a room it was not in is
+            // corrected by `set_holdings`, and the IO layer, which holds
+            // the exact rooms, keeps the bound.
+            session.held.rooms = session.held.rooms.saturating_sub(1);
             out.push(Output::Request(Request::Leave {
                 name: session.name.clone(),
                 room,
@@ -63,16 +65,16 @@ impl<S> Connection<S> {
         // A `once` watch is answered at once and is never held.
         let adds = matches!(mode, WatchMode::Full | WatchMode::Count);
         if adds && usize::from(session.held.watches) >= MAX_WATCHES_PER_SESSION {
-            let text = format!(
-                "watch of {target} refused: a session may watch at most \
-                 {MAX_WATCHES_PER_SESSION} names and rooms; stop one first"
-            );
-            push_notice(out, ReasonCode::TooManyWatches, text);
+            let reason = too_many_watches(&target);
+            push_notice(out, reason.code, reason.text);
             return;
         }
         if adds {
             // As for JOIN: counted now, corrected once carried out.
             session.held.watches = session.held.watches.saturating_add(1);
+        } else if mode == WatchMode::Stop {
+            // As for LEAVE: counted out now, corrected once carried out.
+            session.held.watches = session.held.watches.saturating_sub(1);
         }
         out.push(Output::Request(Request::Watch {
             name: session.name.clone(),
@@ -89,6 +91,24 @@ impl<S> Connection<S> {
             session.held = held;
         }
     }
+}
+
+/// Why a JOIN past [`MAX_ROOMS_PER_SESSION`] is refused.
+pub fn too_many_rooms(room: &str) -> Reason {
+    let text = format!(
+        "{room} not joined: a session may be in at most {MAX_ROOMS_PER_SESSION} \
+         rooms; leave one first"
+    );
+    Reason::new(ReasonCode::TooManyRooms, text)
+}
+
+/// Why a WATCH past [`MAX_WATCHES_PER_SESSION`] is refused.
+pub fn too_many_watches(target: &str) -> Reason {
+    let text = format!(
+        "watch of {target} refused: a session may watch at most \
+         {MAX_WATCHES_PER_SESSION} names and rooms; stop one first"
+    );
+    Reason::new(ReasonCode::TooManyWatches, text)
 }
 
 fn push_notice(out: &mut impl OutputSink, code: ReasonCode, text: String) {

@@ -11,8 +11,9 @@
 use std::sync::Arc;
 
 use hashbrown::HashMap;
-use lubdub_core::connection::{Holdings, Now};
+use lubdub_core::connection::{too_many_rooms, Holdings, Now};
 use lubdub_core::detector::Detector;
+use lubdub_core::protocol::rooms::MAX_ROOMS_PER_SESSION;
 use lubdub_core::protocol::{Reason, ReasonCode};
 
 use super::super::presence::{PresenceEvent, PresenceKind};
@@ -135,6 +136,12 @@ impl<D: Detector> EventLoop<D> {
             self.refuse_request(now, key, reason);
             return self.report_holdings(key);
         }
+        // The machine counts a LEAVE read with this JOIN before either is
+        // carried out; the loop holds the exact rooms and keeps the bound.
+        if !self.rooms.is_in(key, &room) && self.rooms.count_of(key.0) >= MAX_ROOMS_PER_SESSION {
+            self.refuse_request(now, key, too_many_rooms(&room));
+            return self.report_holdings(key);
+        }
         let session = session_id(self.loop_index, key.0, key.1);
         let hub = self.presence.hub();
         let joined = hub.rooms().join(&room, name, session);
@@ -158,7 +165,9 @@ impl<D: Detector> EventLoop<D> {
         let session = session_id(self.loop_index, key.0, key.1);
         let Some(count) = self.presence.hub().rooms().leave(&room, name, session) else {
             let text = format!("{room} not left: this session is not in it");
-            return self.refuse_request(now, key, Reason::new(ReasonCode::NotInRoom, text));
+            self.refuse_request(now, key, Reason::new(ReasonCode::NotInRoom, text));
+            // The machine counted the LEAVE out: its count is put right.
+            return self.report_holdings(key);
         };
         self.rooms.remove(key, &room);
         self.metrics.room_left(1);

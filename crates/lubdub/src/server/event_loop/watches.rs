@@ -15,11 +15,11 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hashbrown::HashMap;
-use lubdub_core::connection::Now;
+use lubdub_core::connection::{too_many_watches, Now};
 use lubdub_core::detector::Detector;
 use lubdub_core::protocol::codec;
 use lubdub_core::protocol::rooms::{
-    is_room, PresenceUpdate, UpdateKind, WatchMode, MAX_LISTED_MEMBERS,
+    is_room, PresenceUpdate, UpdateKind, WatchMode, MAX_LISTED_MEMBERS, MAX_WATCHES_PER_SESSION,
 };
 use lubdub_core::protocol::{Frame, Reason, ReasonCode};
 
@@ -74,6 +74,13 @@ impl LocalWatches {
     /// Targets the session in slot `index` watches.
     pub(super) fn count_of(&self, index: usize) -> usize {
         self.of.get(&index).map_or(0, Vec::len)
+    }
+
+    /// Whether the session in slot `index` watches `target`.
+    fn watches(&self, index: usize, target: &str) -> bool {
+        self.of
+            .get(&index)
+            .is_some_and(|targets| targets.iter().any(|held| &**held == target))
     }
 
     fn add(&mut self, target: &str, watcher: Watcher) -> bool {
@@ -138,6 +145,14 @@ impl<D: Detector> EventLoop<D> {
         };
         if let Err(reason) = self.permits(key, name, false, &target) {
             self.refuse_request(now, key, reason);
+            return self.report_holdings(key);
+        }
+        // As for JOIN: the loop holds the exact watches and keeps the bound.
+        if mode != WatchMode::Once
+            && !self.watches.watches(key.0, &target)
+            && self.watches.count_of(key.0) >= MAX_WATCHES_PER_SESSION
+        {
+            self.refuse_request(now, key, too_many_watches(&target));
             return self.report_holdings(key);
         }
         // Reading from before the snapshot's number, so that no event
