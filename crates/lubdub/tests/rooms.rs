@@ -27,20 +27,6 @@ fn msg(to: &str, body: &str) -> Frame {
     })
 }
 
-/// A PING answered: everything sent before it was read and acted on, and
-/// every frame the server sent before the PONG is returned.
-async fn settle(conn: &mut RawConn, seq: u32) -> Vec<Frame> {
-    conn.send(&Frame::Ping { seq, rtt_us: 0 }).await;
-    let mut before = Vec::new();
-    loop {
-        match conn.next_frame().await {
-            Some(Frame::Pong { seq: answered }) if answered == seq => return before,
-            Some(frame) => before.push(frame),
-            None => panic!("closed while settling"),
-        }
-    }
-}
-
 /// Fails on the code before rooms (JOIN was an unknown frame kind).
 #[tokio::test]
 async fn a_room_message_reaches_its_members_only_and_membership_ends_with_the_session() {
@@ -50,8 +36,8 @@ async fn a_room_message_reaches_its_members_only_and_membership_ends_with_the_se
     let (mut carol, _, _) = RawConn::join(server.addr, "carol", CALM, true).await;
     alice.send(&join("#lobby")).await;
     bob.send(&join("#lobby")).await;
-    assert_eq!(settle(&mut alice, 1).await, vec![]);
-    assert_eq!(settle(&mut bob, 1).await, vec![]);
+    assert_eq!(alice.frames_until_pong(1).await, vec![]);
+    assert_eq!(bob.frames_until_pong(1).await, vec![]);
     server.expect("bob", "room_joined").await;
 
     alice.send(&msg("#lobby", "hi room")).await;
@@ -69,12 +55,12 @@ async fn a_room_message_reaches_its_members_only_and_membership_ends_with_the_se
         other => panic!("bob expected the room's MSG, got {other:?}"),
     }
     // Not to carol, who is not in it, nor back to alice.
-    assert_eq!(settle(&mut carol, 1).await, vec![]);
-    assert_eq!(settle(&mut alice, 2).await, vec![]);
+    assert_eq!(carol.frames_until_pong(1).await, vec![]);
+    assert_eq!(alice.frames_until_pong(2).await, vec![]);
 
     // carol is not in #lobby: told so, and the session goes on.
     carol.send(&msg("#lobby", "let me in")).await;
-    match settle(&mut carol, 2).await.as_slice() {
+    match carol.frames_until_pong(2).await.as_slice() {
         [Frame::Notice(reason)] => assert_eq!(reason.code, ReasonCode::NotInRoom),
         other => panic!("expected one not_in_room NOTICE, got {other:?}"),
     }
@@ -112,7 +98,7 @@ async fn bad_room_requests_get_their_notice_and_the_session_goes_on() {
     let long = format!("#{}", "r".repeat(64));
     for (seq, room) in (1..).zip(["lobby", "#", "#a b", long.as_str()]) {
         alice.send(&join(room)).await;
-        match settle(&mut alice, seq).await.as_slice() {
+        match alice.frames_until_pong(seq).await.as_slice() {
             [Frame::Notice(reason)] => assert_eq!(reason.code, ReasonCode::InvalidRoom, "{room}"),
             other => panic!("{room}: expected one invalid_room NOTICE, got {other:?}"),
         }
@@ -121,7 +107,7 @@ async fn bad_room_requests_get_their_notice_and_the_session_goes_on() {
         alice.send(&join(&format!("#r{index}"))).await;
     }
     alice.send(&join("#one-too-many")).await;
-    match settle(&mut alice, 10).await.as_slice() {
+    match alice.frames_until_pong(10).await.as_slice() {
         [Frame::Notice(reason)] => assert_eq!(reason.code, ReasonCode::TooManyRooms),
         other => panic!("expected one too_many_rooms NOTICE, got {other:?}"),
     }
@@ -130,14 +116,14 @@ async fn bad_room_requests_get_their_notice_and_the_session_goes_on() {
             room: "#nowhere".into(),
         })
         .await;
-    match settle(&mut alice, 11).await.as_slice() {
+    match alice.frames_until_pong(11).await.as_slice() {
         [Frame::Notice(reason)] => assert_eq!(reason.code, ReasonCode::NotInRoom),
         other => panic!("expected one not_in_room NOTICE, got {other:?}"),
     }
     // A LEAVE read together with the JOIN it makes room for: both taken.
     alice.send(&Frame::Leave { room: "#r0".into() }).await;
     alice.send(&join("#fresh")).await;
-    assert_eq!(settle(&mut alice, 12).await, vec![]);
+    assert_eq!(alice.frames_until_pong(12).await, vec![]);
     // A LEAVE of a room it is not in frees nothing.
     alice
         .send(&Frame::Leave {
@@ -145,7 +131,7 @@ async fn bad_room_requests_get_their_notice_and_the_session_goes_on() {
         })
         .await;
     alice.send(&join("#still-too-many")).await;
-    match settle(&mut alice, 13).await.as_slice() {
+    match alice.frames_until_pong(13).await.as_slice() {
         [Frame::Notice(left), Frame::Notice(joined)] => assert_eq!(
             (left.code, joined.code),
             (ReasonCode::NotInRoom, ReasonCode::TooManyRooms)

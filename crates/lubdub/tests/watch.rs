@@ -395,19 +395,6 @@ async fn a_loop_that_falls_behind_the_ring_resyncs_its_watchers() {
         .expect("loop ends cleanly");
 }
 
-/// The frames `conn` receives before the PONG answering a PING sent now.
-async fn until_pong(conn: &mut RawConn, seq: u32) -> Vec<Frame> {
-    conn.send(&Frame::Ping { seq, rtt_us: 0 }).await;
-    let mut before = Vec::new();
-    loop {
-        match conn.next_frame().await {
-            Some(Frame::Pong { seq: answered }) if answered == seq => return before,
-            Some(frame) => before.push(frame),
-            None => panic!("closed while waiting for PONG {seq}"),
-        }
-    }
-}
-
 /// Fails without the bound (a 65th watch was answered with a snapshot), and
 /// on the code before this change, which refused a WATCH read together
 /// with the STOP that made room for it.
@@ -424,17 +411,17 @@ async fn a_watch_past_the_bound_gets_its_notice_and_the_session_goes_on() {
             .send(&watch(&format!("n{index}"), WatchMode::Full))
             .await;
     }
-    let snapshots = until_pong(&mut alice, 1).await;
+    let snapshots = alice.frames_until_pong(1).await;
     assert_eq!(snapshots.len(), MAX_WATCHES_PER_SESSION, "{snapshots:?}");
     alice.send(&watch("one-too-many", WatchMode::Full)).await;
-    match until_pong(&mut alice, 2).await.as_slice() {
+    match alice.frames_until_pong(2).await.as_slice() {
         [Frame::Notice(reason)] => assert_eq!(reason.code, ReasonCode::TooManyWatches),
         other => panic!("expected one too_many_watches NOTICE, got {other:?}"),
     }
     // Stopping one makes room for another; the session is whole.
     alice.send(&watch("n0", WatchMode::Stop)).await;
     alice.send(&watch("one-more", WatchMode::Full)).await;
-    match until_pong(&mut alice, 3).await.as_slice() {
+    match alice.frames_until_pong(3).await.as_slice() {
         [Frame::Presence(snapshot)] => assert_eq!(snapshot.target, "one-more"),
         other => panic!("expected one snapshot, got {other:?}"),
     }
@@ -442,7 +429,7 @@ async fn a_watch_past_the_bound_gets_its_notice_and_the_session_goes_on() {
     // with the next WATCH.
     alice.send(&watch("nobody-watched", WatchMode::Stop)).await;
     alice.send(&watch("still-too-many", WatchMode::Full)).await;
-    match until_pong(&mut alice, 4).await.as_slice() {
+    match alice.frames_until_pong(4).await.as_slice() {
         [Frame::Notice(reason)] => assert_eq!(reason.code, ReasonCode::TooManyWatches),
         other => panic!("expected one too_many_watches NOTICE, got {other:?}"),
     }

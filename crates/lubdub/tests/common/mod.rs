@@ -319,6 +319,20 @@ impl RawConn {
         }
     }
 
+    /// Sends PING `seq` and returns every frame received before its PONG:
+    /// all the server's answers to the frames sent before it.
+    pub async fn frames_until_pong(&mut self, seq: u32) -> Vec<Frame> {
+        self.send(&Frame::Ping { seq, rtt_us: 0 }).await;
+        let mut before = Vec::new();
+        loop {
+            match self.next_frame().await {
+                Some(Frame::Pong { seq: answered }) if answered == seq => return before,
+                Some(frame) => before.push(frame),
+                None => panic!("closed while waiting for PONG {seq}"),
+            }
+        }
+    }
+
     /// Asserts that the server closes the connection next, without sending more.
     pub async fn expect_closed(&mut self) {
         if let Some(frame) = self.next_frame().await {
