@@ -89,8 +89,8 @@ impl SharedAdmission {
 /// What the acceptor is asked from other threads.
 #[derive(Debug)]
 pub(crate) enum AcceptorCommand {
-    /// Close the port: connection attempts are refused by the kernel from
-    /// now on, and clients back off.
+    /// Close the port (connection attempts are refused by the kernel from
+    /// now on, and clients back off), then tell every loop to drain.
     Stop,
 }
 
@@ -132,11 +132,19 @@ impl Acceptor {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
+                // A shutdown asked for meanwhile still reaches the loops.
+                if let Ok(AcceptorCommand::Stop) = self.commands.try_recv() {
+                    self.close_then_drain();
+                }
                 return Err(error);
             }
             match self.commands.try_recv() {
-                // Stopped, or the server is gone: the listener closes here.
-                Ok(AcceptorCommand::Stop) | Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
+                Ok(AcceptorCommand::Stop) => {
+                    self.close_then_drain();
+                    return Ok(());
+                }
+                // The server is gone: the listener closes here.
+                Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
                 Err(mpsc::TryRecvError::Empty) => {}
             }
             let retry_due = backoff.is_some_and(|backoff| backoff.retry_at <= Instant::now());
@@ -144,6 +152,17 @@ impl Acceptor {
             if (readable || retry_due) && !self.accept_all(&mut next_loop, &mut backoff) {
                 return Ok(());
             }
+        }
+    }
+
+    /// Closes the port, and only then tells the loops to shut down: a
+    /// client told BYE `shutdown` must find the port closed, or it would
+    /// reconnect at once into a server that is going away.
+    fn close_then_drain(self) {
+        drop(self.listener);
+        for handle in self.loops.iter() {
+            // A loop already gone has nothing to drain.
+            let _ = handle.send(Command::Shutdown);
         }
     }
 

@@ -229,12 +229,15 @@ impl ServerControl {
     /// after [`ServerConfig::shutdown_timeout`]. Returns at once; see
     /// [`ServerHandle::join`].
     pub fn shutdown(&self) {
-        // Already stopped is as good as stopped.
+        // The acceptor closes the port and then tells the loops, so that no
+        // session hears BYE while the port is still open. Without an
+        // acceptor (it stopped on an error) the loops are told here.
         let (acceptor, waker) = &self.acceptor;
-        if acceptor.send(AcceptorCommand::Stop).is_ok() {
-            let _ = waker.wake();
+        if acceptor.send(AcceptorCommand::Stop).is_ok() && waker.wake().is_ok() {
+            return;
         }
         for loop_index in 0..self.loops.len() {
+            // Already stopped is as good as stopped.
             let _ = self.command(loop_index, Command::Shutdown);
         }
     }
