@@ -1,13 +1,18 @@
 //! Last wills over real sockets: sent after a timeout and after a lost
 //! connection, not after a quit, not when the name comes back within the
-//! delay, and once only when the session was taken over. Whether a will
+//! delay, and once only when the session was taken over (also when the
+//! loop learns of the takeover only after the session ended). Whether a will
 //! went out is read from `lubdub_wills_sent_total`, which the loop counts
 //! in the same step as it reports the session's end (or its delay's).
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{fast_config, RawConn, TestServer};
 use lubdub::core::protocol::{Bye, Frame, Reason, ReasonCode, Will};
+use lubdub::server::registry::{Claim, NodeId};
+use lubdub::server::{DropReason, InMemoryRegistry, PresenceKind, Registry};
 
 /// A long interval: the session never goes silent during a test.
 const CALM: u32 = 60_000;
@@ -144,4 +149,53 @@ async fn a_name_back_within_the_delay_cancels_its_will_and_a_takeover_sends_one_
     );
     assert_eq!(wills_sent(&server).await, 2, "one will for erin");
     drop(erin);
+}
+
+/// A session whose name was claimed by a session its loop has not heard
+/// of yet (on another node, or on another loop whose takeover command is
+/// still unread when this connection closes) ends as taken over: its
+/// name stays online, nobody is told it went offline, and its will is
+/// not sent. Before, its close was an offline `closed_by_peer` published
+/// after the successor's takeover, and its will went out.
+#[tokio::test]
+async fn a_session_ending_after_its_name_was_claimed_elsewhere_is_taken_over_not_offline() {
+    let registry = Arc::new(InMemoryRegistry::new());
+    let mut server = TestServer::start_with_registry(fast_config(), Arc::clone(&registry)).await;
+    let (_alice, _, _) = RawConn::join(server.addr, "alice", CALM, true).await;
+    let (mut bob, welcome, _) = RawConn::join(server.addr, "bob", CALM, true).await;
+    bob.send(&will("alice", "bob is gone", 0)).await;
+    bob.send(&Frame::Ping { seq: 1, rtt_us: 0 }).await;
+    assert_eq!(bob.next_frame().await, Some(Frame::Pong { seq: 1 }));
+    let elsewhere = NodeId(welcome.session_id.wrapping_add(1));
+    registry
+        .claim(Claim {
+            name: "bob".into(),
+            session_id: 7,
+            node: elsewhere,
+        })
+        .expect("claimed");
+    drop(bob);
+    let ended = server
+        .expect_event("bob's session ended", |event| {
+            event.session_id == welcome.session_id
+                && matches!(event.kind, PresenceKind::Dropped { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            ended.kind,
+            PresenceKind::Dropped {
+                reason: DropReason::TakenOver,
+                ..
+            }
+        ),
+        "{ended:?}"
+    );
+    assert_eq!(
+        wills_sent(&server).await,
+        0,
+        "the will of a session taken over"
+    );
+    let holder = registry.lookup("bob").expect("lookup").expect("held");
+    assert_eq!(holder.node, elsewhere, "the successor keeps the name");
 }

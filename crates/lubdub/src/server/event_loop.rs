@@ -213,6 +213,9 @@ pub(crate) struct EventLoop<D: Detector> {
     /// This loop's sessions' watches (`watches.rs`).
     watches: watches::LocalWatches,
     registry: Arc<dyn Registry>,
+    /// The ending session whose release found its name held by a newer
+    /// claim: its end is reported as a takeover (`claims.rs`).
+    superseded: Option<ConnKey>,
     config: ServerConfig,
     commands: mpsc::Receiver<Command>,
     node: NodeId,
@@ -304,6 +307,7 @@ impl<D: Detector> EventLoop<D> {
             rooms: rooms::LocalRooms::default(),
             watches: watches::LocalWatches::default(),
             registry,
+            superseded: None,
             config,
             commands,
             node,

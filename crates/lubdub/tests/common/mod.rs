@@ -90,11 +90,19 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: ServerConfig) -> TestServer {
+        TestServer::start_with_registry(config, Arc::new(InMemoryRegistry::new())).await
+    }
+
+    /// A server whose registry the test holds too (to claim names as a
+    /// session elsewhere would).
+    pub async fn start_with_registry(
+        config: ServerConfig,
+        registry: Arc<InMemoryRegistry>,
+    ) -> TestServer {
         // A ring large enough that no test loses an event it waits for.
         let hub = Arc::new(PresenceHub::new(1 << 16));
         let events = hub.subscribe();
-        let handle = server::start_with_hub(config, Arc::new(InMemoryRegistry::new()), hub)
-            .expect("server starts");
+        let handle = server::start_with_hub(config, registry, hub).expect("server starts");
         let admin_listener = lubdub::admin::bind("127.0.0.1:0".parse().expect("valid"))
             .await
             .expect("admin binds");
@@ -175,7 +183,9 @@ impl TestServer {
 
     /// Every event the server has sent so far: expect_event's history and
     /// whatever arrived since. The loop sends an event when it happens, so
-    /// after a round trip with the server every earlier event is here.
+    /// after a round trip with the server every earlier event of that
+    /// connection's loop is here (with two loops, not always the other's:
+    /// a check that something did *not* happen elsewhere may then be early).
     pub fn seen(&mut self) -> &[PresenceEvent] {
         while let Some(item) = self.events.try_recv() {
             match item {

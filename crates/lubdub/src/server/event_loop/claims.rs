@@ -92,11 +92,30 @@ impl<D: Detector> EventLoop<D> {
         });
     }
 
-    /// Releases `name` for the claim of `epoch` (fenced: a newer claim of
-    /// the name is not touched).
-    pub(super) fn release(&mut self, name: &str, epoch: u64) {
-        if let Err(error) = self.registry.release(name, epoch) {
-            warn!(name = %Escaped(name), %error, "could not release name");
+    /// Releases `name` for the claim of `epoch` of the session of `key`,
+    /// which is ending (fenced: a newer claim of the name is not touched).
+    ///
+    /// A newer claim holding the name means the session was taken over
+    /// before it ended, by a session this loop has not heard of yet: on
+    /// another loop whose takeover command is still unread, or on another
+    /// node. Its end is then reported as a takeover (`superseded`): the
+    /// name never went offline, and no will is sent for it.
+    pub(super) fn release(&mut self, key: ConnKey, name: &str, epoch: u64) {
+        match self.registry.release(name, epoch) {
+            Ok(true) => {}
+            Ok(false) => {
+                // Only on this rare path: the holder is looked up.
+                let newer = self
+                    .registry
+                    .lookup(name)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|holder| holder.epoch > epoch);
+                if newer {
+                    self.superseded = Some(key);
+                }
+            }
+            Err(error) => warn!(name = %Escaped(name), %error, "could not release name"),
         }
     }
 

@@ -14,7 +14,7 @@ use lubdub_core::protocol::{Frame, ReasonCode};
 use tracing::{debug, warn};
 
 use super::super::connection::SendOutcome;
-use super::super::presence::{PresenceEvent, PresenceKind};
+use super::super::presence::{DropReason, PresenceEvent, PresenceKind};
 use super::timers::TimerKind;
 use super::{session_id, ConnKey, EventLoop};
 use crate::escape::Escaped;
@@ -151,6 +151,13 @@ impl<D: Detector> EventLoop<D> {
                 late_by,
                 detail,
             } => {
+                // Its release (just before) found the name taken over.
+                let (reason, detail) = if self.superseded.take_if(|ended| *ended == key).is_some() {
+                    let why = format!("{} after its name was taken over", reason.label());
+                    (DropReason::TakenOver, Some(why))
+                } else {
+                    (reason, detail)
+                };
                 self.names.remove(&name, key.0);
                 self.statuses.remove(&key.0);
                 let rooms = self.rooms_ended(key, &name);
@@ -215,7 +222,7 @@ impl<D: Detector> EventLoop<D> {
                 }
             }
             Request::Claim { name } => self.claim(now, key, name),
-            Request::Release { name, epoch } => self.release(&name, epoch),
+            Request::Release { name, epoch } => self.release(key, &name, epoch),
             Request::Relay(message) => self.relay(now, key, message),
             Request::Join { name, room } => self.join_room(now, key, &name, room),
             Request::Leave { name, room } => self.leave_room(now, key, &name, room),
