@@ -29,6 +29,8 @@ fn two_clients_chat_through_the_server_and_are_listed() {
         .duration_since(sent_at)
         .is_ok_and(|after| after < Duration::from_secs(5)));
     drop(dave);
+    // Gone before the listing below, which must not show it.
+    server.expect_stderr("dropped name=dave");
     // A direct message is marked as such; a broadcast is not.
     bob.type_line("@alice hi alice");
     assert_eq!(alice.expect_stdout("hi"), "[bob → alice] hi alice");

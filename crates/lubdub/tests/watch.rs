@@ -111,16 +111,28 @@ async fn a_name_watch_is_a_snapshot_then_every_change_in_order() {
     drop(bob);
 
     // A lost connection; then a takeover, which is no offline.
-    let (bob, _, _) = RawConn::join(server.addr, "bob", CALM, true).await;
+    let (mut bob, first, _) = RawConn::join(server.addr, "bob", CALM, true).await;
     assert_eq!(next_update(&mut watcher).await.kind, UpdateKind::Online);
     let (_bob_again, _, _) = RawConn::join(server.addr, "bob", CALM, true).await;
     let takeover = next_update(&mut watcher).await;
     assert_eq!(takeover.kind, UpdateKind::Takeover);
+    match bob.next_frame().await {
+        Some(Frame::Bye(bye)) => assert_eq!(bye.reason.code, ReasonCode::TakenOver),
+        other => panic!("expected BYE taken_over, got {other:?}"),
+    }
     drop(bob);
-    server.expect("bob", "dropped").await;
-    let (mut carol, _, _) = RawConn::join(server.addr, "carol", CALM, true).await;
-    carol.send(&Frame::Ping { seq: 1, rtt_us: 0 }).await;
-    assert_eq!(carol.next_frame().await, Some(Frame::Pong { seq: 1 }));
+    server
+        .expect_event("the first bob's end, as taken over", |event| {
+            event.session_id == first.session_id
+                && matches!(
+                    event.kind,
+                    PresenceKind::Dropped {
+                        reason: DropReason::TakenOver,
+                        ..
+                    }
+                )
+        })
+        .await;
     drop(_bob_again);
     assert_eq!(
         updates(&mut watcher, 1, takeover.seq).await,
@@ -236,6 +248,8 @@ async fn a_watcher_that_stops_reading_is_ended_as_a_slow_consumer_and_no_one_els
     slow.send(&common::hello("slow", CALM, true)).await;
     assert!(matches!(slow.next_frame().await, Some(Frame::Welcome(_))));
     slow.send(&watch("#busy", WatchMode::Full)).await;
+    // Its snapshot read: the watch is in place before the flood.
+    assert_eq!(next_update(&mut slow).await.kind, UpdateKind::Snapshot);
     // A bystander watches the same room and reads everything.
     let (mut bystander, _, _) = RawConn::join(server.addr, "bystander", CALM, true).await;
     bystander.send(&watch("#busy", WatchMode::Full)).await;
