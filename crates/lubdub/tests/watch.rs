@@ -448,3 +448,56 @@ async fn a_watch_past_the_bound_gets_its_notice_and_the_session_goes_on() {
         other => panic!("expected one too_many_watches NOTICE, got {other:?}"),
     }
 }
+
+/// A burst to many watchers is written a slice of time at a time (so that
+/// no verdict waits for all their sends); what a slice leaves is written
+/// next, so every watcher still gets every change, whole and in order.
+#[tokio::test]
+async fn a_burst_to_many_watchers_reaches_each_whole_and_in_order() {
+    const WATCHERS: usize = 100;
+    const CHANGES: u32 = 1_000;
+    let mut config = fast_config();
+    config.max_messages_per_sec = 0;
+    let mut server = TestServer::start(config).await;
+    let (mut chatty, _, _) = RawConn::join(server.addr, "chatty", CALM, true).await;
+    chatty
+        .send(&Frame::Join {
+            room: "#busy".into(),
+        })
+        .await;
+    server.expect("chatty", "room_joined").await;
+    let mut readers = Vec::new();
+    for index in 0..WATCHERS {
+        let (mut watcher, _, _) =
+            RawConn::join(server.addr, &format!("watcher{index}"), CALM, true).await;
+        watcher.send(&watch("#busy", WatchMode::Full)).await;
+        let snapshot = next_update(&mut watcher).await;
+        assert_eq!(snapshot.kind, UpdateKind::Snapshot);
+        let member = next_update(&mut watcher).await;
+        assert_eq!(member.name, "chatty");
+        readers.push(tokio::spawn(async move {
+            let mut since = snapshot.seq;
+            for index in 0..CHANGES {
+                let update = next_update(&mut watcher).await;
+                assert!(update.seq > since, "{update:?} after {since}");
+                since = update.seq;
+                assert_eq!(
+                    (update.kind, update.text),
+                    (UpdateKind::Status, format!("{index}"))
+                );
+            }
+        }));
+    }
+    let mut flood = Vec::new();
+    for index in 0..CHANGES {
+        let text = format!("{index}");
+        lubdub::core::protocol::codec::encode(&Frame::Status { text }, &mut flood).expect("fits");
+    }
+    chatty.send_bytes(&flood).await;
+    for reader in readers {
+        tokio::time::timeout(common::PATIENCE, reader)
+            .await
+            .expect("every change within the patience")
+            .expect("every change, in order");
+    }
+}

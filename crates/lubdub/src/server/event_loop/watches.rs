@@ -5,14 +5,15 @@
 //!
 //! A loop reads the hub's ring only while it has watchers (the hub wakes
 //! it when an event is published), a bounded number of frames per turn,
-//! after its verdicts: watching never delays a verdict. A watcher that
+//! after its verdicts, and writes them a slice of time at a time
+//! (`batches.rs`): watching never delays a verdict by more than a slice. A watcher that
 //! does not read fills its queue and is ended as a slow consumer, like
 //! any peer that does not read; no one else waits for it. A loop that
 //! falls further behind than the hub's ring sends each of its watchers
 //! `resync` and a fresh snapshot.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 use lubdub_core::connection::{too_many_watches, Now};
@@ -26,7 +27,10 @@ use super::super::presence::PresenceEvent;
 use super::super::updates::{self, Watching};
 use super::{ConnKey, EventLoop};
 
+mod batches;
 mod snapshots;
+
+use batches::{Batches, Until};
 
 /// PRESENCE frames a loop queues per turn, at most (an event's frames to
 /// all its watchers are queued together, so a turn may pass this by one
@@ -36,6 +40,10 @@ const UPDATES_PER_TURN: usize = 4096;
 
 /// Events passed on between two looks at the clock for a deadline due.
 const CLOCK_EVERY_EVENTS: u32 = 16;
+
+/// How long one turn's pass may take. A pass that stops at the end of its
+/// slice (or at a deadline due) goes on next turn, after the verdicts.
+const PASS_SLICE: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone, Copy)]
 struct Watcher {
@@ -55,10 +63,8 @@ pub(super) struct LocalWatches {
     feed: Option<PresenceFeed>,
     /// Events were left unread last turn (the turn's budget was spent).
     pub(super) behind: bool,
-    /// The PRESENCE frames of this turn, per watcher, written once at the
-    /// end of the turn: one write per watcher a turn, not one per change
-    /// (a mass outage is thousands of changes to each watcher).
-    batch: HashMap<ConnKey, Vec<u8>>,
+    /// The PRESENCE frames owed to each watcher (`batches.rs`).
+    batches: Batches,
 }
 
 impl LocalWatches {
@@ -216,6 +222,17 @@ impl<D: Detector> EventLoop<D> {
         let mut sent = 0;
         self.watches.behind = false;
         let due = self.timers.next_expiry();
+        let slice = Until::Slice {
+            stop_at: Instant::now() + PASS_SLICE,
+            due,
+        };
+        // What the last pass could not write goes first; nothing more is
+        // read until it is written, which bounds what the batches hold.
+        if !self.flush_batches(now, slice) {
+            self.watches.behind = true;
+            self.watches.feed = Some(feed);
+            return self.carry_out(now);
+        }
         let mut events = 0u32;
         while sent < UPDATES_PER_TURN {
             events += 1;
@@ -248,7 +265,9 @@ impl<D: Detector> EventLoop<D> {
                 self.watches.behind = true;
             }
         }
-        self.flush_batches(now);
+        if !self.flush_batches(now, slice) {
+            self.watches.behind = true;
+        }
         self.metrics.presence_updates(sent as u64);
         // Put back unless the last watcher went meanwhile.
         if !self.watches.by_target.is_empty() {
@@ -307,28 +326,9 @@ impl<D: Detector> EventLoop<D> {
         let mut encoded = Vec::new();
         push_update(&mut encoded, update);
         for key in &watchers {
-            self.watches
-                .batch
-                .entry(*key)
-                .or_default()
-                .extend_from_slice(&encoded);
+            self.watches.batches.add(*key, &encoded);
         }
         watchers.len()
-    }
-
-    /// Writes each watcher's frames of this turn, in one send each.
-    fn flush_batches(&mut self, now: Now) {
-        let mut batch = std::mem::take(&mut self.watches.batch);
-        for (key, bytes) in batch.drain() {
-            let established = self
-                .slots
-                .get(key.0)
-                .is_some_and(|slot| slot.generation == key.1 && slot.machine.session().is_some());
-            if established {
-                self.send(now, key, &bytes);
-            }
-        }
-        self.watches.batch = batch;
     }
 }
 

@@ -143,7 +143,7 @@ impl<D: Detector> EventLoop<D> {
     pub(super) fn resync_watchers(&mut self, now: Now) -> usize {
         self.metrics.watch_resync();
         // The changes before the gap go first.
-        self.flush_batches(now);
+        self.flush_batches(now, super::Until::Done);
         let targets: Vec<(Box<str>, Vec<Watcher>)> = self
             .watches
             .by_target
