@@ -6,11 +6,11 @@
 //! A loop reads the hub's ring only while it has watchers (the hub wakes
 //! it when an event is published), a bounded number of frames per turn,
 //! after its verdicts, and writes them a slice of time at a time
-//! (`batches.rs`): watching never delays a verdict by more than a slice. A watcher that
-//! does not read fills its queue and is ended as a slow consumer, like
-//! any peer that does not read; no one else waits for it. A loop that
-//! falls further behind than the hub's ring sends each of its watchers
-//! `resync` and a fresh snapshot.
+//! (`batches.rs`): watching never delays a verdict by more than a slice.
+//! A watcher that does not read fills its queue and is ended as a slow
+//! consumer, like any peer that does not read; no one else waits for it.
+//! A loop that falls further behind than the hub's ring sends each of its
+//! watchers `resync` and a fresh snapshot.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
