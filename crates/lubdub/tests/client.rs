@@ -429,8 +429,10 @@ async fn a_welcome_with_a_zero_interval_is_refused() {
         max_missed: 5,
     })
     .await;
-    let error = Client::connect(config(addr, "alice"))
-        .await
-        .expect_err("unusable grant");
+    let mut alice = config(addr, "alice");
+    // A protocol error is retried (the stream may have been damaged); the
+    // default patience would keep trying for a minute.
+    alice.first_connect_patience = Some(Duration::from_millis(500));
+    let error = Client::connect(alice).await.expect_err("unusable grant");
     assert!(matches!(error, ConnectError::Protocol(_)), "{error}");
 }

@@ -403,9 +403,11 @@ async fn a_tls_client_over_a_connection_limit_is_refused_retryably() {
     let _first = Client::connect(tls_client_config(server.addr, "first", &pki.ca))
         .await
         .expect("the first connects");
-    let error = Client::connect(tls_client_config(server.addr, "second", &pki.ca))
-        .await
-        .expect_err("over the limit");
+    let mut second = tls_client_config(server.addr, "second", &pki.ca);
+    // A refusal for being over the limit is retried (a place may free);
+    // the default patience would keep trying for a minute.
+    second.first_connect_patience = Some(Duration::from_millis(500));
+    let error = Client::connect(second).await.expect_err("over the limit");
     assert!(
         !matches!(error, ConnectError::NotTls { .. }),
         "not mistaken for a plain server: {error:?}"
