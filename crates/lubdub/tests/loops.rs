@@ -57,23 +57,9 @@ async fn a_name_held_on_the_other_loop_is_taken_over_and_fenced() {
         "the two connections should be on different loops"
     );
     assert!(new_welcome.epoch > old_welcome.epoch);
-    match old.next_frame().await {
-        Some(Frame::Bye(bye)) => assert_eq!(bye.reason.code, ReasonCode::TakenOver),
-        other => panic!("expected BYE taken_over, got {other:?}"),
-    }
+    old.expect_bye(ReasonCode::TakenOver).await;
     old.expect_closed().await;
-    server
-        .expect_event("alice dropped as taken over", |event| {
-            event.session_id == old_welcome.session_id
-                && matches!(
-                    event.kind,
-                    PresenceKind::Dropped {
-                        reason: lubdub::server::DropReason::TakenOver,
-                        ..
-                    }
-                )
-        })
-        .await;
+    server.expect_taken_over(old_welcome.session_id).await;
     // The successor holds the name: listed once, with its own id, and it
     // still answers.
     new.send(&Frame::Ping { seq: 1, rtt_us: 0 }).await;

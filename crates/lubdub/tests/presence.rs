@@ -354,24 +354,10 @@ async fn late_actions_of_a_taken_over_connection_never_touch_its_successor() {
     // The old connection ignores its BYE and goes on, then vanishes. (Read
     // first: with two loops, what it sent before its loop heard of the
     // takeover would be a live session's.)
-    match old.next_frame().await {
-        Some(Frame::Bye(bye)) => assert_eq!(bye.reason.code, ReasonCode::TakenOver),
-        other => panic!("expected BYE taken_over, got {other:?}"),
-    }
+    old.expect_bye(ReasonCode::TakenOver).await;
     old.send(&to_bob("late, from the old alice")).await;
     drop(old);
-    server
-        .expect_event("the old session's drop", |event| {
-            event.session_id == first.session_id
-                && matches!(
-                    event.kind,
-                    PresenceKind::Dropped {
-                        reason: DropReason::TakenOver,
-                        ..
-                    }
-                )
-        })
-        .await;
+    server.expect_taken_over(first.session_id).await;
     new.send(&to_bob("from the new alice")).await;
     match bob.next_frame().await {
         Some(Frame::Msg(message)) => {

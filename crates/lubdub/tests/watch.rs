@@ -116,23 +116,9 @@ async fn a_name_watch_is_a_snapshot_then_every_change_in_order() {
     let (_bob_again, _, _) = RawConn::join(server.addr, "bob", CALM, true).await;
     let takeover = next_update(&mut watcher).await;
     assert_eq!(takeover.kind, UpdateKind::Takeover);
-    match bob.next_frame().await {
-        Some(Frame::Bye(bye)) => assert_eq!(bye.reason.code, ReasonCode::TakenOver),
-        other => panic!("expected BYE taken_over, got {other:?}"),
-    }
+    bob.expect_bye(ReasonCode::TakenOver).await;
     drop(bob);
-    server
-        .expect_event("the first bob's end, as taken over", |event| {
-            event.session_id == first.session_id
-                && matches!(
-                    event.kind,
-                    PresenceKind::Dropped {
-                        reason: DropReason::TakenOver,
-                        ..
-                    }
-                )
-        })
-        .await;
+    server.expect_taken_over(first.session_id).await;
     drop(_bob_again);
     assert_eq!(
         updates(&mut watcher, 1, takeover.seq).await,
@@ -232,13 +218,7 @@ async fn a_watcher_that_stops_reading_is_ended_as_a_slow_consumer_and_no_one_els
     config.max_outbound_bytes = 64 * 1024;
     config.max_messages_per_sec = 0;
     let mut server = TestServer::start(config).await;
-    let (mut chatty, _, _) = RawConn::join(server.addr, "chatty", CALM, true).await;
-    chatty
-        .send(&Frame::Join {
-            room: "#busy".into(),
-        })
-        .await;
-    server.expect("chatty", "room_joined").await;
+    let mut chatty = chatty_in_busy(&mut server).await;
 
     // Never reads again after its snapshot, through a small window.
     let socket = TcpSocket::new_v4().expect("socket");
@@ -290,6 +270,19 @@ async fn a_watcher_that_stops_reading_is_ended_as_a_slow_consumer_and_no_one_els
     assert_eq!(next_pong(&mut bystander).await, 1);
     chatty.send(&Frame::Ping { seq: 1, rtt_us: 0 }).await;
     assert_eq!(next_pong(&mut chatty).await, 1);
+}
+
+/// A session `chatty` in the room `#busy`, whose STATUS floods reach the
+/// room's watchers.
+async fn chatty_in_busy(server: &mut TestServer) -> RawConn {
+    let (mut chatty, _, _) = RawConn::join(server.addr, "chatty", CALM, true).await;
+    chatty
+        .send(&Frame::Join {
+            room: "#busy".into(),
+        })
+        .await;
+    server.expect("chatty", "room_joined").await;
+    chatty
 }
 
 async fn next_pong(conn: &mut RawConn) -> u32 {
@@ -459,13 +452,7 @@ async fn a_burst_to_many_watchers_reaches_each_whole_and_in_order() {
     let mut config = fast_config();
     config.max_messages_per_sec = 0;
     let mut server = TestServer::start(config).await;
-    let (mut chatty, _, _) = RawConn::join(server.addr, "chatty", CALM, true).await;
-    chatty
-        .send(&Frame::Join {
-            room: "#busy".into(),
-        })
-        .await;
-    server.expect("chatty", "room_joined").await;
+    let mut chatty = chatty_in_busy(&mut server).await;
     let mut readers = Vec::new();
     for index in 0..WATCHERS {
         let (mut watcher, _, _) =

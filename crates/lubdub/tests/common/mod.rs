@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lubdub::core::protocol::frame::flags;
-use lubdub::core::protocol::{codec, Frame, Hello, Welcome, PROTOCOL_VERSION};
+use lubdub::core::protocol::{codec, Frame, Hello, ReasonCode, Welcome, PROTOCOL_VERSION};
 use lubdub::server::{
-    self, FeedItem, InMemoryRegistry, PresenceEvent, PresenceFeed, PresenceHub, PresenceKind,
-    ServerConfig, ServerControl, ServerHandle, SessionInfo,
+    self, DropReason, FeedItem, InMemoryRegistry, PresenceEvent, PresenceFeed, PresenceHub,
+    PresenceKind, ServerConfig, ServerControl, ServerHandle, SessionInfo,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -181,6 +181,24 @@ impl TestServer {
         .await
     }
 
+    /// Waits for the end of session `session_id` as taken over.
+    pub async fn expect_taken_over(&mut self, session_id: u64) -> PresenceEvent {
+        self.expect_event(
+            &format!("session {session_id} ended as taken over"),
+            |event| {
+                event.session_id == session_id
+                    && matches!(
+                        event.kind,
+                        PresenceKind::Dropped {
+                            reason: DropReason::TakenOver,
+                            ..
+                        }
+                    )
+            },
+        )
+        .await
+    }
+
     /// Every event the server has sent so far: expect_event's history and
     /// whatever arrived since. The loop sends an event when it happens, so
     /// after a round trip with the server every earlier event of that
@@ -340,6 +358,14 @@ impl RawConn {
                 Some(frame) => before.push(frame),
                 None => panic!("closed while waiting for PONG {seq}"),
             }
+        }
+    }
+
+    /// Asserts that the next frame is BYE with `code`.
+    pub async fn expect_bye(&mut self, code: ReasonCode) {
+        match self.next_frame().await {
+            Some(Frame::Bye(bye)) => assert_eq!(bye.reason.code, code),
+            other => panic!("expected BYE {code}, got {other:?}"),
         }
     }
 
