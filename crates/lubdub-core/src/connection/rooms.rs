@@ -28,8 +28,7 @@ impl<S> Connection<S> {
             return;
         };
         if usize::from(session.held.rooms) >= MAX_ROOMS_PER_SESSION {
-            let reason = too_many_rooms(&room);
-            push_notice(out, reason.code, reason.text);
+            push_notice(out, too_many_rooms(&room));
             return;
         }
         // Counted now, corrected by `set_holdings` once carried out: the
@@ -65,8 +64,7 @@ impl<S> Connection<S> {
         // A `once` watch is answered at once and is never held.
         let adds = matches!(mode, WatchMode::Full | WatchMode::Count);
         if adds && usize::from(session.held.watches) >= MAX_WATCHES_PER_SESSION {
-            let reason = too_many_watches(&target);
-            push_notice(out, reason.code, reason.text);
+            push_notice(out, too_many_watches(&target));
             return;
         }
         if adds {
@@ -111,10 +109,9 @@ pub fn too_many_watches(target: &str) -> Reason {
     Reason::new(ReasonCode::TooManyWatches, text)
 }
 
-fn push_notice(out: &mut impl OutputSink, code: ReasonCode, text: String) {
-    out.push(Output::Transmit(super::output::Transmit::Notice(
-        Reason::new(code, text.clone()),
-    )));
+fn push_notice(out: &mut impl OutputSink, reason: Reason) {
+    let (code, text) = (reason.code, reason.text.clone());
+    out.push(Output::Transmit(super::output::Transmit::Notice(reason)));
     out.push(Output::Event(Event::FrameRefused {
         code,
         notice: Some(text),
