@@ -34,8 +34,8 @@
 //! increment and one write: no lock, no allocation, no timer operation.
 //!
 //! Size: the loop's state and its turn (poll, stall detection, the order
-//! of reads, commands, verdicts and writes), about 480 lines; every job of
-//! a turn is in a room of its own.
+//! of reads, commands, verdicts and writes), about 490 lines; every job of
+//! a turn is in a room of its own, the loop's instants in `clock.rs`.
 
 use std::io;
 use std::sync::atomic::AtomicU64;
@@ -48,7 +48,6 @@ use lubdub_core::detector::Detector;
 use lubdub_core::stall::ListeningClock;
 use mio::{Events, Poll, Token};
 use slab::Slab;
-use tracing::warn;
 
 use super::acceptor::SharedAdmission;
 use super::config::ServerConfig;
@@ -69,6 +68,8 @@ mod auth;
 mod budgets;
 // Claims and releases of names in the registry; takeovers.
 mod claims;
+// The loop's instants: `now`, stalls, microseconds since its origin.
+mod clock;
 // Carrying out what the connection machines ask for.
 mod dispatch;
 // The admin API's reads, one bounded page per command.
@@ -430,52 +431,6 @@ impl<D: Detector> EventLoop<D> {
             }
             None => timeout,
         }
-    }
-
-    /// Now, read afresh: for work dated by its own instant (a read, an
-    /// accept late in a busy turn, a verdict of a credential check).
-    ///
-    /// The clock is told too: a process stopped in the middle of a turn
-    /// resumes here, and the PINGs held up by that stop must find its
-    /// allowance in place before they are judged (a stop noticed only at
-    /// the next poll came after the first backlog was read as a flood).
-    fn now(&mut self) -> Now {
-        let real = Instant::now();
-        // Borrowed, not the `Arc` clone `cpu_explaining_stalls` makes: this
-        // runs for every read.
-        let (cpu, me) = (&self.cpu, self.loop_index);
-        let wake = self
-            .clock
-            .woke(real, || siblings::cpu_explaining_stalls(cpu, me));
-        self.stalled(real, wake.stalled);
-        Now {
-            listening: wake.listening,
-            real_us: self.micros_since_origin(real),
-        }
-    }
-
-    /// The real instant of `now`.
-    fn real_instant(&self, now: Now) -> Instant {
-        self.origin + Duration::from_micros(now.real_us)
-    }
-
-    /// A stall of the loop, if `stalled`, ended at `resumed`: said, and
-    /// the PINGs held up by it are allowed through.
-    fn stalled(&mut self, resumed: Instant, stalled: Option<Duration>) {
-        let Some(stalled) = stalled else {
-            return;
-        };
-        warn!(
-            stalled_ms = stalled.as_millis() as u64,
-            "the server could not run for {}; that time is not counted as anyone's silence",
-            humantime::format_duration(Duration::from_millis(stalled.as_millis() as u64))
-        );
-        self.rules
-            .stalled(self.micros_since_origin(resumed), stalled);
-    }
-
-    fn micros_since_origin(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.origin).as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Hands an input to the machine of connection `key`, if it is still
